@@ -1,0 +1,226 @@
+"""Wire contracts: one pydantic model per topic value.
+
+Services never hand-build dicts for the wire; they build these models and
+serialise them with :func:`encode`. Every model carries ``schema_version`` so a
+consumer can refuse (dead-letter) a record written by a newer producer instead
+of misreading it.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+SCHEMA_VERSION = 1
+
+#: Maximum characters of ``text`` after normalisation. Long enough for a news
+#: paragraph or a support e-mail; longer inputs are rejected rather than
+#: silently truncated, so a client learns its data did not fit.
+MAX_TEXT_CHARS = 10_000
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7E]+$"),
+]
+"""Printable ASCII without spaces: safe as a Kafka key, a header value and an ES doc id."""
+
+ShortLabel = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+MetadataValue = str | int | float | bool | None
+
+
+class Channel(StrEnum):
+    """Where a text came from; decides which models run on it."""
+
+    NEWS = "news"
+    SOCIAL = "social"
+    SUPPORT = "support"
+    REVIEW = "review"
+
+
+class WireModel(BaseModel):
+    """Base of every wire model: strict about unknown fields, immutable once built."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class TextEvent(WireModel):
+    """A piece of text entering the platform (value of ``text.raw``)."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this record.")
+    id: Identifier = Field(description="Event id, unique per event; re-sending the same id is a no-op.")
+    source: ShortLabel = Field(description="Producer of the text, e.g. a feed name or 'replay:twitter_fin_sentiment'.")
+    channel: Channel = Field(description="news | social | support | review.")
+    text: str = Field(
+        min_length=1, max_length=MAX_TEXT_CHARS, description="Normalised text (NFC, no control characters)."
+    )
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = Field(
+        "en", description="BCP-47 language tag."
+    )
+    event_time: AwareDatetime = Field(description="When the text was written (producer's clock, timezone-aware).")
+    ingest_time: AwareDatetime = Field(description="When the platform accepted it (ingest's clock, UTC).")
+    entity_key: Identifier | None = Field(None, description="Optional subject the text is about, e.g. a ticker.")
+    conversation_id: Identifier | None = Field(None, description="Optional support conversation; keeps its order.")
+    user_id: Identifier | None = Field(None, description="Optional author or customer id.")
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] = Field(
+        default_factory=dict, max_length=32, description="Free scalar metadata (at most 32 keys)."
+    )
+
+
+class ModelRef(WireModel):
+    """Which model produced a result, so every label can be traced to a version."""
+
+    name: ShortLabel = Field(description="Model name in the model repository, e.g. 'sentiment'.")
+    version: ShortLabel = Field(description="Model version (repository version number or a hash).")
+
+
+class Classification(WireModel):
+    """One classification result (sentiment, topic or intent)."""
+
+    label: ShortLabel = Field(description="Winning label, taken from the model's own id2label.")
+    score: float = Field(ge=0.0, le=1.0, description="Probability of the winning label.")
+    scores: dict[str, float] = Field(default_factory=dict, description="Probabilities of the top labels.")
+    model: ModelRef = Field(description="Model that produced the label.")
+
+
+class IntentResult(Classification):
+    """Intent classification with an out-of-scope decision."""
+
+    out_of_scope: bool = Field(False, description="True when the intent is oos or below the calibrated threshold.")
+
+
+class Entity(WireModel):
+    """A named entity span; ``text[start:end]`` of the event equals ``surface``."""
+
+    surface: str = Field(min_length=1, description="The span as written.")
+    type: ShortLabel = Field(description="Entity type, e.g. ORG, PER, LOC, TICKER.")
+    start: int = Field(ge=0, description="Start character offset in the event text.")
+    end: int = Field(gt=0, description="End character offset (exclusive).")
+    key: ShortLabel = Field(description="Normalised entity key (case, punctuation, legal suffixes removed).")
+    score: float = Field(ge=0.0, le=1.0, description="Confidence (1.0 for rule matches).")
+    origin: Literal["model", "rule"] = Field(description="Found by the NER model or by a rule (cashtags).")
+
+
+class ClassifiedEvent(WireModel):
+    """Value of ``text.classified``: the event plus its labels."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this record.")
+    event: TextEvent = Field(description="The original event, unchanged.")
+    sentiment: Classification | None = Field(None, description="Sentiment (news, social, support).")
+    topic: Classification | None = Field(None, description="Financial topic (news, social).")
+    intent: IntentResult | None = Field(None, description="Customer-service intent (support).")
+    classified_time: AwareDatetime = Field(description="When classification finished.")
+
+
+class EnrichedEvent(WireModel):
+    """Value of ``text.enriched``: the full enrichment of one event."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this record.")
+    event: TextEvent = Field(description="The original event, unchanged.")
+    sentiment: Classification | None = Field(None, description="Sentiment (news, social, support).")
+    topic: Classification | None = Field(None, description="Financial topic (news, social).")
+    intent: IntentResult | None = Field(None, description="Customer-service intent (support).")
+    entities: list[Entity] = Field(default_factory=list, description="Entities with character offsets.")
+    ner_model: ModelRef | None = Field(None, description="NER model used, if any.")
+    enriched_time: AwareDatetime = Field(description="When enrichment finished.")
+
+
+class EntityMention(WireModel):
+    """Value of ``entity.mentions``: one record per entity per event, keyed by ``entity_key``."""
+
+    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Contract version of this record.")
+    event_id: Identifier = Field(description="Id of the event that mentions the entity.")
+    entity_key: ShortLabel = Field(description="Normalised entity key (also the Kafka key).")
+    entity_type: ShortLabel = Field(description="Entity type.")
+    surface: str = Field(description="The span as written.")
+    channel: Channel = Field(description="Channel of the event.")
+    source: ShortLabel = Field(description="Source of the event.")
+    sentiment: Classification | None = Field(None, description="Sentiment of the event.")
+    topic: Classification | None = Field(None, description="Topic of the event.")
+    event_time: AwareDatetime = Field(description="Event time of the mentioning event.")
+    ingest_time: AwareDatetime = Field(description="Ingest time of the mentioning event.")
+
+
+def utcnow() -> datetime:
+    """Current time, timezone-aware UTC (the platform never uses naive datetimes)."""
+    return datetime.now(UTC)
+
+
+def encode(model: BaseModel) -> bytes:
+    """Serialise a wire model to compact JSON bytes (the only wire encoding)."""
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=False))
+
+
+def json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON schema of a contract, used by the generated AsyncAPI/OpenAPI docs."""
+    return model.model_json_schema()
+
+
+# -- ingest edge --------------------------------------------------------------
+
+_KEEP_CONTROLS = frozenset("\n\t")
+
+#: Raw input larger than this is refused before normalisation, to bound work.
+MAX_RAW_TEXT_CHARS = 4 * MAX_TEXT_CHARS
+
+
+def normalise_text(text: str) -> str:
+    """NFC, CRLF → LF, control characters (except newline and tab) removed, trimmed.
+
+    Format characters (category Cf, e.g. the zero-width joiner inside emoji) are
+    kept: removing them would change meaning.
+    """
+    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
+    cleaned = "".join(ch for ch in text if ch in _KEEP_CONTROLS or unicodedata.category(ch) not in {"Cc", "Cs"})
+    return cleaned.strip()
+
+
+class TextEventIn(WireModel):
+    """An event as clients send it (HTTP body, or a ``text.in`` record value)."""
+
+    id: Identifier | None = Field(None, description="Client event id; re-sending it is a no-op. Generated if absent.")
+    source: ShortLabel = Field(description="Producer of the text.")
+    channel: Channel = Field(description="news | social | support | review.")
+    text: Annotated[str, StringConstraints(max_length=MAX_RAW_TEXT_CHARS)] = Field(
+        description=f"The text; at most {MAX_TEXT_CHARS} characters after normalisation."
+    )
+    language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
+    event_time: AwareDatetime | None = Field(None, description="When it was written; ingest time if absent.")
+    entity_key: Identifier | None = None
+    conversation_id: Identifier | None = None
+    user_id: Identifier | None = None
+    metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] = Field(
+        default_factory=dict, max_length=32
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        value = normalise_text(value)
+        if not value:
+            msg = "text is empty after normalisation"
+            raise ValueError(msg)
+        if len(value) > MAX_TEXT_CHARS:
+            msg = f"text has {len(value)} characters after normalisation; the maximum is {MAX_TEXT_CHARS}"
+            raise ValueError(msg)
+        return value
+
+    def to_event(self, *, ingest_time: datetime, fallback_id: str) -> TextEvent:
+        """The validated :class:`TextEvent` (id and event time filled in)."""
+        return TextEvent(
+            id=self.id or fallback_id,
+            source=self.source,
+            channel=self.channel,
+            text=self.text,
+            language=self.language,
+            event_time=self.event_time or ingest_time,
+            ingest_time=ingest_time,
+            entity_key=self.entity_key,
+            conversation_id=self.conversation_id,
+            user_id=self.user_id,
+            metadata=self.metadata,
+        )

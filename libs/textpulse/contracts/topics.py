@@ -1,0 +1,119 @@
+"""Topic names, partition counts, keys and value contracts — declared once.
+
+``deploy/kafka/create-topics.sh`` and ``textpulse topics create`` create
+exactly this list; services read their topic names from settings whose defaults
+come from here, so tests can run on topics of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
+
+#: Partitions of the main streams: bounds consumer parallelism per service.
+STREAM_PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One Kafka topic of the platform."""
+
+    name: str
+    partitions: int
+    key: str
+    description: str
+    value: type[BaseModel] | None = None
+    compacted: bool = False
+    configs: dict[str, str] = field(default_factory=dict)
+
+    def topic_configs(self) -> dict[str, str]:
+        """Broker-side topic configuration."""
+        configs = {"cleanup.policy": "compact" if self.compacted else "delete"}
+        configs.update(self.configs)
+        return configs
+
+
+TEXT_IN = TopicSpec(
+    "text.in",
+    STREAM_PARTITIONS,
+    key="any (ignored)",
+    description="Raw JSON events from external producers; validated by ingest.",
+)
+TEXT_RAW = TopicSpec(
+    "text.raw",
+    STREAM_PARTITIONS,
+    key="conversation_id, else user_id, else entity_key, else event id (see ingest README)",
+    description="Validated, normalised events.",
+    value=TextEvent,
+)
+TEXT_CLASSIFIED = TopicSpec(
+    "text.classified",
+    STREAM_PARTITIONS,
+    key="same key as text.raw",
+    description="Events with sentiment / topic / intent.",
+    value=ClassifiedEvent,
+)
+TEXT_ENRICHED = TopicSpec(
+    "text.enriched",
+    STREAM_PARTITIONS,
+    key="same key as text.raw",
+    description="Fully enriched events (labels and entities).",
+    value=EnrichedEvent,
+)
+ENTITY_MENTIONS = TopicSpec(
+    "entity.mentions",
+    STREAM_PARTITIONS,
+    key="normalised entity key",
+    description="One record per entity mention; partitions the alert state by entity.",
+    value=EntityMention,
+)
+ALERTS_FINANCIAL = TopicSpec(
+    "alerts.financial", 3, key="alert key (entity or topic + detector)", description="Financial sentiment alerts."
+)
+SUPPORT_ROUTED = TopicSpec(
+    "support.routed", STREAM_PARTITIONS, key="conversation id", description="Routed support messages."
+)
+ITEMS = TopicSpec("items", 3, key="item id", description="Item catalogue (compacted).", compacted=True)
+USER_INTERACTIONS = TopicSpec(
+    "user.interactions", STREAM_PARTITIONS, key="user id", description="User-item interactions."
+)
+RECS_SCORES = TopicSpec("recs.scores", 3, key="user id", description="Recommendations per user.")
+
+SERVICES = ("ingest", "classify", "ner", "alert", "route", "index", "recommend")
+
+
+def dlq(service: str) -> TopicSpec:
+    """Dead-letter topic of a service: original bytes plus reason headers."""
+    return TopicSpec(
+        f"dlq.{service}",
+        1,
+        key="original key",
+        description=f"Records {service} could not process, with the reason in headers.",
+        configs={"retention.ms": str(14 * 24 * 3600 * 1000)},
+    )
+
+
+ALL_TOPICS: tuple[TopicSpec, ...] = (
+    TEXT_IN,
+    TEXT_RAW,
+    TEXT_CLASSIFIED,
+    TEXT_ENRICHED,
+    ENTITY_MENTIONS,
+    ALERTS_FINANCIAL,
+    SUPPORT_ROUTED,
+    ITEMS,
+    USER_INTERACTIONS,
+    RECS_SCORES,
+    *(dlq(s) for s in SERVICES),
+)
+
+
+def by_name(name: str) -> TopicSpec:
+    """Look a declared topic up by name."""
+    for spec in ALL_TOPICS:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

@@ -1,0 +1,107 @@
+"""HTTP operations endpoints and request metrics.
+
+``/health`` is liveness (the process serves HTTP), ``/ready`` is readiness (the
+broker answers), ``/metrics`` is the service's own Prometheus registry.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .metrics import ServiceMetrics
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _Endpoint:
+    """An ASGI callable that is not a plain function, so Starlette's ``Route`` mounts it as an app."""
+
+    def __init__(self, fn: ASGIApp) -> None:
+        self.fn = fn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.fn(scope, receive, send)
+
+
+async def _respond(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def health_app() -> ASGIApp:
+    """Liveness: 200 while the event loop serves requests."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
+        await _respond(send, 200, b'{"status":"ok"}', b"application/json")
+
+    return _Endpoint(app)
+
+
+def ready_app(check: ReadyCheck) -> ASGIApp:
+    """Readiness: 200 when ``check`` passes, else 503 (not ready for traffic)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
+        ok = False
+        try:
+            ok = await check()
+        except Exception:  # noqa: BLE001 - any failure of the probe means "not ready"
+            ok = False
+        if ok:
+            await _respond(send, 200, b'{"status":"ready"}', b"application/json")
+        else:
+            await _respond(send, 503, b'{"status":"not ready"}', b"application/json")
+
+    return _Endpoint(app)
+
+
+def metrics_app(metrics: ServiceMetrics) -> ASGIApp:
+    """Prometheus exposition of the service registry."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
+        await _respond(send, 200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST.encode())
+
+    return _Endpoint(app)
+
+
+def ops_routes(metrics: ServiceMetrics, ready: ReadyCheck) -> list[tuple[str, ASGIApp]]:
+    """The three operations routes, for ``AsgiFastStream(asgi_routes=...)``."""
+    return [("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))]
+
+
+class HttpMetricsMiddleware:
+    """Counts requests and times them by route template (bounded label set)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            svc = self.metrics.service
+            self.metrics.http_requests.labels(svc, path, method, str(status)).inc()
+            self.metrics.http_duration.labels(svc, path, method).observe(time.perf_counter() - started)

@@ -1,0 +1,142 @@
+"""Wiring of the ingest service: FastAPI (HTTP edge, OpenAPI) + a FastStream Kafka broker.
+
+Run: ``uvicorn services.ingest.app:app --host 127.0.0.1 --port 8080`` (or
+``textpulse serve ingest``). Everything with a connection is created in the
+lifespan and kept on ``app.state``; tests pass their own broker (e.g. under
+``TestKafkaBroker``) to :func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import textpulse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from starlette.routing import Route
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from textpulse.contracts import TextEventIn
+from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.writer import RecordWriter
+from textpulse.observability import HttpMetricsMiddleware, configure_logging
+from textpulse.observability.http import health_app, metrics_app, ready_app
+from textpulse.observability.lag import LagMonitor
+
+from . import api, handlers
+from .core import Ingestor
+from .dedup import IdempotencyStore
+from .metrics import IngestMetrics
+from .settings import IngestSettings
+from .warmup import warm_up
+
+log = logging.getLogger(__name__)
+
+
+async def _connect(broker: KafkaBroker, timeout_s: float) -> None:
+    """Start the broker, retrying while Kafka is still coming up."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type(Exception),
+        reraise=True,
+    ):
+        with attempt:
+            await broker.start()
+
+
+def create_app(
+    settings: IngestSettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    connect_timeout_s: float = 60.0,
+    real_kafka: bool = True,
+) -> FastAPI:
+    """Build the ingest app. ``real_kafka=False`` skips the lag probe and warm-up (in-memory tests)."""
+    settings = settings or IngestSettings()
+    metrics = IngestMetrics()
+    broker = broker or make_broker(settings.kafka, service="ingest", metrics=metrics)
+    deps_ref: dict[str, handlers.EdgeDeps] = {}
+    if settings.consume_text_in:
+        handlers.register(broker, settings, deps_ref)
+    group_id = settings.group_id or "textpulse-ingest"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = IdempotencyStore(settings.dedup_capacity, settings.dedup_ttl_s)
+        writer = RecordWriter(broker.publish, settings.topic_out, timeout_s=settings.publish_timeout_s)
+        ingestor = Ingestor(writer, store)
+        app.state.settings, app.state.ingestor, app.state.metrics = settings, ingestor, metrics
+        deps_ref["edge"] = handlers.EdgeDeps(
+            ingestor=ingestor,
+            dead_letters=DeadLetters(broker.publish, service="ingest", topic=settings.topic_dlq),
+            metrics=metrics,
+            topic=settings.topic_in,
+        )
+        lag: LagMonitor | None = None
+        if real_kafka:
+            await warm_up(settings.kafka, settings.topic_out, store, per_partition=settings.dedup_warmup_records)
+        await _connect(broker, connect_timeout_s)
+        # Tansu answers OffsetFetch in a form aiokafka cannot decode: no lag probe there.
+        if real_kafka and settings.consume_text_in and settings.kafka.flavor == "apache":
+            lag = LagMonitor(settings.kafka, metrics, group_id, [settings.topic_in], settings.lag_refresh_s)
+            lag.start()
+        log.info("ingest started", extra={"topic_out": settings.topic_out, "text_in": settings.consume_text_in})
+        try:
+            yield
+        finally:
+            if lag:
+                await lag.stop()
+            await broker.stop()
+
+    app = FastAPI(
+        title="textpulse ingest",
+        version=textpulse.__version__,
+        description="Accepts text events over HTTP (and from the `text.in` topic) and writes them to `text.raw`.",
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+
+    async def ready() -> bool:
+        return await broker.ping(timeout=2.0)
+
+    for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
+        app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "validation_failed", "detail": exc.errors()}, 422)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            defs = TextEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(defs.pop("$defs", {}))
+            components["TextEventIn"] = defs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def main() -> None:
+    """Entry point: configure logging from settings and serve with uvicorn."""
+    import uvicorn
+
+    settings = IngestSettings()
+    configure_logging("ingest", settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()

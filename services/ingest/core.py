@@ -1,0 +1,160 @@
+"""Ingest logic: validation, keying, idempotency and the write to ``text.raw``.
+
+Pure functions (``parse_events``, ``routing_key``, ``headers_for``) plus the
+small :class:`Ingestor` that both edges (HTTP and ``text.in``) share.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from textpulse.contracts import SCHEMA_VERSION, TextEvent, TextEventIn, encode, utcnow
+from textpulse.kafka.writer import OutRecord, RecordWriter
+
+from .dedup import IdempotencyStore
+
+H_EVENT_ID = "event-id"
+H_SCHEMA = "schema-version"
+H_TYPE = "event-type"
+H_CHANNEL = "channel"
+H_SOURCE = "source"
+H_INGEST_TIME = "ingest-time"
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+class InvalidInput(ValueError):
+    """The input cannot become an event. ``errors`` lists the failing fields."""
+
+    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.errors = errors or []
+
+
+def routing_key(event: TextEvent) -> str:
+    """Kafka key of ``text.raw``: keeps per-conversation (then per-user, per-entity) order.
+
+    conversation_id, else user_id, else entity_key, else the event id (which
+    spreads independent events evenly over partitions).
+    """
+    if event.conversation_id:
+        return f"conv:{event.conversation_id}"
+    if event.user_id:
+        return f"user:{event.user_id}"
+    if event.entity_key:
+        return f"entity:{event.entity_key}"
+    return f"event:{event.id}"
+
+
+def headers_for(event: TextEvent) -> dict[str, str]:
+    """Headers of a ``text.raw`` record: enough to route or de-duplicate without parsing."""
+    return {
+        "content-type": "application/json",
+        H_EVENT_ID: event.id,
+        H_SCHEMA: str(SCHEMA_VERSION),
+        H_TYPE: "TextEvent",
+        H_CHANNEL: event.channel.value,
+        H_SOURCE: event.source[:128],
+        H_INGEST_TIME: event.ingest_time.isoformat(),
+    }
+
+
+def to_record(event: TextEvent) -> OutRecord:
+    return OutRecord(encode(event), routing_key(event).encode(), headers_for(event))
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+def decode_json(raw: bytes) -> Any:
+    """Parse JSON bytes; invalid UTF-8 or syntax raises :class:`InvalidInput`."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"invalid JSON: {exc}") from exc
+
+
+def validate_event(obj: Any, *, ingest_time: datetime, fallback_id: str | None = None) -> TextEvent:
+    """Validate one decoded JSON value into a :class:`TextEvent`."""
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"an event must be a JSON object, got {type(obj).__name__}")
+    try:
+        incoming = TextEventIn.model_validate(obj)
+    except ValidationError as exc:
+        errors = _errors(exc)
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in errors)
+        raise InvalidInput(f"validation failed: {fields}", errors) from exc
+    return incoming.to_event(ingest_time=ingest_time, fallback_id=fallback_id or str(uuid.uuid4()))
+
+
+def parse_batch(raw: bytes, *, ndjson: bool) -> list[Any]:
+    """Split a batch body into decoded JSON values (NDJSON lines or a JSON array)."""
+    if ndjson:
+        items = []
+        for lineno, line in enumerate(raw.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                raise InvalidInput(f"invalid JSON on line {lineno}: {exc}") from exc
+        return items
+    value = decode_json(raw)
+    if not isinstance(value, list):
+        raise InvalidInput("a JSON batch must be an array of events")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    id: str
+    outcome: Outcome
+
+
+class Ingestor:
+    """Writes validated events once: reserve ids, write the new ones, commit ids."""
+
+    def __init__(self, writer: RecordWriter, store: IdempotencyStore) -> None:
+        self.writer = writer
+        self.store = store
+
+    async def ingest(self, events: Sequence[TextEvent]) -> list[Result]:
+        """Write ``events`` not seen before; raises ``WriteError`` if the broker failed."""
+        results: list[Result] = []
+        fresh: list[TextEvent] = []
+        batch_ids: set[str] = set()
+        for event in events:
+            if event.id in batch_ids or not await self.store.reserve(event.id):
+                results.append(Result(event.id, Outcome.DUPLICATE))
+                continue
+            batch_ids.add(event.id)
+            fresh.append(event)
+            results.append(Result(event.id, Outcome.ACCEPTED))
+        try:
+            await self.writer.write([to_record(e) for e in fresh])
+        except BaseException:
+            for event in fresh:
+                self.store.release(event.id)
+            raise
+        for event in fresh:
+            self.store.commit(event.id)
+        return results
+
+
+def now() -> datetime:
+    return utcnow()

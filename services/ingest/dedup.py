@@ -1,0 +1,79 @@
+"""Idempotency window: event ids already written to ``text.raw``.
+
+An id is *reserved* while its write is in flight and *committed* once the broker
+acknowledged it. A concurrent request for an id in flight waits for the first
+outcome instead of writing twice; a failed write releases the id so a retry can
+succeed. The window is bounded in size and age and is rebuilt at start-up from
+the ``event-id`` headers of the tail of ``text.raw`` (see ``warmup``), so a
+restart does not forget recent ids. Across several ingest replicas the window
+is per replica; downstream consumers de-duplicate by event id as the last line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+
+
+class IdempotencyStore:
+    """Bounded LRU of committed ids plus in-flight reservations."""
+
+    def __init__(self, capacity: int = 1_000_000, ttl_s: float = 86_400.0) -> None:
+        self.capacity = capacity
+        self.ttl_s = ttl_s
+        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[bool]] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def seen(self, event_id: str) -> bool:
+        """True if ``event_id`` was committed within the TTL."""
+        ts = self._seen.get(event_id)
+        if ts is None:
+            return False
+        if time.monotonic() - ts > self.ttl_s:
+            del self._seen[event_id]
+            return False
+        return True
+
+    async def reserve(self, event_id: str) -> bool:
+        """Claim ``event_id`` for writing. False means it is a duplicate."""
+        while True:
+            if self.seen(event_id):
+                return False
+            pending = self._inflight.get(event_id)
+            if pending is None:
+                self._inflight[event_id] = asyncio.get_running_loop().create_future()
+                return True
+            # Another writer holds it: its outcome decides.
+            if await asyncio.shield(pending):
+                return False
+
+    def commit(self, event_id: str) -> None:
+        """The write of ``event_id`` was acknowledged."""
+        self._add(event_id)
+        fut = self._inflight.pop(event_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(True)
+
+    def release(self, event_id: str) -> None:
+        """The write failed: let a retry claim the id again."""
+        fut = self._inflight.pop(event_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(False)
+
+    def add_many(self, event_ids: Iterable[str]) -> None:
+        """Mark ids as committed (warm-up from ``text.raw``)."""
+        for event_id in event_ids:
+            self._add(event_id)
+
+    def _add(self, event_id: str) -> None:
+        if self.capacity <= 0:
+            return
+        self._seen[event_id] = time.monotonic()
+        self._seen.move_to_end(event_id)
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)

@@ -1,0 +1,101 @@
+"""The Kafka edge: ``text.in`` (raw JSON from other producers) → ``text.raw`` or ``dlq.ingest``.
+
+A poll becomes one batch; the batch is committed only after every valid record
+was written to ``text.raw`` and every invalid one to ``dlq.ingest`` (both
+acknowledged). A broker failure while writing raises, so the batch is not
+committed and is redelivered; the idempotency window drops the records that
+had already been written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from textpulse.contracts import TextEvent
+from textpulse.kafka import DeadLetters, consumer_options
+from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.writer import WriteError
+
+from .core import Ingestor, InvalidInput, Outcome, decode_json, now, validate_event
+from .metrics import IngestMetrics
+from .settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ingest"
+
+
+@dataclass
+class EdgeDeps:
+    """What the text.in handler needs; built in the lifespan, replaceable in tests."""
+
+    ingestor: Ingestor
+    dead_letters: DeadLetters
+    metrics: IngestMetrics
+    topic: str
+    retry_backoff_s: float = 1.0
+
+
+def _records(raw: Any) -> Sequence[Any]:
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
+    """Validate a batch of ``text.in`` records; write the valid, dead-letter the rest."""
+    m, svc, topic = deps.metrics, SERVICE, deps.topic
+    started = time.perf_counter()
+    m.received.labels(svc, topic).inc(len(records))
+    m.batch_size.labels(svc, topic).observe(len(records))
+    ingest_time = now()
+    events: list[TextEvent] = []
+    rejected: list[tuple[Any, InvalidInput]] = []
+    for rec in records:
+        try:
+            if rec.value is None:
+                raise InvalidInput("empty record value")
+            events.append(validate_event(decode_json(rec.value), ingest_time=ingest_time))
+        except InvalidInput as exc:
+            rejected.append((rec, exc))
+    try:
+        results = await deps.ingestor.ingest(events)
+        for rec, exc in rejected:
+            await deps.dead_letters.send(rec, exc.reason, exc)
+    except WriteError:
+        log.exception("text.in batch not written; it will be redelivered")
+        m.failed.labels(svc, topic, "write_error").inc(len(records))
+        await asyncio.sleep(deps.retry_backoff_s)
+        raise
+    outcome = m.ingest_events
+    for res, event in zip(results, events, strict=True):
+        outcome.labels(svc, event.channel.value, res.outcome.value).inc()
+        if res.outcome is Outcome.ACCEPTED:
+            m.e2e_latency.labels(svc).observe(max(0.0, (now() - ingest_time).total_seconds()))
+    for _ in rejected:
+        outcome.labels(svc, "unknown", "dlq").inc()
+        m.dlq.labels(svc, topic, "invalid_input").inc()
+    m.processed.labels(svc, topic).inc(len(records))
+    m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
+
+
+def register(broker: KafkaBroker, settings: IngestSettings, deps_ref: dict[str, EdgeDeps]) -> None:
+    """Subscribe the text.in edge on ``broker``; ``deps_ref['edge']`` is filled in the lifespan."""
+
+    @broker.subscriber(
+        settings.topic_in,
+        batch=True,
+        max_records=settings.kafka_batch_records,
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
+        decoder=raw_decoder,
+        title="ingest.text_in",
+        description="Raw JSON events from other producers, validated like the HTTP API.",
+        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
+    )
+    async def on_text_in(msg: KafkaMessage) -> None:
+        await handle_records(_records(msg.raw_message), deps_ref["edge"])
