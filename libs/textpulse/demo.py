@@ -19,13 +19,13 @@ from pathlib import Path
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
 from textpulse.contracts.topics import ALL_TOPICS, TEXT_IN, TEXT_RAW, dlq
-from textpulse.kafka.admin import client_options, create_topics, wait_for_broker
+from textpulse.kafka.admin import client_options, create_topics, topic_partitions, wait_for_broker
 from textpulse.kafka.tansu import TansuBroker, free_port
 from textpulse.settings import REPO_ROOT, KafkaSettings
 
@@ -66,8 +66,7 @@ async def live_view(
     counts.update(dict.fromkeys(SHOWN_TOPICS, 0))
     deadline = time.monotonic() + seconds if seconds else None
     try:
-        await consumer.topics()
-        tps = [TopicPartition(t, p) for t in SHOWN_TOPICS for p in sorted(consumer.partitions_for_topic(t) or ())]
+        tps = await topic_partitions(consumer, *SHOWN_TOPICS)
         consumer.assign(tps)
         if from_beginning:
             await consumer.seek_to_beginning(*tps)
@@ -168,7 +167,7 @@ async def run_demo(*, events: int = 400, rate: float = 100.0, linger_s: float = 
         url = f"http://127.0.0.1:{http_port}"
         await _wait_ready(url, procs[0])
         console.print(f"[bold]ingest[/] on {url} (OpenAPI at {url}/docs); logs in {run_dir}")
-        stop, counts = asyncio.Event(), {}
+        stop, counts = asyncio.Event(), dict[str, int]()
         view = asyncio.create_task(live_view(settings, stop=stop, live=live, counts=counts))
         stats = await replay(data, url=url, rate=rate, progress=not live)
         bad = [b'{"source": "demo", "channel": "news"', b"\xff\xfe not utf-8"]

@@ -26,7 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from textpulse.datasets import detect_dataset, load_text_examples, load_token_examples, resolve_path
-from textpulse.datasets.loaders import TOKEN_DATASETS
+from textpulse.datasets.labels import TOKEN_DATASETS
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.broker import producer_options
 from textpulse.settings import KafkaSettings
@@ -67,6 +67,7 @@ def build_events(
     """Events (as JSON-ready dicts) from a data set file; event times spread over ``spread``."""
     resolved = resolve_path(path)
     name = (dataset or detect_dataset(resolved)).split(":")[0]
+    rows: list[tuple[str, str, str | None]]
     if name in TOKEN_DATASETS:
         rows = [(t.id, t.text(), None) for t in load_token_examples(resolved, dataset)]
     else:

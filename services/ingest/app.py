@@ -23,7 +23,7 @@ from starlette.routing import Route
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from textpulse.contracts import TextEventIn
 from textpulse.kafka import DeadLetters, make_broker
-from textpulse.kafka.writer import RecordWriter
+from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.http import health_app, metrics_app, ready_app
 from textpulse.observability.lag import LagMonitor
@@ -69,7 +69,12 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = IdempotencyStore(settings.dedup_capacity, settings.dedup_ttl_s)
-        writer = RecordWriter(broker.publish, settings.topic_out, timeout_s=settings.publish_timeout_s)
+        writer = RecordWriter(
+            broker.publish,
+            settings.topic_out,
+            timeout_s=settings.publish_timeout_s,
+            producer=lambda: faststream_producer(broker),
+        )
         ingestor = Ingestor(writer, store)
         app.state.settings, app.state.ingestor, app.state.metrics = settings, ingestor, metrics
         deps_ref["edge"] = handlers.EdgeDeps(

@@ -28,5 +28,5 @@ class IngestSettings(ServiceSettings):
     dedup_warmup_records: int = Field(
         50_000, ge=0, description="Records per text.raw partition re-read at start to rebuild the id window."
     )
-    kafka_batch_records: int = Field(1000, ge=1, description="Most text.in records per consumed batch.")
+    kafka_batch_records: int = Field(5000, ge=1, description="Most text.in records per consumed batch.")
     kafka_batch_timeout_ms: int = Field(100, ge=1, description="Wait to fill a text.in batch.")

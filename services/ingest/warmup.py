@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from textpulse.kafka.admin import client_options
+from aiokafka import AIOKafkaConsumer
+from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.settings import KafkaSettings
 
 from .core import H_EVENT_ID
@@ -26,8 +26,7 @@ async def warm_up(
     await consumer.start()
     loaded = 0
     try:
-        await consumer.topics()
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return 0
         consumer.assign(tps)

@@ -80,9 +80,49 @@ async def create_topics(
                 await admin.create_topics(todo)
             except TopicAlreadyExistsError:
                 log.info("some topics were created concurrently")
-        return [t.name for t in todo]
     finally:
         await admin.close()
+    await wait_for_leaders(settings, [t.name for t in wanted])
+    return [t.name for t in todo]
+
+
+async def wait_for_leaders(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
+    """Wait until every partition of ``topics`` has a leader (a new topic has none for a moment)."""
+    names = list(topics)
+    consumer = AIOKafkaConsumer(**client_options(settings))  # type: ignore[arg-type]
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            await consumer._client.force_metadata_update()
+            cluster = consumer._client.cluster
+            pending = [
+                t
+                for t in names
+                if not cluster.partitions_for_topic(t)
+                or any(
+                    cluster.leader_for_partition(TopicPartition(t, p)) in (None, -1)
+                    for p in cluster.partitions_for_topic(t) or ()
+                )
+            ]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                msg = f"topics without leaders after {timeout_s}s: {pending[:5]}"
+                raise TimeoutError(msg)
+            await asyncio.sleep(0.2)
+    finally:
+        await consumer.stop()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, *topics: str) -> list[TopicPartition]:
+    """All partitions of ``topics`` from fresh cluster metadata.
+
+    ``AIOKafkaConsumer.partitions_for_topic`` only knows topics the consumer
+    subscribed to, so an assign-based reader would silently see none.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(t, p) for t in topics for p in sorted(cluster.partitions_for_topic(t) or ())]
 
 
 async def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
@@ -90,11 +130,7 @@ async def end_offsets(settings: KafkaSettings, topic: str) -> dict[int, int]:
     consumer = AIOKafkaConsumer(**client_options(settings))  # type: ignore[arg-type]
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        tps = await topic_partitions(consumer, topic)
         offsets = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in offsets.items()}
     finally:

@@ -71,10 +71,16 @@ def make_broker(
     service: str,
     metrics: ServiceMetrics | None = None,
     middlewares: Sequence[Any] = (),
+    faststream_metrics: bool = False,
 ) -> KafkaBroker:
-    """A KafkaBroker for ``service`` with the platform's producer defaults."""
+    """A KafkaBroker for ``service`` with the platform's producer defaults.
+
+    FastStream's own Prometheus middleware is off by default: it records every
+    published message (measured ~25 µs/record here, more than the rest of the
+    ingest path), while the platform's ``textpulse_*`` metrics are per batch.
+    """
     mws: list[Any] = list(middlewares)
-    if metrics is not None:
+    if metrics is not None and faststream_metrics:
         mws.append(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service))
     return KafkaBroker(
         settings.bootstrap_servers.split(","),

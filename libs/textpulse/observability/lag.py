@@ -22,7 +22,9 @@ async def measure_lag(
 ) -> dict[TopicPartition, int]:
     """Lag of ``group_id`` on ``topics`` (partitions without a commit count from offset 0)."""
     committed = await admin.list_consumer_group_offsets(group_id)
-    tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+    from textpulse.kafka.admin import topic_partitions
+
+    tps = await topic_partitions(consumer, *topics)
     if not tps:
         return {}
     ends = await consumer.end_offsets(tps)
@@ -68,7 +70,6 @@ class LagMonitor:
                 await admin.start()
                 await consumer.start()
                 while True:
-                    await consumer.topics()
                     lag = await measure_lag(admin, consumer, self.group_id, self.topics)
                     for tp, value in lag.items():
                         self.metrics.consumer_lag.labels(self.metrics.service, tp.topic, str(tp.partition)).set(value)

@@ -1,0 +1,53 @@
+# textpulse — one Makefile, fragments per component in mk/*.mk.
+# The README's promise: on a fresh machine `make demo` and `make test` do all the set-up.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON_BOOT ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: help install lint test test-unit test-fast bench demo up down topics clean
+
+help: ## List targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[ml,dev,search,serving]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with every extra (pinned versions)
+
+lint: install ## ruff (broad rule set) + mypy --strict on libs/
+	$(PY) -m ruff check libs services tests bench deploy
+	$(PY) -m mypy libs/textpulse
+
+test: install kafka-fetch ## All tests: unit, in-memory, and integration against real components
+	$(PY) -m pytest -q
+
+test-fast: install ## Unit and in-memory tests only (no external components)
+	$(PY) -m pytest -q -m "not kafka and not tansu and not triton and not es and not prometheus and not slow"
+
+bench: install kafka-fetch ## Benchmarks: ingest throughput vs raw aiokafka, RSS (prints figures and ratios)
+	$(PY) -m bench.bench_ingest
+
+demo: install ## Embedded broker + services + replay of real tweets, with a live view
+	$(VENV)/bin/textpulse demo
+
+up: install kafka-up topics ## Start the local stack (Apache Kafka, topics) on 127.0.0.1
+
+down: ## Stop the local stack
+	-$(MAKE) --no-print-directory kafka-down
+
+topics: install ## Create the declared topics on TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092)
+	$(VENV)/bin/textpulse topics create
+
+clean: ## Remove runtime state (not the caches)
+	rm -rf .run
+
+-include mk/*.mk
