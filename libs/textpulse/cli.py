@@ -110,6 +110,25 @@ def serve(service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVI
 
 
 @app.command()
+def asyncapi(
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    out: Annotated[Path | None, typer.Option(help="Write to this file (default: stdout).")] = None,
+) -> None:
+    """AsyncAPI 3.0 document of a service's topics, generated from the event contracts."""
+    from faststream.specification import AsyncAPI
+
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
+    app_ = importlib.import_module(SERVICES[service]).create_app()
+    spec = AsyncAPI(app_.state.broker, title=f"textpulse {service}", version=app_.version, schema_version="3.0.0")
+    text = spec.to_specification().to_json()
+    if out:
+        out.write_text(text + "\n")
+    else:
+        typer.echo(text)
+
+
+@app.command()
 def demo(
     events: Annotated[int, typer.Option(help="Real tweets to replay.")] = 400,
     rate: Annotated[float, typer.Option(help="Replay rate, events/s.")] = 100.0,

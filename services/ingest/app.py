@@ -64,6 +64,7 @@ def create_app(
     deps_ref: dict[str, handlers.EdgeDeps] = {}
     if settings.consume_text_in:
         handlers.register(broker, settings, deps_ref)
+    handlers.declare_outputs(broker, settings)
     group_id = settings.group_id or "textpulse-ingest"
 
     @asynccontextmanager
@@ -106,6 +107,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(api.router)
+    app.state.broker = broker
 
     async def ready() -> bool:
         return await broker.ping(timeout=2.0)

@@ -99,3 +99,18 @@ def register(broker: KafkaBroker, settings: IngestSettings, deps_ref: dict[str, 
     )
     async def on_text_in(msg: KafkaMessage) -> None:
         await handle_records(_records(msg.raw_message), deps_ref["edge"])
+
+
+def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:
+    """Declare the output topics for the generated AsyncAPI document (writes go through RecordWriter)."""
+    broker.publisher(
+        settings.topic_out,
+        title="ingest.text_raw",
+        description="Validated, normalised events; key: conv:/user:/entity:/event: (see README).",
+        schema=TextEvent,
+    )
+    broker.publisher(
+        settings.topic_dlq,
+        title="ingest.dlq",
+        description="Rejected text.in records: original bytes, reason in x-dlq-* headers.",
+    )
