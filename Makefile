@@ -39,7 +39,7 @@ bench: install kafka-fetch ## Benchmarks: ingest throughput vs raw aiokafka, RSS
 demo: install ## Embedded broker + services + replay of real tweets, with a live view
 	$(VENV)/bin/textpulse demo
 
-up: install kafka-up topics obs-up ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1
+up: install kafka-up topics prom-install obs-up ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1
 
 down: ## Stop the local stack
 	-$(MAKE) --no-print-directory obs-down
