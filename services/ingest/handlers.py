@@ -113,4 +113,5 @@ def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:
         settings.topic_dlq,
         title="ingest.dlq",
         description="Rejected text.in records: original bytes, reason in x-dlq-* headers.",
+        schema=bytes,
     )
