@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 import typer
 from rich.console import Console
 
+import textpulse
 from textpulse.settings import KafkaSettings
 
 app = typer.Typer(help="textpulse: event-driven text intelligence on Kafka.", no_args_is_help=True)
@@ -19,7 +20,7 @@ topics_app = typer.Typer(help="Kafka topics declared by the platform.", no_args_
 app.add_typer(topics_app, name="topics")
 console = Console(stderr=True)
 
-SERVICES = {"ingest": "services.ingest.app"}
+SERVICES = {"ingest": "services.ingest.app", "alert": "services.alert.app", "route": "services.route.app"}
 
 
 @app.command()
@@ -120,7 +121,10 @@ def asyncapi(
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     app_ = importlib.import_module(SERVICES[service]).create_app()
-    spec = AsyncAPI(app_.state.broker, title=f"textpulse {service}", version=app_.version, schema_version="3.0.0")
+    # FastAPI apps (ingest) keep the broker on state; AsgiFastStream apps expose it directly.
+    broker = app_.state.broker if hasattr(app_, "state") else app_.broker
+    version = getattr(app_, "version", None) or textpulse.__version__
+    spec = AsyncAPI(broker, title=f"textpulse {service}", version=version, schema_version="3.0.0")
     text = spec.to_specification().to_json()
     if out:
         out.write_text(text + "\n")

@@ -1,5 +1,16 @@
 """Event contracts and topic declarations shared by every service."""
 
+from .alerts import (
+    AlertEvidence,
+    AlertStatus,
+    BaselineFigures,
+    Detector,
+    EvidenceEvent,
+    FinancialAlert,
+    KeyKind,
+    SentimentCounts,
+    WindowFigures,
+)
 from .events import (
     MAX_TEXT_CHARS,
     SCHEMA_VERSION,
@@ -17,23 +28,36 @@ from .events import (
     normalise_text,
     utcnow,
 )
+from .routing import Priority, RoutedMessage, RouteReason
 from .topics import ALL_TOPICS, TopicSpec, by_name, dlq
 
 __all__ = [
     "ALL_TOPICS",
     "MAX_TEXT_CHARS",
     "SCHEMA_VERSION",
+    "AlertEvidence",
+    "AlertStatus",
+    "BaselineFigures",
     "Channel",
     "Classification",
     "ClassifiedEvent",
+    "Detector",
     "EnrichedEvent",
     "Entity",
     "EntityMention",
+    "EvidenceEvent",
+    "FinancialAlert",
     "IntentResult",
+    "KeyKind",
     "ModelRef",
+    "Priority",
+    "RouteReason",
+    "RoutedMessage",
+    "SentimentCounts",
     "TextEvent",
     "TextEventIn",
     "TopicSpec",
+    "WindowFigures",
     "by_name",
     "dlq",
     "encode",

@@ -11,7 +11,9 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from .alerts import FinancialAlert
 from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
+from .routing import RoutedMessage
 
 #: Partitions of the main streams: bounds consumer parallelism per service.
 STREAM_PARTITIONS = 6
@@ -71,11 +73,40 @@ ENTITY_MENTIONS = TopicSpec(
     value=EntityMention,
 )
 ALERTS_FINANCIAL = TopicSpec(
-    "alerts.financial", 3, key="alert key (entity or topic + detector)", description="Financial sentiment alerts."
+    "alerts.financial",
+    3,
+    key="alert key (entity or topic + detector)",
+    description="Financial sentiment alerts (firing, re-notified, resolved).",
+    value=FinancialAlert,
+)
+ALERTS_STATE = TopicSpec(
+    "alerts.state",
+    STREAM_PARTITIONS,
+    key="alert state key",
+    description="Changelog of the alert service's window and alert state (compacted).",
+    compacted=True,
 )
 SUPPORT_ROUTED = TopicSpec(
-    "support.routed", STREAM_PARTITIONS, key="conversation id", description="Routed support messages."
+    "support.routed",
+    STREAM_PARTITIONS,
+    key="conversation id",
+    description="Routed support messages.",
+    value=RoutedMessage,
 )
+SUPPORT_QUEUES = ("cards", "payments", "transfers", "fraud-and-security", "account", "general", "human-triage")
+
+
+def support_queue(name: str) -> TopicSpec:
+    """Per-queue topic for consumers that serve one queue."""
+    return TopicSpec(
+        f"support.queue.{name}",
+        STREAM_PARTITIONS,
+        key="conversation id",
+        description=f"Support messages routed to the {name} queue.",
+        value=RoutedMessage,
+    )
+
+
 ITEMS = TopicSpec("items", 3, key="item id", description="Item catalogue (compacted).", compacted=True)
 USER_INTERACTIONS = TopicSpec(
     "user.interactions", STREAM_PARTITIONS, key="user id", description="User-item interactions."
@@ -103,7 +134,9 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TEXT_ENRICHED,
     ENTITY_MENTIONS,
     ALERTS_FINANCIAL,
+    ALERTS_STATE,
     SUPPORT_ROUTED,
+    *(support_queue(q) for q in SUPPORT_QUEUES),
     ITEMS,
     USER_INTERACTIONS,
     RECS_SCORES,

@@ -1,0 +1,162 @@
+"""Wiring of the alert service: a FastStream consumer app with the ops routes.
+
+Run: ``python -m services.alert.app`` (or ``textpulse serve alert``), port 8083.
+The detector file is validated before anything connects; the state is
+restored from the changelog before the consumers start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker
+from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.writer import RecordWriter, faststream_producer
+from textpulse.observability import configure_logging, ops_routes
+from textpulse.observability.lag import LagMonitor
+
+from . import handlers
+from .config import ConfigError, load_config
+from .engine import Engine
+from .metrics import AlertMetrics
+from .notify import Notifier
+from .processor import Outputs, Processor, TextCache, restore
+from .settings import AlertSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: AlertSettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    real_kafka: bool = True,
+) -> AsgiFastStream:
+    """Build the app; raises :class:`ConfigError` when the detector file is invalid.
+
+    ``real_kafka=False`` skips the changelog restore and the lag probe (in-memory tests).
+    """
+    settings = settings or AlertSettings()
+    config = load_config(settings.config_path)
+    metrics = AlertMetrics()
+    broker = broker or make_broker(settings.kafka, service="alert", metrics=metrics)
+    texts = TextCache(settings.text_cache_size)
+    engine = Engine(config, text_lookup=texts.get)
+    kinds = {settings.topic_mentions: "mention", settings.topic_enriched: "enriched"}
+    processor = Processor(engine, texts, metrics, topic_kind=kinds, dedup_offsets=real_kafka)
+    handlers.register(broker, settings, processor)
+    handlers.declare_outputs(broker, settings)
+    group_id = settings.group_id or "textpulse-alert"
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_s)
+
+        def writer(topic: str) -> RecordWriter:
+            return RecordWriter(
+                broker.publish,
+                topic,
+                timeout_s=settings.publish_timeout_s,
+                producer=lambda: faststream_producer(broker),
+            )
+
+        notifier = None
+        if settings.alertmanager_url or settings.webhook_url:
+            notifier = Notifier(
+                client,
+                alertmanager_url=settings.alertmanager_url,
+                webhook_url=settings.webhook_url,
+                generator_url=settings.external_url,
+                ttl_s=3 * settings.push_interval_s,
+            )
+        processor.outputs = Outputs(
+            state=writer(settings.topic_state),
+            alerts=writer(settings.topic_out),
+            dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq),
+            notifier=notifier,
+        )
+        if real_kafka:
+            restored = await restore(settings.kafka, settings.topic_state, engine, settings.restore_timeout_s)
+            processor.refresh_gauges()
+            log.info(
+                "alert state restored",
+                extra={"records": restored, "keys": len(engine.keys), "open": len(engine.open_alerts())},
+            )
+        try:
+            yield
+        finally:
+            if http_client is None:
+                await client.aclose()
+
+    async def after_startup() -> None:
+        # The broker is connected now: publish outboxes restored from the changelog, start the re-push.
+        async with processor.lock:
+            await processor.flush()
+        app_tasks.append(asyncio.create_task(_repush(processor, settings.push_interval_s), name="alert-repush"))
+        if real_kafka and settings.kafka.flavor == "apache":
+            topics = [settings.topic_mentions] + ([settings.topic_enriched] if settings.consume_enriched else [])
+            monitor = LagMonitor(settings.kafka, metrics, group_id, topics, settings.lag_refresh_s)
+            monitor.start()
+            app_monitors.append(monitor)
+        log.info("alert started", extra={"topics": list(kinds), "alertmanager": settings.alertmanager_url})
+
+    async def on_shutdown() -> None:
+        for task in app_tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for monitor in app_monitors:
+            await monitor.stop()
+
+    app_tasks: list[asyncio.Task[None]] = []
+    app_monitors: list[LagMonitor] = []
+
+    async def ready() -> bool:
+        return await broker.ping(timeout=2.0)
+
+    app = AsgiFastStream(
+        broker,
+        # ops_routes types scopes as dict, FastStream as MutableMapping: the same ASGI callables.
+        asgi_routes=ops_routes(metrics, ready),  # type: ignore[arg-type]
+        lifespan=lifespan,
+        after_startup=[after_startup],
+        on_shutdown=[on_shutdown],
+        logger=logging.getLogger("textpulse.alert.app"),
+    )
+    app.alert_processor = processor  # type: ignore[attr-defined]
+    return app
+
+
+async def _repush(processor: Processor, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await processor.repush_open()
+        except Exception:
+            log.exception("re-push of open alerts failed")
+
+
+def main() -> None:
+    """Entry point: validate the detector file, then serve with uvicorn."""
+    import uvicorn
+
+    settings = AlertSettings()
+    configure_logging("alert", settings.log_level, json=settings.log_json)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        log.critical("invalid alert configuration: %s", exc)
+        sys.exit(2)
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Kafka subscriber of the route service: ``text.enriched`` → ``support.routed`` + ``support.queue.<name>``.
+
+A batch is committed only after every output record (and every dead letter)
+was acknowledged. Records keep their input order per conversation: one key
+always maps to one partition of each output topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pydantic import ValidationError
+from textpulse.contracts.events import EnrichedEvent, utcnow
+from textpulse.contracts.routing import RoutedMessage
+from textpulse.kafka import DeadLetters, consumer_options
+from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.writer import OutRecord, RecordWriter
+
+from .core import conversation_key, is_routable, routed, to_record
+from .metrics import RouteMetrics
+from .rules import Rules
+from .settings import RouteSettings
+
+SERVICE = "route"
+
+
+@dataclass
+class RouteDeps:
+    """Built in the lifespan, replaceable in tests."""
+
+    rules: Rules
+    routed: RecordWriter
+    queues: dict[str, RecordWriter]
+    dead_letters: DeadLetters
+    metrics: RouteMetrics
+    topic: str
+
+
+def _records(raw: Any) -> Sequence[Any]:
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
+    """Route a batch; dead-letter unreadable records."""
+    m, svc, topic = deps.metrics, SERVICE, deps.topic
+    started = time.perf_counter()
+    m.received.labels(svc, topic).inc(len(records))
+    m.batch_size.labels(svc, topic).observe(len(records))
+    out: list[OutRecord] = []
+    per_queue: dict[str, list[OutRecord]] = defaultdict(list)
+    messages: list[RoutedMessage] = []
+    now = utcnow()
+    for rec in records:
+        try:
+            if rec.value is None:
+                raise ValueError("empty record value")
+            event = EnrichedEvent.model_validate_json(rec.value)
+        except (ValidationError, ValueError) as exc:
+            m.dlq.labels(svc, topic, "invalid").inc()
+            await deps.dead_letters.send(rec, f"not a valid EnrichedEvent: {exc}", exc)
+            continue
+        if not is_routable(event):
+            m.skipped.labels(svc, event.event.channel.value).inc()
+            continue
+        decision = deps.rules.decide(event.intent, event.sentiment)
+        message = routed(event, decision, deps.rules, now)
+        record = to_record(message, conversation_key(event))
+        out.append(record)
+        per_queue[message.queue].append(record)
+        messages.append(message)
+    await deps.routed.write(out)
+    for queue, recs in per_queue.items():
+        await deps.queues[queue].write(recs)
+    for message in messages:
+        m.routes.labels(svc, message.queue, message.priority.value).inc()
+        if message.triaged:
+            reason = next((r.rule for r in message.reasons if r.rule.startswith("triage:")), "triage:unknown")
+            m.triage.labels(svc, reason.removeprefix("triage:")).inc()
+        m.e2e_latency.labels(svc).observe(max(0.0, (utcnow() - message.event.ingest_time).total_seconds()))
+    m.processed.labels(svc, topic).inc(len(records))
+    m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
+
+
+def register(broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps]) -> None:
+    """Subscribe ``text.enriched``; ``deps_ref['route']`` is filled in the lifespan."""
+
+    @broker.subscriber(
+        settings.topic_in,
+        batch=True,
+        max_records=settings.kafka_batch_records,
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
+        decoder=raw_decoder,
+        title="route.text_enriched",
+        description="Enriched events; channel 'support' is routed, others skipped.",
+        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
+    )
+    async def on_enriched(msg: KafkaMessage) -> None:
+        await handle_records(_records(msg.raw_message), deps_ref["route"])
+
+
+def declare_outputs(broker: KafkaBroker, settings: RouteSettings, rules: Rules) -> None:
+    """Declare the output topics for the generated AsyncAPI document."""
+    broker.publisher(
+        settings.topic_out,
+        title="route.support_routed",
+        description="Every routed support message; key: conv:/user:/event:.",
+        schema=RoutedMessage,
+    )
+    for queue in rules.queues:
+        broker.publisher(
+            f"{settings.queue_topic_prefix}{queue}",
+            title=f"route.queue.{queue}",
+            description=f"Messages routed to the {queue} queue.",
+            schema=RoutedMessage,
+        )
+    broker.publisher(settings.topic_dlq, title="route.dlq", description="Unreadable input records.")
