@@ -1,0 +1,211 @@
+"""``textpulse train | eval | export | bench``: the fine-tuning toolkit's command line.
+
+torch and transformers are imported inside the commands so ``--help`` stays fast.
+Results go to stdout as JSON; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(help="Train, evaluate and export textpulse models.", no_args_is_help=True)
+
+_TASK_HELP = "sentiment | phrasebank | topic | banking77 (intent) | clinc150 | finer_ord (ner) | wnut17"
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _emit(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _parse_sets(values: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when possible (numbers, booleans)."""
+    parsed: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            msg = f"--set expects key=value, got {item!r}"
+            raise typer.BadParameter(msg)
+        try:
+            parsed[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            parsed[key.replace("-", "_")] = raw
+    return parsed
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Argument(help=_TASK_HELP)],
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of TrainConfig fields; flags override it.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Model directory (default .cache/models/<task>).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="HF name or path (default: bundled all-MiniLM-L6-v2).")] = None,
+    train_file: Annotated[str | None, typer.Option(help="Training file (default: the task's staged file).")] = None,
+    dev_file: Annotated[
+        str | None, typer.Option(help="Dev file (default: staged dev, else carved from train).")
+    ] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    max_length: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    head_lr: Annotated[float | None, typer.Option(help="Default 10x --lr.")] = None,
+    pooling: Annotated[str | None, typer.Option(help="mean | first")] = None,
+    lora: Annotated[
+        bool | None, typer.Option("--lora/--full", help="LoRA adapters (merged on save) or full fine-tune.")
+    ] = None,
+    limit_train: Annotated[int | None, typer.Option(help="Seeded random subset of train.")] = None,
+    limit_dev: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
+    patience: Annotated[int | None, typer.Option()] = None,
+    eval_every: Annotated[int | None, typer.Option()] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    extra_task: Annotated[
+        list[str] | None,
+        typer.Option("--extra-task", help="Add a sequence task as an extra head on the shared encoder (repeatable)."),
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other TrainConfig field: key=value.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Fine-tune a model for TASK; prints the dev metrics summary as JSON."""
+    _setup_logging(verbose)
+    from textpulse.ml.config import TrainConfig, load_config_file, resolve_task
+    from textpulse.ml.settings import MLSettings
+    from textpulse.ml.train import train as run_training
+
+    canonical, _ = resolve_task(task)
+    values: dict[str, Any] = load_config_file(config) if config else {}
+    flags = {
+        "base_model": base_model,
+        "train_file": train_file,
+        "dev_file": dev_file,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "lr": lr,
+        "head_lr": head_lr,
+        "pooling": pooling,
+        "lora": lora,
+        "limit_train": limit_train,
+        "limit_dev": limit_dev,
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+        "patience": patience,
+        "eval_every": eval_every,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    if extra_task:
+        values["extra_tasks"] = [resolve_task(t)[0] for t in extra_task]
+    values.update(_parse_sets(set_ or []))
+    values["task"] = canonical
+    values["progress"] = progress and values.get("progress", True)
+    values["output_dir"] = output or values.get("output_dir") or MLSettings().models_dir / canonical
+    summary = run_training(TrainConfig(**values))
+    summary["output_dir"] = str(values["output_dir"])
+    _emit(summary)
+
+
+@app.command("eval")
+def evaluate(
+    task: Annotated[str, typer.Argument(help=_TASK_HELP)],
+    model: Annotated[Path, typer.Option(help="Trained model dir, exported version dir or Triton model dir.")],
+    data: Annotated[str, typer.Option(help="File in the staged format (path, or relative to the data dir).")],
+    split: Annotated[
+        str | None, typer.Option(help="Split inside multi-split files (clinc150: train|val|test).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Where the PNG and card go (default <model>/eval-<file>).")] = None,
+    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    batch_size: Annotated[int, typer.Option()] = 64,
+    threads: Annotated[int | None, typer.Option()] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Score MODEL on DATA: JSON metrics on stdout, confusion-matrix PNG and model card on disk."""
+    _setup_logging(verbose)
+    from textpulse.ml.evaluation_cli import run_eval
+
+    result = run_eval(task, model, data, split=split, out=out, backend=backend, batch_size=batch_size, threads=threads)
+    _emit(result)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Trained model directory.")],
+    name: Annotated[str, typer.Option(help="Model name in the Triton repository (sentiment, topic, intent, ner ...).")],
+    repo: Annotated[Path | None, typer.Option(help="Model repository (default TEXTPULSE_MODEL_REPO).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check model.onnx.")] = True,
+    max_batch_size: Annotated[int, typer.Option()] = 64,
+    torch_threads: Annotated[int, typer.Option(help="torch threads per Triton instance.")] = 2,
+    instances: Annotated[int, typer.Option(help="Triton instance count.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Export MODEL as the next version of NAME in the Triton repository; prints the manifest entry."""
+    _setup_logging(verbose)
+    from textpulse.ml.export import export_model
+    from textpulse.ml.settings import MLSettings
+
+    target = repo or MLSettings().model_repo
+    entry = export_model(
+        model,
+        target,
+        name,
+        onnx=onnx,
+        max_batch_size=max_batch_size,
+        torch_threads=torch_threads,
+        instances=instances,
+    )
+    entry["repository"] = str(target)
+    _emit(entry)
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Option(help="Model dir (trained, version or Triton model dir).")],
+    batch_size: Annotated[int, typer.Option()] = 32,
+    batches: Annotated[int, typer.Option(help="Timed batches after one warm-up.")] = 8,
+    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    threads: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """CPU inference speed (sentences/s) on dev-like tweets, and the parameter count."""
+    _setup_logging(verbose=False)
+    from textpulse.ml.evaluation_cli import measure_speed
+
+    started = time.perf_counter()
+    result = measure_speed(model, batch_size=batch_size, batches=batches, backend=backend, threads=threads)
+    result["wall_seconds"] = round(time.perf_counter() - started, 1)
+    _emit(result)
+
+
+@app.command()
+def report(
+    models: Annotated[Path | None, typer.Option(help="Folder of trained task dirs (default .cache/models).")] = None,
+    speed: Annotated[bool, typer.Option("--speed/--no-speed", help="Measure CPU sentences/s at batch 32.")] = True,
+) -> None:
+    """Dev metrics of every trained task beside the issue's targets, with parameters and speed."""
+    _setup_logging(verbose=False)
+    from textpulse.ml.evaluation_cli import targets_report
+    from textpulse.ml.settings import MLSettings
+
+    typer.echo(targets_report(models or MLSettings().models_dir, speed=speed))
+
+
+if __name__ == "__main__":
+    app()

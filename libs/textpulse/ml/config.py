@@ -1,0 +1,169 @@
+"""Training configuration: one pydantic model, filled from CLI flags or a YAML/JSON file.
+
+Task presets name the data files and the label vocabulary, so
+``train sentiment`` is enough; every field can still be overridden.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Kind = Literal["sequence", "token"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPreset:
+    """Where a task's data lives (relative to the data directory) and how to score it."""
+
+    dataset: str
+    kind: Kind
+    train: str
+    dev: str | None  # None: carve dev from train
+    select_metric: str
+    train_split: str | None = None
+    dev_split: str | None = None
+    oos_label: str | None = None
+    licence: str = ""
+
+
+TASKS: dict[str, TaskPreset] = {
+    "sentiment": TaskPreset(
+        "twitter_fin_sentiment",
+        "sequence",
+        "twitter_fin_sentiment/sent_train.csv",
+        None,
+        "macro_f1",
+        licence="MIT (zeroshot/twitter-financial-news-sentiment)",
+    ),
+    "phrasebank": TaskPreset(
+        "fin_phrasebank",
+        "sequence",
+        "fin_phrasebank/Sentences_50Agree.txt",
+        None,
+        "accuracy",
+        licence="CC BY-NC-SA 3.0 (Financial PhraseBank): research/evaluation only, not commercial",
+    ),
+    "topic": TaskPreset(
+        "twitter_fin_topic",
+        "sequence",
+        "twitter_fin_topic/topic_train.csv",
+        None,
+        "accuracy",
+        licence="MIT (zeroshot/twitter-financial-news-topic)",
+    ),
+    "banking77": TaskPreset(
+        "banking77",
+        "sequence",
+        "banking77/train.csv",
+        None,
+        "accuracy",
+        licence="CC BY 4.0 (PolyAI Banking77)",
+    ),
+    "clinc150": TaskPreset(
+        "clinc150",
+        "sequence",
+        "clinc150/data_full.json",
+        "clinc150/data_full.json",
+        "oos_score",
+        train_split="train",
+        dev_split="val",
+        oos_label="oos",
+        licence="CC BY 3.0 (clinc/oos-eval)",
+    ),
+    "finer_ord": TaskPreset(
+        "finer_ord",
+        "token",
+        "finer_ord/train.csv",
+        "finer_ord/val.csv",
+        "weighted_f1",
+        licence="CC BY-NC 4.0 (FiNER-ORD): research/evaluation only, not commercial",
+    ),
+    "wnut17": TaskPreset(
+        "wnut17",
+        "token",
+        "wnut17/wnut17train.conll",
+        "wnut17/emerging.dev.conll",
+        "micro_f1",
+        licence="CC BY 4.0 (WNUT-17)",
+    ),
+}
+TASK_ALIASES = {"intent": "banking77", "ner": "finer_ord"}
+
+
+def resolve_task(name: str) -> tuple[str, TaskPreset]:
+    """Return (canonical task name, preset) for a task or alias."""
+    canonical = TASK_ALIASES.get(name, name)
+    if canonical not in TASKS:
+        msg = f"unknown task {name!r}; choose one of {sorted([*TASKS, *TASK_ALIASES])}"
+        raise KeyError(msg)
+    return canonical, TASKS[canonical]
+
+
+class TrainConfig(BaseModel):
+    """Every knob of one training run; saved resolved beside the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="Task preset: " + ", ".join(TASKS))
+    extra_tasks: list[str] = Field(
+        default_factory=list,
+        description="More sequence tasks trained as extra heads on the shared encoder (multi-task).",
+    )
+    output_dir: Path
+    base_model: str | None = Field(None, description="HF name or path; default the bundled all-MiniLM-L6-v2.")
+    train_file: str | None = None
+    dev_file: str | None = None
+    dev_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 13
+    data_seed: int = Field(13, description="Seed of the dev carve-out (kept fixed across runs).")
+    limit_train: int | None = Field(None, ge=1, description="Use a seeded random subset of train.")
+    limit_dev: int | None = Field(None, ge=1)
+    max_length: int = Field(128, ge=8, le=512)
+    batch_size: int = Field(32, ge=1)
+    eval_batch_size: int = Field(64, ge=1)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many optimiser steps.")
+    lr: float = Field(5e-5, gt=0)
+    head_lr: float | None = Field(None, gt=0, description="Head learning rate; default 10x lr.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    pooling: Literal["mean", "first"] = "mean"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    lora: bool = False
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    eval_every: int | None = Field(None, ge=1, description="Also evaluate every N steps (default: per epoch).")
+    patience: int = Field(3, ge=1, description="Evaluations without dev improvement before stopping.")
+    select_metric: str | None = None
+    device: str | None = Field(None, description="cpu, cuda, cuda:0 ... (default: cuda when available)")
+    amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU.")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads.")
+    progress: bool = True
+
+    @property
+    def resolved_head_lr(self) -> float:
+        """Head LR: a fresh head needs a larger step than the pretrained encoder."""
+        return self.head_lr if self.head_lr is not None else self.lr * 10
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (fields of :class:`TrainConfig`)."""
+    text = path.read_text("utf-8")
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        msg = f"{path}: expected a mapping of config fields"
+        raise TypeError(msg)
+    return data

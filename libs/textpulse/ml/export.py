@@ -1,0 +1,295 @@
+"""Export a trained model into a Triton model repository (python backend + ONNX).
+
+Layout (see ``EXPORT_FORMAT.md``)::
+
+    <repo>/manifest.json
+    <repo>/<name>/config.pbtxt            KIND_CPU (default)
+    <repo>/<name>/config.gpu.pbtxt        KIND_GPU variant (also configs/gpu.pbtxt)
+    <repo>/<name>/<version>/model.py      Triton python backend (torch)
+    <repo>/<name>/<version>/model.safetensors, config.json, tokenizer files,
+                                id2label.json, model.onnx, metrics.json, README.md
+
+Each export writes the next version number, so Triton (version policy
+``latest``) picks it up and older versions stay for rollback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textpulse.ml.modeling import TOKENIZER_FILES, WEIGHTS_FILE, TextPulseModel, labels_of, load_model
+
+log = logging.getLogger(__name__)
+
+ONNX_OPSET = 18
+ONNX_FILE = "model.onnx"
+MANIFEST = "manifest.json"
+COPIED_FILES = (
+    "config.json",
+    WEIGHTS_FILE,
+    *TOKENIZER_FILES,
+    "id2label.json",
+    "metrics.json",
+    "training_config.json",
+    "README.md",
+    "confusion_matrix.png",
+)
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest numeric version folder (1 for a new model)."""
+    versions = (
+        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    )
+    return max(versions, default=0) + 1
+
+
+def latest_version_dir(model_dir: Path) -> Path:
+    """Highest numeric version folder of an exported model."""
+    versions = sorted((int(p.name), p) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        msg = f"{model_dir} has no numeric version folders"
+        raise FileNotFoundError(msg)
+    return versions[-1][1]
+
+
+def render_config_pbtxt(
+    name: str,
+    kind: str,
+    num_labels: int,
+    *,
+    gpu: bool = False,
+    max_batch_size: int = 64,
+    instances: int = 1,
+    torch_threads: int = 2,
+    max_queue_delay_us: int = 2000,
+    max_sequence_length: int = 512,
+    extra_heads: dict[str, int] | None = None,
+) -> str:
+    """Triton model configuration for the python backend.
+
+    Inputs are ``[-1]`` per batch row with ``allow_ragged_batch`` so requests
+    padded to different lengths still share one dynamic batch (``model.py``
+    re-pads them together).
+    """
+    output_dims = f"[ -1, {num_labels} ]" if kind == "token" else f"[ {num_labels} ]"
+    kind_name = "KIND_GPU" if gpu else "KIND_CPU"
+    extra_outputs = "".join(
+        f""",
+  {{
+    name: "logits_{head}"
+    data_type: TYPE_FP32
+    dims: [ {size} ]
+  }}"""
+        for head, size in (extra_heads or {}).items()
+    )
+    return f"""name: "{name}"
+backend: "python"
+max_batch_size: {max_batch_size}
+dynamic_batching {{
+  max_queue_delay_microseconds: {max_queue_delay_us}
+}}
+input [
+  {{
+    name: "input_ids"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+    allow_ragged_batch: true
+  }},
+  {{
+    name: "attention_mask"
+    data_type: TYPE_INT64
+    dims: [ -1 ]
+    allow_ragged_batch: true
+  }}
+]
+output [
+  {{
+    name: "logits"
+    data_type: TYPE_FP32
+    dims: {output_dims}
+  }}{extra_outputs}
+]
+instance_group [
+  {{
+    count: {instances}
+    kind: {kind_name}
+  }}
+]
+version_policy: {{ latest: {{ num_versions: 1 }} }}
+parameters: {{
+  key: "torch_threads"
+  value: {{ string_value: "{torch_threads}" }}
+}}
+parameters: {{
+  key: "max_sequence_length"
+  value: {{ string_value: "{max_sequence_length}" }}
+}}
+parameters: {{
+  key: "task_kind"
+  value: {{ string_value: "{kind}" }}
+}}
+"""
+
+
+class _OnnxWrapper(torch.nn.Module):
+    """Positional (input_ids, attention_mask) -> logits for the exporter."""
+
+    def __init__(self, model: TextPulseModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_heads(input_ids, attention_mask).values())
+
+
+def export_onnx(model: TextPulseModel, tokenizer: Any, path: Path, samples: list[str]) -> float:
+    """Export with dynamic batch/sequence axes and return max |onnx - torch| on ``samples``.
+
+    Raises when the two disagree by more than 1e-3 (logit units).
+    """
+    import onnxruntime as ort
+
+    wrapper = _OnnxWrapper(model).eval()
+    output_names = output_names_of(model)
+    example = tokenizer(["a warm-up sentence for tracing", "short"], padding=True, return_tensors="pt")
+    batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("sequence", min=2, max=512)
+    dims = {0: batch, 1: seq}
+    with contextlib.redirect_stdout(sys.stderr):  # the exporter prints progress; keep stdout for JSON
+        torch.onnx.export(
+            wrapper,
+            (example["input_ids"], example["attention_mask"]),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=output_names,
+            opset_version=ONNX_OPSET,
+            dynamo=True,
+            external_data=False,
+            dynamic_shapes={"input_ids": dims, "attention_mask": dims},
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    encoded = tokenizer(samples, padding=True, truncation=True, max_length=128, return_tensors="np")
+    ids = encoded["input_ids"].astype(np.int64)
+    mask = encoded["attention_mask"].astype(np.int64)
+    onnx_outputs = session.run(output_names, {"input_ids": ids, "attention_mask": mask})
+    with torch.inference_mode():
+        torch_outputs = [t.numpy() for t in model.forward_heads(torch.from_numpy(ids), torch.from_numpy(mask)).values()]
+    diff = 0.0
+    keep = mask.astype(bool)
+    for onnx_logits, torch_logits in zip(onnx_outputs, torch_outputs, strict=True):
+        if onnx_logits.ndim == 3:  # noqa: PLR2004 - token logits: padding positions carry no meaning
+            diff = max(diff, float(np.abs(onnx_logits[keep] - torch_logits[keep]).max()))
+        else:
+            diff = max(diff, float(np.abs(onnx_logits - torch_logits).max()))
+    if diff > 1e-3:  # noqa: PLR2004
+        msg = f"ONNX export disagrees with torch: max |diff| = {diff:.2e}"
+        raise RuntimeError(msg)
+    return diff
+
+
+def output_names_of(model: TextPulseModel) -> list[str]:
+    """``logits`` for the primary head, ``logits_<name>`` for each extra head."""
+    return ["logits", *(f"logits_{name}" for name in model.extra_heads)]
+
+
+_SAMPLES = [
+    "$AAPL beats estimates, shares jump 5% after hours",
+    "Fed signals it may pause rate hikes",
+    "I lost my card, can you block it?",
+    "Goldman Sachs hired Jane Smith in London",
+    "ok",
+]
+
+
+def export_model(
+    model_dir: Path,
+    repo: Path,
+    name: str,
+    *,
+    onnx: bool = True,
+    max_batch_size: int = 64,
+    torch_threads: int = 2,
+    instances: int = 1,
+) -> dict[str, Any]:
+    """Write ``<repo>/<name>/<next version>/`` plus configs and update the manifest."""
+    model, tokenizer, meta = load_model(model_dir)
+    labels = labels_of(model.encoder.config)
+    model_root = repo / name
+    version = next_version(model_root)
+    target = model_root / str(version)
+    staging = model_root / f".{version}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for file_name in COPIED_FILES:
+        if (model_dir / file_name).is_file():
+            shutil.copy2(model_dir / file_name, staging / file_name)
+    template = resources.files("textpulse.ml.triton").joinpath("model.py")
+    (staging / "model.py").write_text(template.read_text("utf-8"), "utf-8")
+    onnx_diff = export_onnx(model, tokenizer, staging / ONNX_FILE, _SAMPLES) if onnx else None
+    for path in staging.iterdir():
+        path.chmod(0o644)  # readable by a container's non-root triton-server user
+    staging.rename(target)  # a half-written version never becomes visible to Triton
+
+    options: dict[str, Any] = {
+        "max_batch_size": max_batch_size,
+        "torch_threads": torch_threads,
+        "instances": instances,
+        "max_sequence_length": int(meta.get("max_length", 512)),
+        "extra_heads": {name: len(labels) for name, labels in (meta.get("extra_heads") or {}).items()},
+    }
+    kind = meta["kind"]
+    (model_root / "config.pbtxt").write_text(render_config_pbtxt(name, kind, len(labels), **options), "utf-8")
+    gpu_config = render_config_pbtxt(name, kind, len(labels), gpu=True, **options)
+    (model_root / "config.gpu.pbtxt").write_text(gpu_config, "utf-8")
+    (model_root / "configs").mkdir(exist_ok=True)  # Triton's --model-config-name=gpu location
+    (model_root / "configs" / "gpu.pbtxt").write_text(gpu_config, "utf-8")
+
+    metrics_path = model_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
+    dev = metrics.get("dev", {})
+    entry = {
+        "version": version,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": str(model_dir.resolve()),
+        "task": meta.get("task"),
+        "kind": kind,
+        "labels": labels,
+        "extra_heads": meta.get("extra_heads") or {},
+        "outputs": output_names_of(model),
+        "base_model": meta.get("base_model"),
+        "parameters": meta.get("parameters"),
+        "training_data": meta.get("train_data"),
+        "dev_data": meta.get("dev_data"),
+        "data_licence": meta.get("data_licence"),
+        "metrics": {k: v for k, v in dev.items() if not isinstance(v, dict)},
+        "oos_threshold": meta.get("oos_threshold"),
+        "onnx": ONNX_FILE if onnx else None,
+        "onnx_max_abs_diff": onnx_diff,
+    }
+    _update_manifest(repo, name, entry)
+    log.info("exported %s version %d to %s", name, version, target)
+    return entry
+
+
+def _update_manifest(repo: Path, name: str, entry: dict[str, Any]) -> None:
+    path = repo / MANIFEST
+    manifest = json.loads(path.read_text("utf-8")) if path.is_file() else {"models": {}}
+    model = manifest["models"].setdefault(name, {"versions": []})
+    model["versions"] = [v for v in model["versions"] if v["version"] != entry["version"]] + [entry]
+    model["latest"] = entry["version"]
+    manifest["updated_at"] = entry["exported_at"]
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+    tmp.replace(path)

@@ -1,0 +1,1 @@
+"""Files copied into Triton model repositories (see ``EXPORT_FORMAT.md``)."""

@@ -1,0 +1,50 @@
+# Fine-tuning toolkit (libs/textpulse/ml): train, export and benchmark the model set.
+# Included by the main Makefile (-include mk/*.mk). Settings (make or env variables):
+#   ML_THREADS (2)  ML_MODELS_DIR (.cache/models)  TEXTPULSE_MODEL_REPO (.cache/model-repo)
+#   TEXTPULSE_DATA_DIR (../shared/datasets)  ML_TRAIN_ARGS (extra `train` flags, e.g. --device cuda)
+
+ML_PY ?= $(or $(PYTHON),.venv/bin/python)
+ML_ENV := PYTHONPATH=libs:.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+ML_CLI := $(ML_ENV) $(ML_PY) -m textpulse.ml.cli
+ML_THREADS ?= 2
+ML_MODELS_DIR ?= .cache/models
+ML_PROFILES := libs/textpulse/ml/profiles
+ML_TRAIN_ARGS ?=
+
+# task preset -> exported model name (quick set = what the platform serves)
+ML_QUICK := sentiment:sentiment topic:topic clinc150:intent finer_ord:ner
+ML_FULL := sentiment:sentiment phrasebank:phrasebank topic:topic banking77:banking77 clinc150:intent finer_ord:ner wnut17:wnut17
+
+ML_NAME = $(or $(word 2,$(subst :, ,$(filter $(1):%,$(ML_FULL)))),$(1))
+
+# ml-<profile>-<task>: train one task preset with its profile file, then export it.
+define ml_task_rule
+.PHONY: ml-$(1)-$(2)
+ml-$(1)-$(2):
+	@mkdir -p $$(ML_MODELS_DIR)/$(1)
+	$$(ML_CLI) train $(2) --config $$(ML_PROFILES)/$(1)/$(2).yaml --output $$(ML_MODELS_DIR)/$(1)/$(2) --threads $$(ML_THREADS) $$(ML_TRAIN_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).summary.json
+	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(3) --torch-threads $$(ML_THREADS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
+	@$$(ML_PY) -c "import json; d=json.load(open('$$(ML_MODELS_DIR)/$(1)/$(2).summary.json')); print('$(2) -> $(3):', d['train_seconds'], 's, dev', {k: round(v, 4) for k, v in d['dev'].items() if isinstance(v, float)})"
+endef
+ML_QUICK_TASKS := $(foreach t,$(ML_QUICK),$(firstword $(subst :, ,$(t))))
+ML_FULL_TASKS := $(foreach t,$(ML_FULL),$(firstword $(subst :, ,$(t))))
+$(foreach t,$(ML_QUICK_TASKS),$(eval $(call ml_task_rule,quick,$(t),$(call ML_NAME,$(t)))))
+$(foreach t,$(ML_FULL_TASKS),$(eval $(call ml_task_rule,full,$(t),$(call ML_NAME,$(t)))))
+
+.PHONY: models models-full bench-models models-report test-ml
+
+models: ## Quick profile (~10 min on 2 cores): train + export sentiment, topic, intent (CLINC150+oos), ner (FiNER-ORD)
+	@for t in $(ML_QUICK_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
+	$(ML_CLI) report --models $(ML_MODELS_DIR)/quick --no-speed
+
+models-full: ## Full profile: every task on all data, several epochs (hours on CPU; ML_TRAIN_ARGS=--device cuda on a GPU)
+	@for t in $(ML_FULL_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-full-$$t || exit 1; done
+
+bench-models: models-full ## Full profile, then dev metrics beside the issue's targets, params and CPU sentences/s at batch 32
+	$(ML_CLI) report --models $(ML_MODELS_DIR)/full
+
+models-report: ## Targets table for already trained full-profile models (no training)
+	$(ML_CLI) report --models $(ML_MODELS_DIR)/full
+
+test-ml: ## Unit + end-to-end tests of loaders and the ML toolkit (~2 min on CPU)
+	$(ML_ENV) $(ML_PY) -m pytest tests/unit/test_datasets.py tests/ml -p no:cacheprovider

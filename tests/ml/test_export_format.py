@@ -1,0 +1,37 @@
+"""Triton configuration rendering and version numbering (no model needed)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from textpulse.ml.export import latest_version_dir, next_version, render_config_pbtxt
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+def test_config_pbtxt_sequence_cpu() -> None:
+    text = render_config_pbtxt("sentiment", "sequence", 3, max_batch_size=32, torch_threads=2)
+    assert 'backend: "python"' in text
+    assert "max_batch_size: 32" in text
+    assert "dynamic_batching" in text
+    assert text.count("allow_ragged_batch: true") == 2
+    assert "dims: [ 3 ]" in text
+    assert "kind: KIND_CPU" in text
+    assert 'string_value: "2"' in text
+
+
+def test_config_pbtxt_token_gpu() -> None:
+    text = render_config_pbtxt("ner", "token", 7, gpu=True)
+    assert "dims: [ -1, 7 ]" in text
+    assert "kind: KIND_GPU" in text
+
+
+def test_versions(tmp_path: Path) -> None:
+    assert next_version(tmp_path / "missing") == 1
+    (tmp_path / "1").mkdir()
+    (tmp_path / "3").mkdir()
+    (tmp_path / ".4.partial").mkdir()
+    (tmp_path / "configs").mkdir()
+    assert next_version(tmp_path) == 4
+    assert latest_version_dir(tmp_path).name == "3"
