@@ -20,7 +20,12 @@ topics_app = typer.Typer(help="Kafka topics declared by the platform.", no_args_
 app.add_typer(topics_app, name="topics")
 console = Console(stderr=True)
 
-SERVICES = {"ingest": "services.ingest.app", "alert": "services.alert.app", "route": "services.route.app"}
+SERVICES = {
+    "ingest": "services.ingest.app",
+    "alert": "services.alert.app",
+    "route": "services.route.app",
+    "index": "services.index.app",
+}
 
 
 @app.command()

@@ -1,0 +1,142 @@
+"""One consumed batch → documents → Elasticsearch, with dead-lettering and no loss.
+
+The batch handler returns (and the batch is committed) only when every record
+is either indexed or acknowledged in ``dlq.index``: records that are not valid
+JSON / not a valid contract, and documents Elasticsearch rejects for good (a
+mapping error), each with its reason. While Elasticsearch is unavailable the
+bulk write is retried with backoff; past the retry deadline the handler raises,
+the batch is not committed and is redelivered — ids make that idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from textpulse.kafka import DeadLetters
+from textpulse.kafka.dlq import RecordLike
+
+from .bulk import BulkOutcome, BulkRetryExhausted, BulkWriter
+from .documents import BUILDERS, Builder, BuildOptions, Doc, InvalidRecord
+from .metrics import IndexMetrics
+from .pii import redact
+
+log = logging.getLogger(__name__)
+
+SERVICE = "index"
+#: Records built between two yields to the event loop (keeps the bulk in flight moving).
+YIELD_EVERY = 64
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Indexer:
+    """Shared by the per-topic subscribers; built in the lifespan, replaceable in tests."""
+
+    writer: BulkWriter
+    dead_letters: DeadLetters
+    metrics: IndexMetrics
+    options: BuildOptions
+    clock: Callable[[], datetime] = utcnow
+
+    async def handle(self, records: Sequence[RecordLike], family: str) -> None:
+        """Index one batch of records of ``family``; raises (no commit) if it cannot be written yet.
+
+        Pipelined: chunk *i* is being written while chunk *i+1* is built (the build
+        yields to the event loop every few records), so JSON validation and
+        redaction overlap Elasticsearch's indexing instead of adding to it. One
+        bulk request is in flight at a time, so writes keep the batch's order.
+        """
+        m = self.metrics
+        topic = records[0].topic if records else family
+        started = time.perf_counter()
+        m.received.labels(SERVICE, topic).inc(len(records))
+        m.batch_size.labels(SERVICE, topic).observe(len(records))
+        build = BUILDERS[family][1]
+        now = self.clock()
+        step = self.writer.chunk_docs
+        invalid: list[tuple[RecordLike, str]] = []
+        written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]] = []
+        flight: tuple[list[Doc], list[RecordLike], asyncio.Task[BulkOutcome]] | None = None
+        try:
+            for first in range(0, len(records), step):
+                docs, sources = await self._build(records[first : first + step], build, now, invalid)
+                if flight is not None:
+                    written.append((flight[0], flight[1], await flight[2]))
+                flight = (docs, sources, asyncio.create_task(self.writer.write(docs)))
+            if flight is not None:
+                written.append((flight[0], flight[1], await flight[2]))
+        except BulkRetryExhausted:
+            m.failed.labels(SERVICE, topic, "es_unavailable").inc(len(records))
+            log.exception("batch not indexed; it is not committed and will be redelivered", extra={"topic": topic})
+            raise
+        finally:
+            if flight is not None and not flight[2].done():
+                flight[2].cancel()
+                with contextlib.suppress(asyncio.CancelledError, BulkRetryExhausted):
+                    await flight[2]
+            m.bulk_duration.labels(SERVICE, family).observe(time.perf_counter() - started)
+        await self._dead_letter(topic, invalid, written)
+        self._count(family, topic, len(records), len(invalid), written)
+        m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
+
+    async def _build(
+        self, records: Sequence[RecordLike], build: Builder, now: datetime, invalid: list[tuple[RecordLike, str]]
+    ) -> tuple[list[Doc], list[RecordLike]]:
+        docs: list[Doc] = []
+        sources: list[RecordLike] = []
+        for k, rec in enumerate(records, 1):
+            try:
+                if rec.value is None:
+                    raise InvalidRecord("empty record value")
+                docs.append(build(rec.value, now, self.options))
+                sources.append(rec)
+            except InvalidRecord as exc:
+                invalid.append((rec, redact(str(exc))))
+            if k % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # let the bulk request in flight progress
+        return docs, sources
+
+    async def _dead_letter(
+        self,
+        topic: str,
+        invalid: list[tuple[RecordLike, str]],
+        written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]],
+    ) -> None:
+        for rec, reason in invalid:
+            await self.dead_letters.send(rec, reason)
+            self.metrics.dlq.labels(SERVICE, topic, "invalid_record").inc()
+        for _, sources, outcome in written:
+            for pos, reason in outcome.rejected:
+                await self.dead_letters.send(sources[pos], f"rejected by Elasticsearch: {reason}")
+                self.metrics.dlq.labels(SERVICE, topic, "es_rejected").inc()
+
+    def _count(
+        self,
+        family: str,
+        topic: str,
+        received: int,
+        invalid: int,
+        written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]],
+    ) -> None:
+        m, done = self.metrics, self.clock()
+        indexed = rejected_count = 0
+        for docs, _, outcome in written:
+            rejected = {pos for pos, _ in outcome.rejected}
+            indexed += outcome.indexed
+            rejected_count += len(rejected)
+            for pos, doc in enumerate(docs):
+                if doc.ingest_time is not None and pos not in rejected:
+                    m.e2e_latency.labels(SERVICE).observe(max(0.0, (done - doc.ingest_time).total_seconds()))
+        m.documents.labels(SERVICE, family, "indexed").inc(indexed)
+        m.documents.labels(SERVICE, family, "rejected").inc(rejected_count)
+        m.documents.labels(SERVICE, family, "invalid").inc(invalid)
+        m.processed.labels(SERVICE, topic).inc(received)
