@@ -99,7 +99,11 @@ def validate_event(obj: Any, *, ingest_time: datetime, fallback_id: str | None =
         errors = _errors(exc)
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in errors)
         raise InvalidInput(f"validation failed: {fields}", errors) from exc
-    return incoming.to_event(ingest_time=ingest_time, fallback_id=fallback_id or str(uuid.uuid4()))
+    return incoming.to_event(ingest_time=ingest_time, fallback_id=fallback_id or _new_id)
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
 
 
 def parse_batch(raw: bytes, *, ndjson: bool) -> list[Any]:

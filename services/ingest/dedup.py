@@ -24,7 +24,8 @@ class IdempotencyStore:
         self.capacity = capacity
         self.ttl_s = ttl_s
         self._seen: OrderedDict[str, float] = OrderedDict()
-        self._inflight: dict[str, asyncio.Future[bool]] = {}
+        # id → future of its outcome; the future is only created when a second writer waits.
+        self._inflight: dict[str, asyncio.Future[bool] | None] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -44,11 +45,13 @@ class IdempotencyStore:
         while True:
             if self.seen(event_id):
                 return False
-            pending = self._inflight.get(event_id)
-            if pending is None:
-                self._inflight[event_id] = asyncio.get_running_loop().create_future()
+            if event_id not in self._inflight:
+                self._inflight[event_id] = None
                 return True
             # Another writer holds it: its outcome decides.
+            pending = self._inflight[event_id]
+            if pending is None:
+                pending = self._inflight[event_id] = asyncio.get_running_loop().create_future()
             if await asyncio.shield(pending):
                 return False
 

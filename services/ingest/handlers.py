@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,14 +73,16 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
         m.failed.labels(svc, topic, "write_error").inc(len(records))
         await asyncio.sleep(deps.retry_backoff_s)
         raise
-    outcome = m.ingest_events
-    for res, event in zip(results, events, strict=True):
-        outcome.labels(svc, event.channel.value, res.outcome.value).inc()
-        if res.outcome is Outcome.ACCEPTED:
-            m.e2e_latency.labels(svc).observe(max(0.0, (now() - ingest_time).total_seconds()))
-    for _ in rejected:
-        outcome.labels(svc, "unknown", "dlq").inc()
-        m.dlq.labels(svc, topic, "invalid_input").inc()
+    # Aggregated per batch: a labels() lookup per event was a measurable share of the edge's CPU.
+    outcomes = Counter((event.channel.value, res.outcome.value) for res, event in zip(results, events, strict=True))
+    for (channel, outcome), count in outcomes.items():
+        m.ingest_events.labels(svc, channel, outcome).inc(count)
+    if any(res.outcome is Outcome.ACCEPTED for res in results):
+        # All events of a batch share one ingest time: one observation per batch.
+        m.e2e_latency.labels(svc).observe(max(0.0, (now() - ingest_time).total_seconds()))
+    if rejected:
+        m.ingest_events.labels(svc, "unknown", "dlq").inc(len(rejected))
+        m.dlq.labels(svc, topic, "invalid_input").inc(len(rejected))
     m.processed.labels(svc, topic).inc(len(records))
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 
