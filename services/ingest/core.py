@@ -42,11 +42,12 @@ class InvalidInput(ValueError):
         self.errors = errors or []
 
 
-def routing_key(event: TextEvent) -> str:
+def routing_key(event: TextEvent) -> str | None:
     """Kafka key of ``text.raw``: keeps per-conversation (then per-user, per-entity) order.
 
-    conversation_id, else user_id, else entity_key, else the event id (which
-    spreads independent events evenly over partitions).
+    conversation_id, else user_id, else entity_key, else no key: an event with
+    nothing to keep in order is spread evenly over partitions (hashing its
+    unique id would cost CPU for the same effect).
     """
     if event.conversation_id:
         return f"conv:{event.conversation_id}"
@@ -54,7 +55,7 @@ def routing_key(event: TextEvent) -> str:
         return f"user:{event.user_id}"
     if event.entity_key:
         return f"entity:{event.entity_key}"
-    return f"event:{event.id}"
+    return None
 
 
 def headers_for(event: TextEvent) -> dict[str, str]:
@@ -71,7 +72,8 @@ def headers_for(event: TextEvent) -> dict[str, str]:
 
 
 def to_record(event: TextEvent) -> OutRecord:
-    return OutRecord(encode(event), routing_key(event).encode(), headers_for(event))
+    key = routing_key(event)
+    return OutRecord(encode(event), key.encode() if key else None, headers_for(event))
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -89,17 +91,38 @@ def decode_json(raw: bytes) -> Any:
         raise InvalidInput(f"invalid JSON: {exc}") from exc
 
 
+#: Fields a client may send: the ``TextEventIn`` contract (the server fills schema_version, ingest_time).
+CLIENT_FIELDS = frozenset(TextEventIn.model_fields)
+
+
 def validate_event(obj: Any, *, ingest_time: datetime, fallback_id: str | None = None) -> TextEvent:
-    """Validate one decoded JSON value into a :class:`TextEvent`."""
+    """Validate one decoded JSON value (a ``TextEventIn``) into a :class:`TextEvent`.
+
+    One pydantic-core validation, straight into ``TextEvent`` after the server's
+    fields are filled in: validating ``TextEventIn`` and then ``TextEvent`` cost
+    a quarter of the Kafka edge's CPU. Both models share every constraint (the
+    same annotated types); a test keeps their verdicts identical.
+    """
     if not isinstance(obj, dict):
         raise InvalidInput(f"an event must be a JSON object, got {type(obj).__name__}")
+    unknown = obj.keys() - CLIENT_FIELDS
+    if unknown:
+        errors = [
+            {"loc": [k], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"} for k in sorted(unknown)
+        ]
+        raise InvalidInput(f"validation failed: {', '.join(sorted(unknown))}", errors)
+    fields = dict(obj)
+    if fields.get("id") is None:
+        fields["id"] = fallback_id or _new_id()
+    if fields.get("event_time") is None:
+        fields["event_time"] = ingest_time
+    fields["ingest_time"] = ingest_time
     try:
-        incoming = TextEventIn.model_validate(obj)
+        return TextEvent.model_validate(fields)
     except ValidationError as exc:
         errors = _errors(exc)
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in errors)
-        raise InvalidInput(f"validation failed: {fields}", errors) from exc
-    return incoming.to_event(ingest_time=ingest_time, fallback_id=fallback_id or _new_id)
+        names = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in errors)
+        raise InvalidInput(f"validation failed: {names}", errors) from exc
 
 
 def _new_id() -> str:

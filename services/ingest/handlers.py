@@ -109,7 +109,7 @@ def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:
     broker.publisher(
         settings.topic_out,
         title="ingest.text_raw",
-        description="Validated, normalised events; key: conv:/user:/entity:/event: (see README).",
+        description="Validated, normalised events; key: conv:/user:/entity: or none (see README).",
         schema=TextEvent,
     )
     broker.publisher(

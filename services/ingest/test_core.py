@@ -10,7 +10,7 @@ import pytest
 from textpulse.contracts import TextEvent
 from textpulse.kafka.writer import OutRecord, WriteError
 
-from .core import Ingestor, InvalidInput, Outcome, headers_for, parse_batch, routing_key
+from .core import Ingestor, InvalidInput, Outcome, headers_for, parse_batch, routing_key, validate_event
 from .dedup import IdempotencyStore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,7 +33,7 @@ def test_routing_key_priority() -> None:
     assert routing_key(event(conversation_id="c", user_id="u", entity_key="k")) == "conv:c"
     assert routing_key(event(user_id="u", entity_key="k")) == "user:u"
     assert routing_key(event(entity_key="AAPL")) == "entity:AAPL"
-    assert routing_key(event()) == "event:e1"
+    assert routing_key(event()) is None
 
 
 def test_headers() -> None:
@@ -104,3 +104,31 @@ async def test_store_bounds() -> None:
     short.add_many(["z"])
     await asyncio.sleep(0.03)
     assert not short.seen("z")
+
+
+def test_single_validation_agrees_with_the_client_contract() -> None:
+    """validate_event (straight into TextEvent) and TextEventIn give the same verdict on every case."""
+    from pydantic import ValidationError
+    from textpulse.contracts import TextEventIn
+
+    from tests.ingest_cases import HTTP_CASES, KAFKA_CASES
+
+    from .core import decode_json
+
+    bodies = [c[1] for c in HTTP_CASES] + [c[1] for c in KAFKA_CASES]
+    for body in bodies:
+        try:
+            obj = decode_json(body)
+        except InvalidInput:
+            continue
+        try:
+            TextEventIn.model_validate(obj)
+            contract_ok = True
+        except ValidationError:
+            contract_ok = False
+        try:
+            validate_event(obj, ingest_time=NOW)
+            ours_ok = True
+        except InvalidInput:
+            ours_ok = False
+        assert contract_ok == ours_ok, body[:80]

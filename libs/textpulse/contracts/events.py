@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -32,6 +32,43 @@ Identifier = Annotated[
 
 ShortLabel = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 MetadataValue = str | int | float | bool | None
+
+
+#: Category Cc (C0 and C1 controls) except tab and newline, plus lone surrogates (Cs),
+#: which JSON escapes can produce and which cannot be encoded as UTF-8.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]+")
+
+#: Raw input larger than this is refused before normalisation, to bound work.
+MAX_RAW_TEXT_CHARS = 4 * MAX_TEXT_CHARS
+
+
+def normalise_text(text: str) -> str:
+    """NFC, CRLF → LF, control characters (except newline and tab) removed, trimmed.
+
+    Format characters (category Cf, e.g. the zero-width joiner inside emoji) are
+    kept: removing them would change meaning.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROLS.sub("", text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    return text.strip()
+
+
+def _normalise_before(value: object) -> object:
+    """Normalise a text field before its length constraints apply (non-strings pass to the type check)."""
+    if isinstance(value, str):
+        if len(value) > MAX_RAW_TEXT_CHARS:
+            msg = f"text has {len(value)} characters; the maximum is {MAX_TEXT_CHARS} after normalisation"
+            raise ValueError(msg)
+        return normalise_text(value)
+    return value
+
+
+NormalisedText = Annotated[
+    str, BeforeValidator(_normalise_before), StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)
+]
+"""Text normalised by :func:`normalise_text`, 1 to MAX_TEXT_CHARS characters afterwards (idempotent)."""
 
 
 class Channel(StrEnum):
@@ -56,9 +93,7 @@ class TextEvent(WireModel):
     id: Identifier = Field(description="Event id, unique per event; re-sending the same id is a no-op.")
     source: ShortLabel = Field(description="Producer of the text, e.g. a feed name or 'replay:twitter_fin_sentiment'.")
     channel: Channel = Field(description="news | social | support | review.")
-    text: str = Field(
-        min_length=1, max_length=MAX_TEXT_CHARS, description="Normalised text (NFC, no control characters)."
-    )
+    text: NormalisedText = Field(description="Normalised text (NFC, no control characters), at most 10,000 characters.")
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = Field(
         "en", description="BCP-47 language tag."
     )
@@ -161,38 +196,13 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema()
 
 
-# -- ingest edge --------------------------------------------------------------
-
-#: Category Cc (C0 and C1 controls) except tab and newline, plus lone surrogates (Cs),
-#: which JSON escapes can produce and which cannot be encoded as UTF-8.
-_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]+")
-
-#: Raw input larger than this is refused before normalisation, to bound work.
-MAX_RAW_TEXT_CHARS = 4 * MAX_TEXT_CHARS
-
-
-def normalise_text(text: str) -> str:
-    """NFC, CRLF → LF, control characters (except newline and tab) removed, trimmed.
-
-    Format characters (category Cf, e.g. the zero-width joiner inside emoji) are
-    kept: removing them would change meaning.
-    """
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _CONTROLS.sub("", text)
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-    return text.strip()
-
-
 class TextEventIn(WireModel):
     """An event as clients send it (HTTP body, or a ``text.in`` record value)."""
 
     id: Identifier | None = Field(None, description="Client event id; re-sending it is a no-op. Generated if absent.")
     source: ShortLabel = Field(description="Producer of the text.")
     channel: Channel = Field(description="news | social | support | review.")
-    text: Annotated[str, StringConstraints(max_length=MAX_RAW_TEXT_CHARS)] = Field(
-        description=f"The text; at most {MAX_TEXT_CHARS} characters after normalisation."
-    )
+    text: NormalisedText = Field(description=f"The text; at most {MAX_TEXT_CHARS} characters after normalisation.")
     language: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")] = "en"
     event_time: AwareDatetime | None = Field(None, description="When it was written; ingest time if absent.")
     entity_key: Identifier | None = None
@@ -201,18 +211,6 @@ class TextEventIn(WireModel):
     metadata: dict[Annotated[str, StringConstraints(max_length=64)], MetadataValue] = Field(
         default_factory=dict, max_length=32
     )
-
-    @field_validator("text")
-    @classmethod
-    def _normalise(cls, value: str) -> str:
-        value = normalise_text(value)
-        if not value:
-            msg = "text is empty after normalisation"
-            raise ValueError(msg)
-        if len(value) > MAX_TEXT_CHARS:
-            msg = f"text has {len(value)} characters after normalisation; the maximum is {MAX_TEXT_CHARS}"
-            raise ValueError(msg)
-        return value
 
     def to_event(self, *, ingest_time: datetime, fallback_id: str | Callable[[], str]) -> TextEvent:
         """The :class:`TextEvent` (id and event time filled in).

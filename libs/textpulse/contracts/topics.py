@@ -47,7 +47,7 @@ TEXT_IN = TopicSpec(
 TEXT_RAW = TopicSpec(
     "text.raw",
     STREAM_PARTITIONS,
-    key="conversation_id, else user_id, else entity_key, else event id (see ingest README)",
+    key="conversation_id, else user_id, else entity_key, else none (see ingest README)",
     description="Validated, normalised events.",
     value=TextEvent,
 )

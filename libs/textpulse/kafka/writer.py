@@ -60,6 +60,7 @@ class RecordWriter:
         self._publish = publish
         self._producer = producer
         self._partitioner = DefaultPartitioner()
+        self._next = 0
         self.topic = topic
         self.timeout_s = timeout_s
 
@@ -92,9 +93,17 @@ class RecordWriter:
     async def _write_batches(self, producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
+        keyless = [rec for rec in records if rec.key is None]
         for rec in records:
-            part = self._partitioner(rec.key, partitions, partitions) if rec.key is not None else partitions[0]
-            by_partition[part].append(rec)
+            if rec.key is not None:
+                by_partition[self._partitioner(rec.key, partitions, partitions)].append(rec)
+        if keyless:
+            # Keyless records: equal contiguous runs, one batch per partition, starting where the
+            # previous write stopped so small writes still spread evenly.
+            run = -(-len(keyless) // len(partitions))
+            for i in range(0, len(keyless), run):
+                self._next = (self._next + 1) % len(partitions)
+                by_partition[partitions[self._next]].extend(keyless[i : i + run])
         futures: list[asyncio.Future[Any]] = []
         for part, recs in by_partition.items():
             batch = producer.create_batch()
