@@ -18,7 +18,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-console = Console()
+console = Console(width=150)
 
 
 def port_open(port: int) -> bool:

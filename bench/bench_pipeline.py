@@ -1,0 +1,398 @@
+"""End-to-end pipeline benchmark: ingest → classify → NER on the real Kafka.
+
+Replays N real tweets (``twitter_fin_sentiment``) through the three services,
+each its own process, once per backend (in-process torch, and Triton when
+requested), and prints in the same run:
+
+* events/s at saturation (first ingest time → last enriched record);
+* end-to-end latency p50/p95/p99 (ingest time → enriched record's broker
+  timestamp) at half the measured maximum rate;
+* inference client latency (from the services' ``textpulse_inference_*``
+  histograms) and, for Triton, the average server batch size
+  (``nv_inference_count / nv_inference_exec_count``);
+* CPU seconds per 1,000 events (services, plus tritonserver and its stubs);
+* two reference figures on the same models: the raw batched in-process
+  ceiling (sentiment + topic + NER forward passes, batches of 64, one process)
+  and a naive baseline (one unbatched call per message and model).
+
+Targets (2-core CPU): pipeline ≥ 0.7× the raw ceiling, ≥ 5× the naive
+baseline, p99 ≤ 500 ms at half the maximum rate. Not a timed test.
+
+Run: ``make bench-pipeline`` (or ``python -m bench.bench_pipeline --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from rich.console import Console
+from textpulse.contracts.topics import ALL_TOPICS
+from textpulse.kafka.admin import create_topics
+from textpulse.settings import KafkaSettings
+
+from bench.common import REPO, real_kafka, start_service, stop_service, table, wait_ready
+
+MODELS = ("sentiment", "topic", "intent", "ner")
+console = Console(width=150)  # wide table even when stdout is not a terminal
+
+
+@dataclass
+class Run:
+    """Figures of one pipeline run."""
+
+    backend: str
+    events: int = 0
+    events_per_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_rate: float = 0.0
+    cpu_per_1000: float = 0.0
+    client_ms: dict[str, float] = field(default_factory=dict)
+    server_batch: dict[str, float] = field(default_factory=dict)
+
+
+def tweets(n: int, prefix: str) -> list[dict[str, Any]]:
+    from textpulse.replay import build_events
+
+    rows = build_events("twitter_fin_sentiment/sent_train.csv", channel="social", limit=n)
+    while len(rows) < n:  # fewer rows than asked: repeat with new ids
+        rows += rows[: n - len(rows)]
+    return [{**r, "id": f"{prefix}-{i}"} for i, r in enumerate(rows[:n])]
+
+
+# -- reference figures ---------------------------------------------------------------
+
+
+def raw_ceiling(repo: Path, texts: Sequence[str], threads: int) -> float:
+    """Events/s of the bare batched forward passes a social event needs (sentiment + topic + NER)."""
+    from textpulse.inference.local import LocalBackend
+
+    async def go() -> float:
+        backend = LocalBackend(repo, threads=threads, batch_size=64)
+        await backend.start(["sentiment", "topic", "ner"])
+        await backend.classify("sentiment", texts[:64])  # warm-up
+        started = time.perf_counter()
+        await backend.classify("sentiment", texts)
+        await backend.classify("topic", texts)
+        await backend.tag("ner", texts)
+        elapsed = time.perf_counter() - started
+        await backend.close()
+        return len(texts) / elapsed
+
+    return asyncio.run(go())
+
+
+def naive_baseline(repo: Path, texts: Sequence[str], threads: int) -> float:
+    """Events/s of one unbatched call per message and model (what a naive service does)."""
+    from textpulse.ml.predictor import Predictor
+
+    predictors = [Predictor(repo / m, threads=threads, batch_size=1) for m in ("sentiment", "topic", "ner")]
+    predictors[0].predict(list(texts[:4]))
+    started = time.perf_counter()
+    for text in texts:
+        for predictor in predictors:
+            predictor.predict([text])
+    return len(texts) / (time.perf_counter() - started)
+
+
+# -- pipeline -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_cpu(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of processes and their live children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                times = p.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] if ordered else float("nan")
+
+
+async def enriched_latencies(
+    kafka: KafkaSettings, topic: str, n: int, timeout_s: float
+) -> dict[str, tuple[float, float]]:
+    """Event id -> (ingest time, enriched broker timestamp), de-duplicated by id."""
+    import orjson
+
+    from tests.helpers import read_all
+
+    records = await read_all(kafka, topic, expect=n, timeout_s=timeout_s, idle_s=0.5)
+    seen: dict[str, tuple[float, float]] = {}
+    for rec in records:
+        event = orjson.loads(rec.value)["event"]
+        ingest = datetime.fromisoformat(event["ingest_time"]).timestamp()
+        seen.setdefault(event["id"], (ingest, rec.timestamp / 1000))
+    return seen
+
+
+def scrape(url: str) -> str:
+    try:
+        return httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return ""
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@contextmanager
+def triton_server(repo: Path) -> Iterator[tuple[str, str, int]]:
+    """A tritonserver over ``repo`` on free ports (deploy/triton); yields (grpc url, metrics url, pid)."""
+    ports = [_free_port() for _ in range(3)]
+    run_dir = REPO / ".run" / "triton-bench"
+    env = {
+        **os.environ,
+        "TRITON_MODEL_REPO": str(repo),
+        "TRITON_MODELS": ",".join(MODELS),
+        "TRITON_HTTP_PORT": str(ports[0]),
+        "TRITON_GRPC_PORT": str(ports[1]),
+        "TRITON_METRICS_PORT": str(ports[2]),
+        "TRITON_RUN_DIR": str(run_dir),
+    }
+    subprocess.run(["bash", str(REPO / "deploy/triton/fetch.sh")], env=env, check=True)
+    subprocess.run(["bash", str(REPO / "deploy/triton/start.sh")], env=env, check=True)
+    try:
+        pid = int((run_dir / "tritonserver.pid").read_text().strip())
+        yield f"127.0.0.1:{ports[1]}", f"http://127.0.0.1:{ports[2]}/metrics", pid
+    finally:
+        subprocess.run(["bash", str(REPO / "deploy/triton/stop.sh")], env=env, check=False)
+
+
+async def pipeline(
+    backend: str, kafka: str, repo: Path, n: int, latency_n: int, threads: int, triton: tuple[str, str, int] | None
+) -> Run:
+    """Start ingest, classify, NER; saturate; then replay at half the rate for latency."""
+    from textpulse.replay import replay
+
+    settings = KafkaSettings(bootstrap_servers=kafka)
+    tag = uuid.uuid4().hex[:8]
+    topics = {spec.name: f"bench.{tag}.{spec.name}" for spec in ALL_TOPICS}
+    await create_topics(settings, ALL_TOPICS, rename=topics)
+    ports = {s: _free_port() for s in ("ingest", "classify", "ner")}
+    envs = service_envs(kafka, repo, threads, topics, ports, tag, triton[0] if triton else None)
+    logs = REPO / ".run" / "bench"
+    procs = {
+        s: start_service(f"services.{s}.app", env, logs / f"pipeline-{backend}-{s}.log") for s, env in envs.items()
+    }
+    run = Run(backend)
+    ingest_url = f"http://127.0.0.1:{ports['ingest']}"
+    try:
+        for port in ports.values():
+            await wait_ready(f"http://127.0.0.1:{port}", timeout_s=180)
+        pids = [p.pid for p in procs.values()] + ([triton[2]] if triton else [])
+        warm = tweets(64, f"warm-{tag}")
+        await replay(warm, url=ingest_url, rate=0, batch_size=64, progress=False)
+        await enriched_latencies(settings, topics["text.enriched"], len(warm), 180)
+        cpu0 = tree_cpu(pids)
+        await replay(tweets(n, f"sat-{tag}"), url=ingest_url, rate=0, batch_size=500, progress=False)
+        seen = await enriched_latencies(settings, topics["text.enriched"], len(warm) + n, 600)
+        cpu1 = tree_cpu(pids)
+        pairs = [v for k, v in seen.items() if k.startswith("sat-")]
+        run.events = len(pairs)
+        run.events_per_s = len(pairs) / max(1e-9, max(p[1] for p in pairs) - min(p[0] for p in pairs))
+        run.cpu_per_1000 = (cpu1 - cpu0) / max(1, len(pairs)) * 1000
+        run.latency_rate = run.events_per_s / 2
+        slow = tweets(latency_n, f"lat-{tag}")
+        await replay(slow, url=ingest_url, rate=run.latency_rate, batch_size=10, progress=False)
+        seen = await enriched_latencies(settings, topics["text.enriched"], len(warm) + n + latency_n, 600)
+        lat = [(out - ing) * 1000 for k, (ing, out) in seen.items() if k.startswith("lat-")]
+        run.latency_ms = {f"p{q}": percentile(lat, q) for q in (50, 95, 99)}
+        collect_metrics(run, ports, triton)
+    finally:
+        for proc in procs.values():
+            stop_service(proc)
+    return run
+
+
+def service_envs(
+    kafka: str,
+    repo: Path,
+    threads: int,
+    topics: dict[str, str],
+    ports: dict[str, int],
+    tag: str,
+    triton_url: str | None,
+) -> dict[str, dict[str, str]]:
+    """Environment of each service process: its own topics, group, port; the chosen backend."""
+    common = {
+        "TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "TEXTPULSE_MODEL_REPO": str(repo),
+        "TEXTPULSE_LOCAL_THREADS": str(threads),
+        "PYTHONPATH": f"{REPO / 'libs'}:{REPO}",
+    }
+    if triton_url:
+        common["TEXTPULSE_TRITON_URL"] = triton_url
+    c, n = "TEXTPULSE_CLASSIFY_", "TEXTPULSE_NER_"
+    return {
+        "ingest": {
+            **common,
+            "TEXTPULSE_INGEST_HTTP_PORT": str(ports["ingest"]),
+            "TEXTPULSE_INGEST_TOPIC_OUT": topics["text.raw"],
+            "TEXTPULSE_INGEST_CONSUME_TEXT_IN": "false",
+            "TEXTPULSE_INGEST_LOG_LEVEL": "WARNING",
+        },
+        "classify": {
+            **common,
+            f"{c}HTTP_PORT": str(ports["classify"]),
+            f"{c}TOPIC_IN": topics["text.raw"],
+            f"{c}TOPIC_OUT": topics["text.classified"],
+            f"{c}TOPIC_DLQ": topics["dlq.classify"],
+            f"{c}GROUP_ID": f"bench-classify-{tag}",
+            f"{c}LOG_LEVEL": "WARNING",
+        },
+        "ner": {
+            **common,
+            f"{n}HTTP_PORT": str(ports["ner"]),
+            f"{n}TOPIC_IN": topics["text.classified"],
+            f"{n}TOPIC_OUT": topics["text.enriched"],
+            f"{n}TOPIC_MENTIONS": topics["entity.mentions"],
+            f"{n}TOPIC_DLQ": topics["dlq.ner"],
+            f"{n}GROUP_ID": f"bench-ner-{tag}",
+            f"{n}LOG_LEVEL": "WARNING",
+        },
+    }
+
+
+def collect_metrics(run: Run, ports: dict[str, int], triton: tuple[str, str, int] | None) -> None:
+    """Client latency from the services' histograms; Triton's average executed batch size."""
+    for service in ("classify", "ner"):
+        text = scrape(f"http://127.0.0.1:{ports[service]}/metrics")
+        count = metric_sum(text, "textpulse_inference_duration_seconds_count")
+        seconds = metric_sum(text, "textpulse_inference_duration_seconds_sum")
+        size = metric_sum(text, "textpulse_inference_batch_size_sum")
+        run.client_ms[f"{service} mean request"] = seconds / count * 1000 if count else float("nan")
+        run.client_ms[f"{service} texts/request"] = size / count if count else float("nan")
+    if triton:
+        text = scrape(triton[1])
+        for model in ("sentiment", "topic", "ner"):
+            items = metric_sum(text, "nv_inference_count", model=model)
+            execs = metric_sum(text, "nv_inference_exec_count", model=model)
+            run.server_batch[model] = items / execs if execs else float("nan")
+
+
+def report(runs: list[Run], ceiling: float, naive: float, n_ref: int) -> None:
+    rows: list[tuple[str, str, str, str]] = [
+        ("raw batched in-process ceiling", f"{ceiling:,.1f} ev/s", "reference", f"{n_ref} tweets"),
+        ("naive per-message baseline", f"{naive:,.1f} ev/s", "reference", "1 call per message per model"),
+    ]
+    for run in runs:
+        b = run.backend
+        rows += [
+            (f"{b}: pipeline throughput", f"{run.events_per_s:,.1f} ev/s ({run.events} events)", "", ""),
+            (
+                f"{b}: vs raw ceiling",
+                f"{run.events_per_s / ceiling:.2f}x",
+                ">= 0.70x",
+                "ok" if run.events_per_s >= 0.7 * ceiling else "MISS",
+            ),
+            (
+                f"{b}: vs naive",
+                f"{run.events_per_s / naive:.1f}x",
+                ">= 5x",
+                "ok" if run.events_per_s >= 5 * naive else "MISS",
+            ),
+            (
+                f"{b}: e2e latency p50/p95/p99 @ {run.latency_rate:.0f} ev/s",
+                " / ".join(f"{run.latency_ms.get(k, float('nan')):.0f}" for k in ("p50", "p95", "p99")) + " ms",
+                "p99 <= 500 ms",
+                "ok" if run.latency_ms.get("p99", 1e9) <= 500 else "MISS",
+            ),
+            (f"{b}: CPU per 1,000 events", f"{run.cpu_per_1000:.1f} s", "", "services + triton"),
+        ]
+        rows += [
+            (f"{b}: client {k}", f"{v:.1f}" + ("" if "texts" in k else " ms"), "", "") for k, v in run.client_ms.items()
+        ]
+        rows += [(f"{b}: triton avg batch {k}", f"{v:.1f}", "", "") for k, v in run.server_batch.items()]
+    console.print(table("pipeline benchmark: ingest → classify → NER (real Kafka)", rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000, help="events in the saturation run")
+    parser.add_argument("--latency-events", type=int, default=500, help="events replayed at half the max rate")
+    parser.add_argument("--reference-events", type=int, default=512, help="texts for the raw ceiling")
+    parser.add_argument("--naive-events", type=int, default=100, help="texts for the naive baseline")
+    parser.add_argument("--backends", default="local,triton", help="comma-separated: local, triton")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per service process")
+    parser.add_argument(
+        "--reference-threads",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="torch threads of the reference measurements (default: the usable cores)",
+    )
+    parser.add_argument(
+        "--model-repo",
+        type=Path,
+        default=Path(os.environ.get("TEXTPULSE_MODEL_REPO", REPO / ".cache" / "model-repo")),
+        help="model repository with sentiment, topic, intent, ner (default TEXTPULSE_MODEL_REPO)",
+    )
+    args = parser.parse_args()
+    missing = [m for m in MODELS if not (args.model_repo / m).is_dir()]
+    if missing:
+        parser.error(f"{args.model_repo} lacks models {missing}: run `make models` or pass --model-repo")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    texts = [e["text"] for e in tweets(args.reference_events, "ref")]
+    console.print(f"models: {args.model_repo}  events: {args.events}  threads/service: {args.threads}")
+    ceiling = raw_ceiling(args.model_repo, texts, threads=args.reference_threads)
+    naive = naive_baseline(args.model_repo, texts[: args.naive_events], threads=args.reference_threads)
+    console.print(f"raw ceiling {ceiling:.1f} ev/s, naive {naive:.1f} ev/s")
+    runs = []
+    with real_kafka() as kafka:
+        for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+            if backend == "triton":
+                with triton_server(args.model_repo) as server:
+                    runs.append(
+                        asyncio.run(
+                            pipeline(
+                                backend, kafka, args.model_repo, args.events, args.latency_events, args.threads, server
+                            )
+                        )
+                    )
+            else:
+                runs.append(
+                    asyncio.run(
+                        pipeline(backend, kafka, args.model_repo, args.events, args.latency_events, args.threads, None)
+                    )
+                )
+            console.print(runs[-1])
+    report(runs, ceiling, naive, len(texts))
+
+
+if __name__ == "__main__":
+    main()
