@@ -25,6 +25,8 @@ SERVICES = {
     "alert": "services.alert.app",
     "route": "services.route.app",
     "index": "services.index.app",
+    "classify": "services.classify.app",
+    "ner": "services.ner.app",
 }
 
 

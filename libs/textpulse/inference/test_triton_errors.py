@@ -1,0 +1,90 @@
+"""The Triton client's error policy against a scripted fake server: retry, reject, circuit breaker."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from .breaker import CircuitBreaker, State
+from .errors import BackendUnavailable, InputRejected
+from .triton import TritonBackend
+
+
+class FakeClient:
+    """Answers ``infer`` from a script of exceptions (then succeeds)."""
+
+    def __init__(self, errors: list[str], *, model_ready: bool = True) -> None:
+        self.errors = errors
+        self.model_ready = model_ready
+        self.infer_calls = 0
+
+    async def infer(self, *_: Any, **__: Any) -> Any:
+        self.infer_calls += 1
+        if self.errors:
+            status = self.errors.pop(0)
+            raise InferenceServerException(msg=f"scripted {status}", status=status)
+        return SimpleNamespace(as_numpy=lambda _name: np.zeros((1, 3), dtype=np.float32))
+
+    async def is_model_ready(self, *_: Any, **__: Any) -> bool:
+        return self.model_ready
+
+
+def backend(client: FakeClient, *, retries: int = 3, breaker: CircuitBreaker | None = None) -> TritonBackend:
+    b = TritonBackend("fake:1", model_repo=None, retries=retries, backoff_s=0.001, backoff_max_s=0.002, breaker=breaker)  # type: ignore[arg-type]
+    b._client = client
+    b._codecs["m"] = SimpleNamespace(info=SimpleNamespace(version="1"))  # type: ignore[assignment]
+    return b
+
+
+IDS = np.ones((1, 4), dtype=np.int64)
+
+
+async def test_unavailable_is_retried_then_succeeds() -> None:
+    client = FakeClient(["StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"])
+    out = await backend(client)._logits("m", IDS, IDS)
+    assert out.shape == (1, 3)
+    assert client.infer_calls == 3
+
+
+async def test_unavailable_gives_up_after_retries() -> None:
+    client = FakeClient(["StatusCode.UNAVAILABLE"] * 5)
+    with pytest.raises(BackendUnavailable):
+        await backend(client)._logits("m", IDS, IDS)
+    assert client.infer_calls == 3
+
+
+async def test_invalid_argument_rejects_at_once() -> None:
+    client = FakeClient(["StatusCode.INVALID_ARGUMENT"])
+    with pytest.raises(InputRejected):
+        await backend(client)._logits("m", IDS, IDS)
+    assert client.infer_calls == 1
+
+
+async def test_internal_error_on_ready_model_rejects_only_when_repeated() -> None:
+    flaky = FakeClient(["StatusCode.INTERNAL"])
+    assert (await backend(flaky)._logits("m", IDS, IDS)).shape == (1, 3)
+    stubborn = FakeClient(["StatusCode.INTERNAL"] * 3)
+    with pytest.raises(InputRejected):
+        await backend(stubborn)._logits("m", IDS, IDS)
+    assert stubborn.infer_calls == 3
+    not_ready = FakeClient(["StatusCode.INTERNAL"] * 3, model_ready=False)
+    with pytest.raises(BackendUnavailable):
+        await backend(not_ready)._logits("m", IDS, IDS)
+
+
+async def test_circuit_opens_and_fails_fast() -> None:
+    breaker = CircuitBreaker(failure_threshold=2, reset_s=60)
+    client = FakeClient(["StatusCode.UNAVAILABLE"] * 10)
+    b = backend(client, retries=2, breaker=breaker)
+    with pytest.raises(BackendUnavailable):
+        await b._logits("m", IDS, IDS)
+    assert breaker.state is State.OPEN
+    calls = client.infer_calls
+    with pytest.raises(BackendUnavailable, match="circuit open"):
+        await b._logits("m", IDS, IDS)
+    assert client.infer_calls == calls
+    assert not await b.ready()

@@ -1,0 +1,167 @@
+"""Test support: a tiny model repository and a deterministic fake backend.
+
+The tiny repository holds the four models the services use (``sentiment``,
+``topic``, ``intent``, ``ner``), each fine-tuned for a few steps on a few
+hundred examples with short sequences: accuracy is irrelevant, the point is
+real tokenizers, real label sets and real exported files that the in-process
+backend and Triton both load. It is built once into a cache directory and
+reused (a marker file records completion).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from textpulse.contracts import ModelRef
+
+from .backend import ModelInfo
+from .types import Prediction, Span
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_TINY_REPO = REPO_ROOT / ".cache" / "test-model-repo"
+MARKER = ".tiny-complete"
+
+#: model name -> (training task, steps, examples, max length, learning rate). NER gets
+#: enough steps to tag some entities, so model spans (not only cashtags) reach the tests.
+TINY_MODELS: dict[str, tuple[str, int, int, int, float]] = {
+    "sentiment": ("sentiment", 6, 256, 48, 5e-5),
+    "topic": ("topic", 6, 256, 48, 5e-5),
+    "intent": ("clinc150", 6, 384, 32, 5e-5),
+    "ner": ("finer_ord", 100, 800, 64, 3e-4),
+}
+PARAMS_FILE = ".tiny-params.json"
+
+
+def build_tiny_repo(repo: Path = DEFAULT_TINY_REPO, *, threads: int = 2, onnx: bool = False) -> Path:
+    """Train and export the tiny models into ``repo``; models already built with the same recipe are kept."""
+    if (repo / MARKER).is_file() and all(_current(repo, name) for name in TINY_MODELS):
+        return repo
+    from textpulse.ml.config import TrainConfig
+    from textpulse.ml.export import export_model
+    from textpulse.ml.train import fit
+
+    (repo / MARKER).unlink(missing_ok=True)
+    work = repo.parent / f"{repo.name}-train"
+    work.mkdir(parents=True, exist_ok=True)
+    for name, (task, steps, limit, max_length, lr) in TINY_MODELS.items():
+        if _current(repo, name):
+            continue
+        shutil.rmtree(repo / name, ignore_errors=True)
+        model_dir = work / name
+        config = TrainConfig(
+            task=task,
+            output_dir=model_dir,
+            limit_train=limit,
+            limit_dev=64,
+            max_steps=steps,
+            batch_size=16,
+            max_length=max_length,
+            threads=threads,
+            progress=False,
+            lr=lr,
+        )
+        log.info("training tiny %s (%s, %d steps)", name, task, steps)
+        fit(config)
+        export_model(model_dir, repo, name, onnx=onnx, torch_threads=1, max_batch_size=64)
+        (repo / name / PARAMS_FILE).write_text(json.dumps(TINY_MODELS[name]), "utf-8")
+    shutil.rmtree(work, ignore_errors=True)
+    (repo / MARKER).write_text(json.dumps(sorted(TINY_MODELS)), "utf-8")
+    return repo
+
+
+def _current(repo: Path, name: str) -> bool:
+    """True when ``repo/name`` was exported with today's recipe."""
+    path = repo / name / PARAMS_FILE
+    return path.is_file() and json.loads(path.read_text("utf-8")) == list(TINY_MODELS[name])
+
+
+def tiny_repo_from_env() -> Path:
+    """``TEXTPULSE_TEST_MODEL_REPO`` or the default cache location."""
+    return Path(os.environ.get("TEXTPULSE_TEST_MODEL_REPO", str(DEFAULT_TINY_REPO)))
+
+
+class FakeBackend:
+    """Deterministic stand-in for in-memory tests: labels from keywords, entities from capitals.
+
+    ``fail_times`` makes the next calls raise :class:`BackendUnavailable`;
+    ``reject`` is a substring that makes the backend reject an input.
+    """
+
+    name = "fake"
+
+    def __init__(self, *, fail_times: int = 0, reject: str | None = None) -> None:
+        from .errors import BackendUnavailable, InputRejected
+
+        self._unavailable = BackendUnavailable
+        self._rejected = InputRejected
+        self.fail_times = fail_times
+        self.reject = reject
+        self.calls: list[tuple[str, int]] = []
+        self.infos = {
+            "sentiment": ModelInfo("sentiment", "1", "sequence", ("Bearish", "Bullish", "Neutral")),
+            "topic": ModelInfo("topic", "1", "sequence", ("Markets", "Earnings", "General")),
+            "intent": ModelInfo("intent", "1", "sequence", ("balance", "transfer", "oos"), oos_label="oos"),
+            "ner": ModelInfo("ner", "1", "token", ("O", "B-ORG", "I-ORG")),
+        }
+
+    async def start(self, models: Sequence[str]) -> None:
+        """Nothing to load."""
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    async def ready(self) -> bool:
+        return True
+
+    def info(self, model: str) -> ModelInfo:
+        return self.infos[model]
+
+    def model_ref(self, model: str) -> ModelRef:
+        return self.infos[model].ref
+
+    def _check(self, model: str, texts: Sequence[str]) -> None:
+        self.calls.append((model, len(texts)))
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            msg = "fake backend down"
+            raise self._unavailable(msg)
+        if self.reject is not None and any(self.reject in t for t in texts):
+            msg = f"model {model} rejected the input"
+            raise self._rejected(msg)
+
+    async def classify(self, model: str, texts: Sequence[str]) -> list[Prediction]:
+        self._check(model, texts)
+        info = self.infos[model]
+        out = []
+        for text in texts:
+            lower = text.lower()
+            if model == "sentiment":
+                label = "Bearish" if "down" in lower or "fall" in lower else "Bullish" if "up" in lower else "Neutral"
+            elif model == "intent":
+                label = "balance" if "balance" in lower else "transfer" if "transfer" in lower else "oos"
+            else:
+                label = "Earnings" if "earnings" in lower else "Markets"
+            scores = {name: (0.8 if name == label else 0.2 / (len(info.labels) - 1)) for name in info.labels}
+            out.append(Prediction(label, 0.8, scores, info.ref, out_of_scope=label == info.oos_label))
+        return out
+
+    async def tag(self, model: str, texts: Sequence[str]) -> list[list[Span]]:
+        self._check(model, texts)
+        from textpulse.ml.tokenization import split_words
+
+        out: list[list[Span]] = []
+        for text in texts:
+            spans = [
+                Span("ORG", w.start, w.end, w.text, 0.9)
+                for w in split_words(text)
+                if w.text[:1].isupper() and w.text.isalpha() and w.start > 0
+            ]
+            out.append(spans)
+        return out

@@ -1,0 +1,306 @@
+"""Triton backend: async gRPC (``tritonclient.grpc.aio``) to a tritonserver.
+
+Start-up checks, so a wrong deployment fails at once with a clear message
+instead of mislabelling events: the server is live and ready; each model is
+ready; its inputs are ``input_ids`` / ``attention_mask`` (INT64), its output
+``logits`` (FP32) has the shape of its kind (``[L]`` sequence, ``[-1, L]``
+token) with ``L`` = the number of labels in the served version's own
+``id2label.json``; ``max_batch_size`` > 0. Tokenizer and labels are read from
+the model repository the server serves (the same files, same version).
+
+At run time every request has an explicit deadline; transient failures
+(unavailable, deadline exceeded, model not loaded) are retried with
+exponential backoff and jitter and feed a circuit breaker; an input the
+server rejects (invalid argument, or an internal error while the model is
+ready) raises :class:`InputRejected` so the caller dead-letters it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+
+from .backend import ModelInfo
+from .breaker import CircuitBreaker
+from .codec import Codec, length_sorted_chunks, resolve_version
+from .errors import BackendUnavailable, InferenceError, InputRejected, ModelMismatch
+from .types import Prediction, Span
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Observer = Callable[[str, float, int], None]
+
+INPUTS = ("input_ids", "attention_mask")
+OUTPUT = "logits"
+_REJECT = {"StatusCode.INVALID_ARGUMENT", "StatusCode.OUT_OF_RANGE"}
+
+
+def check_model_config(name: str, config: dict[str, Any], codec: Codec) -> int:
+    """Compare a Triton model config (JSON form) with what the service expects; return max_batch_size.
+
+    Pure so it can be unit-tested with hand-written configs.
+    """
+    problems: list[str] = []
+    max_batch = int(config.get("max_batch_size", 0) or 0)
+    if max_batch <= 0:
+        problems.append("max_batch_size must be > 0 (the client sends [batch, seq] tensors)")
+    inputs = {i.get("name"): i for i in config.get("input", [])}
+    for wanted in INPUTS:
+        spec = inputs.get(wanted)
+        if spec is None:
+            problems.append(f"missing input {wanted!r} (has {sorted(inputs)})")
+        elif spec.get("data_type") != "TYPE_INT64":
+            problems.append(f"input {wanted!r} is {spec.get('data_type')}, expected TYPE_INT64")
+    outputs = {o.get("name"): o for o in config.get("output", [])}
+    out = outputs.get(OUTPUT)
+    n_labels = len(codec.info.labels)
+    if out is None:
+        problems.append(f"missing output {OUTPUT!r} (has {sorted(outputs)})")
+    else:
+        if out.get("data_type") != "TYPE_FP32":
+            problems.append(f"output {OUTPUT!r} is {out.get('data_type')}, expected TYPE_FP32")
+        dims = [int(d) for d in out.get("dims", [])]
+        expected = [n_labels] if codec.info.kind == "sequence" else [-1, n_labels]
+        if dims != expected:
+            problems.append(
+                f"output {OUTPUT!r} dims {dims} do not match a {codec.info.kind} model with "
+                f"{n_labels} labels (id2label.json of version {codec.info.version}): expected {expected}"
+            )
+    if problems:
+        msg = f"Triton model {name!r} does not match the service: " + "; ".join(problems)
+        raise ModelMismatch(msg)
+    return max_batch
+
+
+class TritonBackend:
+    """Async gRPC client over the models of one tritonserver."""
+
+    name = "triton"
+
+    def __init__(
+        self,
+        url: str,
+        model_repo: Path,
+        *,
+        timeout_s: float = 10.0,
+        startup_timeout_s: float = 60.0,
+        retries: int = 3,
+        backoff_s: float = 0.2,
+        backoff_max_s: float = 2.0,
+        breaker: CircuitBreaker | None = None,
+        max_inflight: int = 8,
+        batch_size: int = 64,
+        observe: Observer | None = None,
+    ) -> None:
+        self.url = url
+        self.model_repo = model_repo
+        self.timeout_s = timeout_s
+        self.startup_timeout_s = startup_timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.breaker = breaker or CircuitBreaker()
+        self.batch_size = batch_size
+        self.observe = observe
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._codecs: dict[str, Codec] = {}
+        self._client: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def _client_or_raise(self) -> Any:
+        if self._client is None:
+            msg = "TritonBackend.start() was not called"
+            raise BackendUnavailable(msg)
+        return self._client
+
+    async def start(self, models: Sequence[str]) -> None:
+        """Connect, wait for the server, check every model; raise on the first mismatch."""
+        import tritonclient.grpc.aio as grpcclient
+
+        if self._client is None:
+            self._client = grpcclient.InferenceServerClient(self.url)
+        await self._wait_server()
+        for name in models:
+            await self._check_model(name)
+
+    async def _wait_server(self) -> None:
+        client = self._client_or_raise()
+        deadline = time.monotonic() + self.startup_timeout_s
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                live = await client.is_server_live(client_timeout=self.timeout_s)
+                if live and await client.is_server_ready(client_timeout=self.timeout_s):
+                    return
+                last = "server live but not ready" if live else "server not live"
+            except Exception as exc:  # noqa: BLE001 - any failure while waiting means "not yet"
+                last = exc
+            await asyncio.sleep(0.5)
+        msg = f"Triton at {self.url} is not live and ready after {self.startup_timeout_s:.0f}s: {last}"
+        raise BackendUnavailable(msg)
+
+    async def _check_model(self, name: str) -> None:
+        client = self._client_or_raise()
+        if not await client.is_model_ready(name, client_timeout=self.timeout_s):
+            index = await client.get_model_repository_index(as_json=True, client_timeout=self.timeout_s)
+            states = {m.get("name"): m.get("state", "UNAVAILABLE") for m in index.get("models", [])}
+            msg = f"model {name!r} is not ready on Triton at {self.url} (repository: {states or 'empty'})"
+            raise ModelMismatch(msg)
+        metadata = await client.get_model_metadata(name, as_json=True, client_timeout=self.timeout_s)
+        versions = sorted(int(v) for v in metadata.get("versions", []) if str(v).isdigit())
+        if not versions:
+            msg = f"Triton reports no version of model {name!r}"
+            raise ModelMismatch(msg)
+        version = str(versions[-1])
+        codec = await asyncio.to_thread(Codec, resolve_version(self.model_repo, name, version), name)
+        config = (await client.get_model_config(name, version, as_json=True, client_timeout=self.timeout_s))["config"]
+        max_batch = check_model_config(name, config, codec)
+        codec.info = replace(codec.info, max_batch_size=max_batch)
+        self._codecs[name] = codec
+        log.info("triton model checked", extra={"model": name, "version": version, "max_batch_size": max_batch})
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def ready(self) -> bool:
+        if self._client is None or self.breaker.state == "open":
+            return False
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=2.0))
+        except Exception:  # noqa: BLE001 - a failed probe means not ready
+            return False
+
+    def info(self, model: str) -> ModelInfo:
+        return self._codec(model).info
+
+    def _codec(self, model: str) -> Codec:
+        try:
+            return self._codecs[model]
+        except KeyError:
+            msg = f"model {model!r} was not started"
+            raise ModelMismatch(msg) from None
+
+    # -- inference ---------------------------------------------------------------
+
+    async def _error(self, model: str, exc: Exception) -> InferenceError:
+        """Map a client error to retry-later or reject-this-input."""
+        status = _status(exc)
+        text = f"triton {model!r}: {status or type(exc).__name__}: {exc}"
+        if status in _REJECT:
+            return InputRejected(text)
+        if status == "StatusCode.INTERNAL":
+            # A healthy server with a ready model that fails this request: the input is the problem.
+            try:
+                ready = await self._client_or_raise().is_model_ready(model, client_timeout=2.0)
+            except Exception:  # noqa: BLE001
+                ready = False
+            if ready:
+                return InputRejected(text)
+        return BackendUnavailable(text)
+
+    async def _with_retries(self, model: str, call: Callable[[], Awaitable[T]]) -> T:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.retries),
+            wait=wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s) + wait_random(0, self.backoff_s),
+            retry=retry_if_exception_type(BackendUnavailable),
+            reraise=True,
+        ):
+            with attempt:
+                self.breaker.before(f"triton model {model!r}")
+                try:
+                    result = await call()
+                except InferenceError:
+                    raise
+                except Exception as exc:
+                    err = await self._error(model, exc)
+                    last_attempt = attempt.retry_state.attempt_number >= self.retries
+                    if isinstance(err, InputRejected) and _status(exc) not in _REJECT and not last_attempt:
+                        # An internal error on a ready model may still be a server hiccup (e.g. a
+                        # stub restarting): only a repeated failure dead-letters the input.
+                        err = BackendUnavailable(str(err))
+                    if isinstance(err, BackendUnavailable):
+                        self.breaker.failure()
+                    else:
+                        self.breaker.success()
+                    raise err from exc
+                self.breaker.success()
+                return result
+        raise AssertionError  # pragma: no cover - AsyncRetrying re-raises
+
+    async def _logits(self, model: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        import tritonclient.grpc.aio as grpcclient
+
+        client = self._client_or_raise()
+        version = self._codec(model).info.version
+
+        async def call() -> np.ndarray:
+            inputs = []
+            for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+                tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            async with self._inflight:
+                started = time.perf_counter()
+                result = await client.infer(
+                    model,
+                    inputs,
+                    model_version=version,
+                    outputs=[grpcclient.InferRequestedOutput(OUTPUT)],
+                    client_timeout=self.timeout_s,
+                )
+                if self.observe is not None:
+                    self.observe(model, time.perf_counter() - started, int(array.shape[0]))
+            return np.asarray(result.as_numpy(OUTPUT), dtype=np.float32)
+
+        return await self._with_retries(model, call)
+
+    async def logits(self, model: str, texts: Sequence[str]) -> tuple[np.ndarray, Any]:
+        """Raw logits of one padded batch (for backend-agreement checks)."""
+        batch = self._codec(model).encode(texts)
+        return await self._logits(model, batch.input_ids, batch.attention_mask), batch
+
+    async def _infer(self, model: str, texts: Sequence[str], kind: str) -> list[Any]:
+        codec = self._codec(model)
+        if codec.info.kind != kind:
+            msg = f"model {model!r} is a {codec.info.kind} model"
+            raise ModelMismatch(msg)
+        size = max(1, min(self.batch_size, codec.info.max_batch_size))
+        chunks = list(length_sorted_chunks(texts, size))
+
+        async def one(chunk: list[int]) -> list[Any]:
+            part = [texts[i] for i in chunk]
+            batch = codec.encode(part)
+            logits = await self._logits(model, batch.input_ids, batch.attention_mask)
+            if kind == "token":
+                return codec.decode_tokens(part, batch, logits)
+            return codec.decode_sequence(logits)
+
+        results: list[Any] = [None] * len(texts)
+        for chunk, decoded in zip(chunks, await asyncio.gather(*(one(c) for c in chunks)), strict=True):
+            for index, value in zip(chunk, decoded, strict=True):
+                results[index] = value
+        return results
+
+    async def classify(self, model: str, texts: Sequence[str]) -> list[Prediction]:
+        return await self._infer(model, texts, "sequence") if texts else []
+
+    async def tag(self, model: str, texts: Sequence[str]) -> list[list[Span]]:
+        return await self._infer(model, texts, "token") if texts else []
+
+
+def _status(exc: Exception) -> str:
+    """gRPC status of a tritonclient error (``StatusCode.UNAVAILABLE`` …), or empty."""
+    status = getattr(exc, "status", None)
+    return str(status() or "") if callable(status) else ""

@@ -1,0 +1,24 @@
+# Enrichment pipeline (classify + NER) — included by the main Makefile (-include mk/*.mk).
+#   make bench-pipeline                       # full run: local + Triton, 2000 events
+#   make bench-pipeline BENCH_PIPELINE_ARGS="--events 300 --backends local"
+#   make test-pipeline                        # unit + in-memory + Kafka + Triton tests of classify/NER
+
+PIPELINE_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+BENCH_PIPELINE_ARGS ?=
+
+.PHONY: bench-pipeline test-pipeline test-pipeline-fast classify-run ner-run
+
+bench-pipeline: ## Pipeline benchmark: ingest -> classify -> NER on real Kafka, in-process and Triton backends
+	$(PIPELINE_PY) -m bench.bench_pipeline $(BENCH_PIPELINE_ARGS)
+
+test-pipeline-fast: ## classify/NER unit + in-memory tests (no broker, no models)
+	$(PIPELINE_PY) -m pytest -q services/classify services/ner libs/textpulse/inference/test_resilience.py tests/inmemory/test_classify_ner_inmemory.py
+
+test-pipeline: ## classify/NER: all tests incl. real Kafka and a real tritonserver (trains tiny models once)
+	$(PIPELINE_PY) -m pytest -q services/classify services/ner libs/textpulse/inference tests/inmemory/test_classify_ner_inmemory.py tests/integration/test_classify_ner_kafka.py tests/integration/test_classify_ner_triton.py
+
+classify-run: ## Run the classify service (port 8081; TEXTPULSE_TRITON_URL selects Triton)
+	$(PIPELINE_PY) -m services.classify.app
+
+ner-run: ## Run the NER service (port 8082; TEXTPULSE_TRITON_URL selects Triton)
+	$(PIPELINE_PY) -m services.ner.app

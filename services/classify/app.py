@@ -1,0 +1,131 @@
+"""Wiring of the classify service: a FastStream Kafka consumer with ops endpoints.
+
+Run: ``python -m services.classify.app`` (uvicorn on ``TEXTPULSE_CLASSIFY_HTTP_PORT``,
+default 8081: ``/health``, ``/ready``, ``/metrics``). The inference backend is
+Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process. Clients are
+built in the lifespan; tests pass their own broker and backend to
+:func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from faststream.asgi import AsgiFastStream
+from faststream.kafka import KafkaBroker
+from textpulse.inference import InferenceBackend
+from textpulse.inference.metrics import InferenceMetrics
+from textpulse.inference.settings import make_backend
+from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.writer import RecordWriter, faststream_producer
+from textpulse.observability import configure_logging
+from textpulse.observability.http import ops_routes
+from textpulse.observability.lag import LagMonitor
+
+from . import handlers
+from .core import INTENT, SENTIMENT, TOPIC, Classifier
+from .settings import ClassifySettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    """What the readiness probe, tests and the AsyncAPI generator read off the app."""
+
+    broker: KafkaBroker
+    metrics: InferenceMetrics
+    backend: InferenceBackend | None = None
+
+
+class ClassifyApp(AsgiFastStream):
+    """The ASGI app plus its :class:`AppState`."""
+
+    state: AppState
+
+
+def create_app(
+    settings: ClassifySettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    backend: InferenceBackend | None = None,
+    real_kafka: bool = True,
+) -> ClassifyApp:
+    """Build the classify app. ``real_kafka=False`` skips the lag probe (in-memory tests)."""
+    settings = settings or ClassifySettings()
+    metrics = InferenceMetrics(handlers.SERVICE)
+    broker = broker or make_broker(settings.kafka, service=handlers.SERVICE, metrics=metrics)
+    deps_ref: dict[str, handlers.Deps] = {}
+    handlers.register(broker, settings, deps_ref)
+    group_id = settings.group_id or f"textpulse-{handlers.SERVICE}"
+    state = AppState(broker=broker, metrics=metrics)
+
+    @asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        inference = backend or make_backend(settings.inference, observe=metrics.observe)
+        metrics.set_backend(inference.name)
+        models = {SENTIMENT: settings.sentiment_model, TOPIC: settings.topic_model, INTENT: settings.intent_model}
+        classifier = Classifier(inference, models, settings.top_k_scores)
+        await inference.start(classifier.needed_models())
+        state.backend = inference
+        writer = RecordWriter(
+            broker.publish,
+            settings.topic_out,
+            timeout_s=settings.publish_timeout_s,
+            producer=lambda: faststream_producer(broker),
+        )
+        deps_ref["deps"] = handlers.Deps(
+            classifier=classifier,
+            writer=writer,
+            dead_letters=DeadLetters(broker.publish, service=handlers.SERVICE, topic=settings.topic_dlq),
+            metrics=metrics,
+            settings=settings,
+        )
+        lag: LagMonitor | None = None
+        if real_kafka and settings.kafka.flavor == "apache":
+            lag = LagMonitor(settings.kafka, metrics, group_id, [settings.topic_in], settings.lag_refresh_s)
+            lag.start()
+        log.info(
+            "classify started",
+            extra={
+                "backend": inference.name,
+                "models": {k: f"{v}:{inference.info(v).version}" for k, v in models.items()},
+            },
+        )
+        try:
+            yield
+        finally:
+            if lag:
+                await lag.stop()
+            await inference.close()
+
+    async def ready() -> bool:
+        inference = state.backend
+        return inference is not None and await inference.ready() and await broker.ping(timeout=2.0)
+
+    app = ClassifyApp(
+        broker,
+        asgi_routes=ops_routes(metrics, ready),  # type: ignore[arg-type]  # dict vs MutableMapping scope
+        lifespan=lifespan,
+        logger=logging.getLogger("textpulse.classify.app"),
+    )
+    app.state = state
+    return app
+
+
+def main() -> None:
+    """Entry point: configure logging from settings and serve with uvicorn."""
+    import uvicorn
+
+    settings = ClassifySettings()
+    configure_logging(handlers.SERVICE, settings.log_level, json=settings.log_json)
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()

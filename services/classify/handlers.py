@@ -1,0 +1,124 @@
+"""The Kafka edge of classify: ``text.raw`` → ``text.classified`` (or ``dlq.classify``).
+
+One poll is one batch and one inference batch per model. The batch is
+committed only after every output record and every dead letter was
+acknowledged (``AckPolicy.NACK_ON_ERROR``: the handler returning is the
+commit). While the backend is unavailable the handler waits and retries
+(consumption is paused, nothing is committed); after
+``unavailable_max_wait_s`` it raises so the batch is redelivered. At most one
+batch is in flight per consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from textpulse.contracts import ClassifiedEvent, TextEvent, encode
+from textpulse.inference import BackendUnavailable
+from textpulse.inference.consume import decode_batch, record_headers
+from textpulse.inference.metrics import InferenceMetrics
+from textpulse.inference.resilience import isolate_rejects, until_available
+from textpulse.kafka import DeadLetters, consumer_options
+from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.writer import OutRecord, RecordWriter
+
+from .core import Classifier
+from .settings import ClassifySettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "classify"
+
+
+@dataclass
+class Deps:
+    """What the handler needs; built in the lifespan, replaceable in tests."""
+
+    classifier: Classifier
+    writer: RecordWriter
+    dead_letters: DeadLetters
+    metrics: InferenceMetrics
+    settings: ClassifySettings
+
+
+def _records(raw: Any) -> Sequence[Any]:
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+async def handle_records(records: Sequence[Any], deps: Deps) -> None:
+    """Classify a batch of ``text.raw`` records; write results, dead-letter poison."""
+    m, s, topic = deps.metrics, deps.settings, deps.settings.topic_in
+    started = time.perf_counter()
+    m.received.labels(SERVICE, topic).inc(len(records))
+    m.batch_size.labels(SERVICE, topic).observe(len(records))
+    batch = decode_batch(records, TextEvent)
+    events = [event for _, event in batch.good]
+
+    def waiting(_exc: BackendUnavailable, _wait: float) -> None:
+        m.inference_unavailable.labels(SERVICE).inc()
+
+    results, rejected = await until_available(
+        lambda: isolate_rejects(deps.classifier.classify, events),
+        max_wait_s=s.unavailable_max_wait_s,
+        initial_s=s.unavailable_backoff_s,
+        max_backoff_s=s.unavailable_backoff_max_s,
+        on_retry=waiting,
+    )
+    out: list[OutRecord] = []
+    for (rec, _), result in zip(batch.good, results, strict=True):
+        if result is not None:
+            out.append(OutRecord(encode(result), rec.key, record_headers(rec, **{"event-type": "ClassifiedEvent"})))
+    await deps.writer.write(out)
+    for rec, poison in batch.poison:
+        await deps.dead_letters.send(rec, poison.reason, poison)
+        m.dlq.labels(SERVICE, topic, "poison").inc()
+    for index, exc in rejected:
+        await deps.dead_letters.send(batch.good[index][0], f"model rejected: {exc}", exc)
+        m.dlq.labels(SERVICE, topic, "model_rejected").inc()
+        m.inference_rejected.labels(SERVICE, "classify").inc()
+    _observe(m, results, started, topic, len(records))
+
+
+def _observe(
+    m: InferenceMetrics, results: Sequence[ClassifiedEvent | None], started: float, topic: str, count: int
+) -> None:
+    done = [r for r in results if r is not None]
+    for result in done:
+        m.e2e_latency.labels(SERVICE).observe(
+            max(0.0, (result.classified_time - result.event.ingest_time).total_seconds())
+        )
+    m.processed.labels(SERVICE, topic).inc(count)
+    m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
+
+
+def register(broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str, Deps]) -> None:
+    """Subscribe on ``text.raw``; ``deps_ref['deps']`` is filled in the lifespan."""
+
+    @broker.subscriber(
+        settings.topic_in,
+        batch=True,
+        max_records=settings.kafka_batch_records,
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
+        decoder=raw_decoder,
+        title="classify.text_raw",
+        description="Validated events; one poll is one inference batch.",
+        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
+    )
+    async def on_text_raw(msg: KafkaMessage) -> None:
+        await handle_records(_records(msg.raw_message), deps_ref["deps"])
+
+    broker.publisher(
+        settings.topic_out,
+        title="classify.text_classified",
+        description="Events with sentiment / topic / intent; key: same as text.raw.",
+        schema=ClassifiedEvent,
+    )
+    broker.publisher(
+        settings.topic_dlq, title="classify.dlq", description="Poison records: original bytes, reason in x-dlq-*."
+    )

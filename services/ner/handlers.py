@@ -1,0 +1,133 @@
+"""The Kafka edge of NER: ``text.classified`` → ``text.enriched`` + ``entity.mentions`` (or ``dlq.ner``).
+
+Same batch semantics as classify: a poll is one inference batch; both output
+topics (and any dead letters) are acknowledged before the handler returns,
+which commits the batch; an unavailable backend pauses consumption (retries)
+and eventually redelivers the batch instead of committing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, encode
+from textpulse.inference import BackendUnavailable
+from textpulse.inference.consume import decode_batch, record_headers
+from textpulse.inference.metrics import InferenceMetrics
+from textpulse.inference.resilience import isolate_rejects, until_available
+from textpulse.kafka import DeadLetters, consumer_options
+from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.writer import OutRecord, RecordWriter
+
+from .core import Enricher, mentions
+from .settings import NerSettings
+
+log = logging.getLogger(__name__)
+
+SERVICE = "ner"
+
+
+@dataclass
+class Deps:
+    """What the handler needs; built in the lifespan, replaceable in tests."""
+
+    enricher: Enricher
+    enriched_writer: RecordWriter
+    mentions_writer: RecordWriter
+    dead_letters: DeadLetters
+    metrics: InferenceMetrics
+    settings: NerSettings
+
+
+def _records(raw: Any) -> Sequence[Any]:
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+def output_records(rec: Any, enriched: EnrichedEvent) -> tuple[OutRecord, list[OutRecord]]:
+    """The text.enriched record (same key as the input) and one entity.mentions record per entity key."""
+    out = OutRecord(encode(enriched), rec.key, record_headers(rec, **{"event-type": "EnrichedEvent"}))
+    base = {"event-id": enriched.event.id, "event-type": "EntityMention", "schema-version": "1"}
+    return out, [OutRecord(encode(m), m.entity_key.encode(), dict(base)) for m in mentions(enriched)]
+
+
+async def handle_records(records: Sequence[Any], deps: Deps) -> None:
+    """Enrich a batch of ``text.classified`` records; write both outputs, dead-letter poison."""
+    m, s, topic = deps.metrics, deps.settings, deps.settings.topic_in
+    started = time.perf_counter()
+    m.received.labels(SERVICE, topic).inc(len(records))
+    m.batch_size.labels(SERVICE, topic).observe(len(records))
+    batch = decode_batch(records, ClassifiedEvent)
+    events = [event for _, event in batch.good]
+
+    def waiting(_exc: BackendUnavailable, _wait: float) -> None:
+        m.inference_unavailable.labels(SERVICE).inc()
+
+    results, rejected = await until_available(
+        lambda: isolate_rejects(deps.enricher.enrich, events),
+        max_wait_s=s.unavailable_max_wait_s,
+        initial_s=s.unavailable_backoff_s,
+        max_backoff_s=s.unavailable_backoff_max_s,
+        on_retry=waiting,
+    )
+    enriched_out: list[OutRecord] = []
+    mention_out: list[OutRecord] = []
+    for (rec, _), result in zip(batch.good, results, strict=True):
+        if result is not None:
+            one, many = output_records(rec, result)
+            enriched_out.append(one)
+            mention_out.extend(many)
+    await asyncio.gather(deps.enriched_writer.write(enriched_out), deps.mentions_writer.write(mention_out))
+    for rec, poison in batch.poison:
+        await deps.dead_letters.send(rec, poison.reason, poison)
+        m.dlq.labels(SERVICE, topic, "poison").inc()
+    for index, exc in rejected:
+        await deps.dead_letters.send(batch.good[index][0], f"model rejected: {exc}", exc)
+        m.dlq.labels(SERVICE, topic, "model_rejected").inc()
+        m.inference_rejected.labels(SERVICE, deps.enricher.model).inc()
+    for result in results:
+        if result is not None:
+            m.e2e_latency.labels(SERVICE).observe(
+                max(0.0, (result.enriched_time - result.event.ingest_time).total_seconds())
+            )
+    m.processed.labels(SERVICE, topic).inc(len(records))
+    m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
+
+
+def register(broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps]) -> None:
+    """Subscribe on ``text.classified``; ``deps_ref['deps']`` is filled in the lifespan."""
+
+    @broker.subscriber(
+        settings.topic_in,
+        batch=True,
+        max_records=settings.kafka_batch_records,
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
+        decoder=raw_decoder,
+        title="ner.text_classified",
+        description="Classified events; one poll is one inference batch.",
+        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
+    )
+    async def on_text_classified(msg: KafkaMessage) -> None:
+        await handle_records(_records(msg.raw_message), deps_ref["deps"])
+
+    broker.publisher(
+        settings.topic_out,
+        title="ner.text_enriched",
+        description="Fully enriched events; key: same as text.raw.",
+        schema=EnrichedEvent,
+    )
+    broker.publisher(
+        settings.topic_mentions,
+        title="ner.entity_mentions",
+        description="One record per entity per event; key: normalised entity key.",
+        schema=EntityMention,
+    )
+    broker.publisher(
+        settings.topic_dlq, title="ner.dlq", description="Poison records: original bytes, reason in x-dlq-*."
+    )

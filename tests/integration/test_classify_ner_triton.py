@@ -1,0 +1,200 @@
+"""classify/NER against a real tritonserver (started by deploy/triton/start.sh) over the tiny models.
+
+- Triton and the in-process backend agree: same labels, logits within 1e-3.
+- The client refuses a model that does not match (fail fast at start-up).
+- Triton stopped in the middle of a replay and started again: every event is
+  in ``text.enriched`` exactly once after de-duplication by id, none missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from textpulse.contracts import EnrichedEvent
+from textpulse.inference import ModelMismatch
+from textpulse.inference.local import LocalBackend
+from textpulse.inference.triton import TritonBackend
+from textpulse.settings import KafkaSettings
+
+from tests.conftest import REPO, missing
+from tests.helpers import read_all
+from tests.integration.test_classify_ner_kafka import (
+    by_id,
+    check_enriched,
+    classify_settings,
+    model_repo,
+    ner_settings,
+    produce,
+    replay_events,
+    serving,
+    wait_for_count,
+)
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+__all__ = ["model_repo"]  # the session fixture, re-exported for this module
+
+DEPLOY = REPO / "deploy" / "triton"
+MODELS = ("sentiment", "topic", "intent", "ner")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Triton:
+    env: dict[str, str]
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def run(self, script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(DEPLOY / script)],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+
+    def start(self) -> None:
+        proc = self.run("start.sh")
+        if proc.returncode != 0:
+            missing("tritonserver", f"deploy/triton/start.sh failed: {proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+
+    def stop(self) -> None:
+        self.run("stop.sh")
+
+
+@pytest.fixture(scope="module")
+def triton(model_repo: Path) -> Iterator[Triton]:
+    if not (DEPLOY / "start.sh").is_file():
+        missing("tritonserver", "deploy/triton/start.sh is absent")
+    ports = [_free_port() for _ in range(3)]
+    server = Triton(
+        env={
+            "TRITON_MODEL_REPO": str(model_repo),
+            "TRITON_MODELS": ",".join(MODELS),
+            "TRITON_HTTP_PORT": str(ports[0]),
+            "TRITON_GRPC_PORT": str(ports[1]),
+            "TRITON_METRICS_PORT": str(ports[2]),
+            "TRITON_RUN_DIR": str(REPO / ".run" / "triton-classify-ner-tests"),
+            "TRITON_START_TIMEOUT": "300",
+        },
+        grpc_port=ports[1],
+    )
+    fetched = server.run("fetch.sh")
+    if fetched.returncode != 0:
+        missing("tritonserver", f"deploy/triton/fetch.sh failed: {fetched.stderr[-1500:]}")
+    server.start()
+    yield server
+    server.stop()
+
+
+TEXTS = [
+    "$AAPL falls 3% after Goldman Sachs downgrade",
+    "Fed holds rates steady as inflation cools",
+    "what is my current account balance",
+    "Bullish on $NVDA into earnings, guidance looks strong and demand is accelerating at Microsoft and Apple",
+    "ok",
+]
+
+
+@pytest.mark.timeout(600)
+async def test_triton_and_in_process_agree(triton: Triton, model_repo: Path) -> None:
+    local = LocalBackend(model_repo, threads=1)
+    remote = TritonBackend(triton.url, model_repo, timeout_s=30)
+    await local.start(MODELS)
+    await remote.start(MODELS)
+    try:
+        texts = [e.text for e in replay_events(40, support_every=0)] + TEXTS
+        for model in MODELS:
+            assert remote.info(model).labels == local.info(model).labels
+            assert remote.info(model).version == local.info(model).version
+            expected, batch = local.logits(model, texts)
+            got, _ = await remote.logits(model, texts)
+            mask = batch.attention_mask.astype(bool)
+            if got.ndim == 3:
+                np.testing.assert_allclose(got[mask], expected[mask], atol=1e-3)
+            else:
+                np.testing.assert_allclose(got, expected, atol=1e-3)
+        for model in ("sentiment", "topic", "intent"):
+            ours = await remote.classify(model, texts)
+            theirs = await local.classify(model, texts)
+            assert [p.label for p in ours] == [p.label for p in theirs]
+            assert all(p.model.name == model for p in ours)
+        spans_remote = await remote.tag("ner", texts)
+        spans_local = await local.tag("ner", texts)
+        assert [[(s.type, s.start, s.end) for s in r] for r in spans_remote] == [
+            [(s.type, s.start, s.end) for s in r] for r in spans_local
+        ]
+    finally:
+        await local.close()
+        await remote.close()
+
+
+async def test_triton_client_fails_fast_on_mismatch(triton: Triton, model_repo: Path, tmp_path: Path) -> None:
+    remote = TritonBackend(triton.url, model_repo, timeout_s=10)
+    with pytest.raises(ModelMismatch, match="not ready"):
+        await remote.start(["no-such-model"])
+    await remote.close()
+    # labels on disk that disagree with the served output shape
+    import shutil
+
+    fake_repo = tmp_path / "repo"
+    shutil.copytree(model_repo / "sentiment", fake_repo / "sentiment")
+    version = max((p for p in (fake_repo / "sentiment").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    (version / "id2label.json").write_text('{"0": "a", "1": "b"}')
+    wrong = TritonBackend(triton.url, fake_repo, timeout_s=10)
+    with pytest.raises(ModelMismatch, match="2 labels"):
+        await wrong.start(["sentiment"])
+    await wrong.close()
+
+
+@pytest.mark.kafka
+@pytest.mark.timeout(600)
+async def test_stop_triton_mid_replay_every_event_once(
+    triton: Triton, kafka_settings: KafkaSettings, kafka_topics: dict[str, str], model_repo: Path
+) -> None:
+    from services.classify.app import create_app as create_classify
+    from services.ner.app import create_app as create_ner
+
+    events = replay_events(300)
+    os.environ["TEXTPULSE_TRITON_URL"] = triton.url
+    try:
+        classify = create_classify(classify_settings(kafka_settings, kafka_topics, model_repo, kafka_batch_records=32))
+        ner = create_ner(ner_settings(kafka_settings, kafka_topics, model_repo, kafka_batch_records=32))
+    finally:
+        del os.environ["TEXTPULSE_TRITON_URL"]
+    async with serving(classify), serving(ner):
+        backend = classify.state.backend
+        assert backend is not None
+        assert backend.name == "triton"
+        await produce(kafka_settings, kafka_topics["text.raw"], events)
+        seen = await wait_for_count(kafka_settings, kafka_topics["text.enriched"], 30, timeout_s=180)
+        assert 30 <= seen < len(events), seen
+        await asyncio.to_thread(triton.stop)
+        stopped_at = await wait_for_count(kafka_settings, kafka_topics["text.enriched"], 0, 1)
+        await asyncio.sleep(3)
+        await asyncio.to_thread(triton.start)
+        records = await read_all(kafka_settings, kafka_topics["text.enriched"], expect=len(events), timeout_s=300)
+        waited = classify.state.metrics.inference_unavailable.labels("classify")._value.get()
+    assert stopped_at < len(events), "the replay finished before Triton was stopped"
+    enriched = by_id(records, EnrichedEvent)
+    check_enriched(events, enriched)
+    assert all(v.sentiment is not None and v.sentiment.model.name == "sentiment" for _, v in enriched.values())
+    assert waited > 0, "classify never saw Triton unavailable"
