@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install lint test test-unit test-fast bench demo up down topics clean
+.PHONY: help install lint test test-unit test-fast bench demo models-if-missing up down topics clean
 
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -36,8 +36,13 @@ test-fast: install ## Unit and in-memory tests only (no external components)
 bench: install kafka-fetch ## Benchmarks: ingest throughput vs raw aiokafka, RSS (prints figures and ratios)
 	$(PY) -m bench.bench_ingest
 
-demo: install ## Embedded broker + services + replay of real tweets, with a live view
+demo: install models-if-missing ## Embedded broker + the pipeline + replay of real tweets, with a live view
 	$(VENV)/bin/textpulse demo
+
+MODEL_REPO ?= $(or $(TEXTPULSE_MODEL_REPO),.cache/model-repo)
+models-if-missing: install ## Train + export the quick-profile models once (~10 min on 2 cores) if any is missing
+	@if [ -d $(MODEL_REPO)/sentiment ] && [ -d $(MODEL_REPO)/topic ] && [ -d $(MODEL_REPO)/intent ] && [ -d $(MODEL_REPO)/ner ]; then \
+	  echo "models present in $(MODEL_REPO)"; else $(MAKE) --no-print-directory models; fi
 
 up: install kafka-up topics prom-install obs-up ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1
 

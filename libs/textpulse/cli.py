@@ -145,11 +145,14 @@ def demo(
     rate: Annotated[float, typer.Option(help="Replay rate, events/s.")] = 100.0,
     linger_s: Annotated[float, typer.Option(help="Keep showing the live view this long after the replay.")] = 5.0,
     live: Annotated[bool, typer.Option(help="Show the live terminal view.")] = True,
+    pipeline: Annotated[
+        bool | None, typer.Option(help="Run classify/NER/route/alert (default: when the models are exported).")
+    ] = None,
 ) -> None:
     """Start the embedded broker and the services, replay real tweets, show what flows."""
     from textpulse.demo import run_demo
 
-    ok = asyncio.run(run_demo(events=events, rate=rate, linger_s=linger_s, live=live))
+    ok = asyncio.run(run_demo(events=events, rate=rate, linger_s=linger_s, live=live, pipeline=pipeline))
     if not ok:
         raise typer.Exit(1)
 

@@ -16,6 +16,7 @@ import sys
 import time
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -24,7 +25,16 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from textpulse.contracts.topics import ALL_TOPICS, TEXT_IN, TEXT_RAW, dlq
+from textpulse.contracts.topics import (
+    ALERTS_FINANCIAL,
+    ALL_TOPICS,
+    ENTITY_MENTIONS,
+    SUPPORT_ROUTED,
+    TEXT_ENRICHED,
+    TEXT_IN,
+    TEXT_RAW,
+    dlq,
+)
 from textpulse.kafka.admin import client_options, create_topics, topic_partitions, wait_for_broker
 from textpulse.kafka.tansu import TansuBroker, free_port
 from textpulse.settings import REPO_ROOT, KafkaSettings
@@ -34,17 +44,17 @@ DEMO_FILE = "twitter_fin_sentiment/sent_train.csv"
 SHOWN_TOPICS = [s.name for s in ALL_TOPICS if not s.name.startswith("dlq.")] + [dlq("ingest").name]
 
 
-def _render(counts: dict[str, int], latest: list[dict[str, str]]) -> Group:
+def _render(counts: dict[str, int], latest: list[dict[str, str]], latest_topic: str = TEXT_RAW.name) -> Group:
     table = Table(title="records per topic", expand=False)
     table.add_column("topic")
     table.add_column("records", justify="right")
     for topic, n in counts.items():
         table.add_row(topic, f"{n:,}", style="red" if topic.startswith("dlq.") and n else None)
-    recent = Table(title="latest events in text.raw", expand=True)
-    for col in ("id", "channel", "label", "text"):
+    recent = Table(title=f"latest events in {latest_topic}", expand=True)
+    for col in ("id", "channel", "label", "predicted", "entities", "text"):
         recent.add_column(col, overflow="ellipsis", no_wrap=True, ratio=4 if col == "text" else 1)
     for ev in latest[-8:]:
-        recent.add_row(ev["id"], ev["channel"], ev["label"], ev["text"])
+        recent.add_row(ev["id"], ev["channel"], ev["label"], ev["predicted"], ev["entities"], ev["text"])
     return Group(table, recent)
 
 
@@ -56,6 +66,7 @@ async def live_view(
     live: bool = True,
     from_beginning: bool = True,
     counts: dict[str, int] | None = None,
+    latest_topic: str = TEXT_RAW.name,
 ) -> dict[str, int]:
     """Count records per topic by reading them (Tansu's end offsets lag behind, so they are
     not trusted), show the latest events; return the final counts once ``stop`` is set."""
@@ -77,11 +88,11 @@ async def live_view(
                 batch = await consumer.getmany(timeout_ms=300, max_records=5000)
                 for tp, records in batch.items():
                     counts[tp.topic] += len(records)
-                    if tp.topic == TEXT_RAW.name:
+                    if tp.topic == latest_topic:
                         latest.extend(_summary(r.value) for r in records[-8:])
                 latest = latest[-8:]
                 if view is not None:
-                    view.update(_render(counts, latest))
+                    view.update(_render(counts, latest, latest_topic))
                 if not batch and ((stop is not None and stop.is_set()) or (deadline and time.monotonic() > deadline)):
                     return counts
     finally:
@@ -89,16 +100,22 @@ async def live_view(
 
 
 def _summary(value: bytes | None) -> dict[str, str]:
+    """One row of the live view from a text.raw (TextEvent) or text.enriched (EnrichedEvent) value."""
     try:
-        ev = orjson.loads(value or b"")
+        doc = orjson.loads(value or b"")
+        ev = doc.get("event", doc)
+        predicted = [f"{doc[k]['label']} {doc[k]['score']:.2f}" for k in ("sentiment", "topic", "intent") if doc.get(k)]
+        entities = [f"{e['type']}:{e['key']}" for e in doc.get("entities", [])]
         return {
             "id": ev["id"],
             "channel": ev["channel"],
             "label": str(ev.get("metadata", {}).get("label", "")),
+            "predicted": " · ".join(predicted),
+            "entities": ", ".join(entities),
             "text": ev["text"].replace("\n", " "),
         }
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return {"id": "?", "channel": "?", "label": "", "text": "<undecodable>"}
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return {"id": "?", "channel": "?", "label": "", "predicted": "", "entities": "", "text": "<undecodable>"}
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
@@ -139,16 +156,81 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
             proc.wait(timeout_s)
 
 
-async def run_demo(*, events: int = 400, rate: float = 100.0, linger_s: float = 5.0, live: bool = True) -> bool:
-    """Run the demo end to end; True when every replayed event arrived where it should."""
-    from textpulse.replay import build_events, replay
+PIPELINE_MODELS = ("sentiment", "topic", "intent", "ner")
+#: service module, env prefix of its settings, whether it needs the models
+PIPELINE_SERVICES = (
+    ("services.classify.app", "TEXTPULSE_CLASSIFY_"),
+    ("services.ner.app", "TEXTPULSE_NER_"),
+    ("services.route.app", "TEXTPULSE_ROUTE_"),
+    ("services.alert.app", "TEXTPULSE_ALERT_"),
+)
+SUPPORT_FILE = "banking77/train.csv"
 
-    run_dir = REPO_ROOT / ".run" / "demo"
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+def _demo_data(
+    events: int, *, pipeline: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Real tweets (HTTP), real support messages (HTTP, pipeline only), 20 tweets for text.in."""
+    from textpulse.replay import build_events
+
     data = build_events(DEMO_FILE, channel="social", limit=events)
+    support = build_events(SUPPORT_FILE, channel="support", limit=max(20, events // 8)) if pipeline else []
+    for i, ev in enumerate(support):
+        ev["conversation_id"] = f"demo-conv-{i % 25}"
     edge = build_events(DEMO_FILE, channel="social", limit=20, source="demo:text.in")[:20]
     for ev in edge:
         ev["id"] = ev["id"].replace("replay:", "edge:")
+    return data, support, edge
+
+
+def _report(final: dict[str, int], expected: dict[str, int], *, pipeline: bool) -> bool:
+    ok = all(final.get(t) == n for t, n in expected.items())
+    for topic, n in expected.items():
+        got = final.get(topic)
+        console.print(f"  {topic:<16} {got:>6} (expected {n})" + ("" if got == n else "  [red]MISMATCH[/]"))
+    if pipeline:
+        for topic in (ENTITY_MENTIONS.name, ALERTS_FINANCIAL.name):
+            console.print(f"  {topic:<16} {final.get(topic):>6}")
+    console.print("[green]OK[/]" if ok else "[red]MISMATCH[/]")
+    return ok
+
+
+def model_repo() -> Path:
+    """The exported model repository the services would load (TEXTPULSE_MODEL_REPO)."""
+    return Path(os.environ.get("TEXTPULSE_MODEL_REPO", REPO_ROOT / ".cache" / "model-repo"))
+
+
+def pipeline_ready(repo: Path) -> bool:
+    return all((repo / name).is_dir() for name in PIPELINE_MODELS)
+
+
+async def _start(
+    module: str, prefix: str, env: dict[str, str], run_dir: Path, procs: list[subprocess.Popen[bytes]]
+) -> str:
+    port = free_port()
+    proc = start_service(module, {**env, f"{prefix}HTTP_PORT": str(port)}, run_dir / f"{module.split('.')[1]}.log")
+    procs.append(proc)
+    url = f"http://127.0.0.1:{port}"
+    await _wait_ready(url, proc, timeout_s=180)
+    return url
+
+
+async def run_demo(
+    *, events: int = 400, rate: float = 100.0, linger_s: float = 5.0, live: bool = True, pipeline: bool | None = None
+) -> bool:
+    """Run the demo end to end; True when every replayed event arrived where it should.
+
+    With the four models exported (``make models``) the whole pipeline runs:
+    ingest → classify → NER → route and alert, with in-process inference
+    (Triton when ``TEXTPULSE_TRITON_URL`` is set); without them, ingest alone.
+    """
+    from textpulse.replay import replay
+
+    repo = model_repo()
+    pipeline = pipeline_ready(repo) if pipeline is None else pipeline
+    run_dir = REPO_ROOT / ".run" / "demo"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data, support, edge = _demo_data(events, pipeline=pipeline)
     port = 19092 if _port_free(19092) else free_port()
     broker = TansuBroker(port=port, log_path=run_dir / "tansu.log").start()
     console.print(f"[bold]embedded broker[/] Tansu on {broker.bootstrap} (memory only)")
@@ -157,39 +239,45 @@ async def run_demo(*, events: int = 400, rate: float = 100.0, linger_s: float = 
     try:
         await wait_for_broker(settings, 15)
         await create_topics(settings)
-        http_port = free_port()
         env = {
             "TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "TEXTPULSE_KAFKA_FLAVOR": "tansu",
-            "TEXTPULSE_INGEST_HTTP_PORT": str(http_port),
+            "TEXTPULSE_MODEL_REPO": str(repo),
         }
-        procs.append(start_service("services.ingest.app", env, run_dir / "ingest.log"))
-        url = f"http://127.0.0.1:{http_port}"
-        await _wait_ready(url, procs[0])
+        url = await _start("services.ingest.app", "TEXTPULSE_INGEST_", env, run_dir, procs)
         console.print(f"[bold]ingest[/] on {url} (OpenAPI at {url}/docs); logs in {run_dir}")
+        if pipeline:
+            backend = os.environ.get("TEXTPULSE_TRITON_URL") or "in-process"
+            console.print(f"starting classify, ner, route, alert (models from {repo}, inference: {backend}) …")
+            await asyncio.gather(*(_start(m, p, env, run_dir, procs) for m, p in PIPELINE_SERVICES))
+        else:
+            console.print(f"[yellow]no exported models in {repo}: ingest only (run `make models` for the pipeline)[/]")
         stop, counts = asyncio.Event(), dict[str, int]()
-        view = asyncio.create_task(live_view(settings, stop=stop, live=live, counts=counts))
+        latest = TEXT_ENRICHED.name if pipeline else TEXT_RAW.name
+        view = asyncio.create_task(live_view(settings, stop=stop, live=live, counts=counts, latest_topic=latest))
         stats = await replay(data, url=url, rate=rate, progress=not live)
+        support_stats = await replay(support, url=url, rate=rate, progress=False) if support else None
         bad = [b'{"source": "demo", "channel": "news"', b"\xff\xfe not utf-8"]
         await replay(edge, target="kafka", kafka=settings, topic=TEXT_IN.name, rate=0, progress=False)
         await _send_raw(settings, bad)
-        expected_raw, expected_dlq = stats.accepted + len(edge), len(bad)
-        deadline = time.monotonic() + 60
+        n_support = support_stats.accepted if support_stats else 0
+        expected = {TEXT_RAW.name: stats.accepted + n_support + len(edge), dlq("ingest").name: len(bad)}
+        if pipeline:
+            expected[TEXT_ENRICHED.name] = expected[TEXT_RAW.name]
+            expected[SUPPORT_ROUTED.name] = n_support
+        deadline = time.monotonic() + (300 if pipeline else 60)
         while time.monotonic() < deadline and not view.done():
-            if counts.get(TEXT_RAW.name, 0) >= expected_raw and counts.get(dlq("ingest").name, 0) >= expected_dlq:
+            if all(counts.get(t, 0) >= n for t, n in expected.items()):
                 break
             await asyncio.sleep(0.3)
         await asyncio.sleep(linger_s)
         stop.set()
         final = await view
-        ok = final.get(TEXT_RAW.name) == expected_raw and final.get(dlq("ingest").name) == expected_dlq
         console.print(
-            f"replayed {stats.sent} tweets over HTTP ({stats.rate:.0f} ev/s) + {len(edge)} via text.in + "
-            f"{len(bad)} malformed → text.raw {final.get(TEXT_RAW.name)} (expected {expected_raw}), "
-            f"dlq.ingest {final.get(dlq('ingest').name)} (expected {expected_dlq}): "
-            + ("[green]OK[/]" if ok else "[red]MISMATCH[/]")
+            f"replayed {stats.sent} tweets over HTTP ({stats.rate:.0f} ev/s), {n_support} support messages, "
+            f"{len(edge)} via text.in and {len(bad)} malformed records"
         )
-        return ok
+        return _report(final, expected, pipeline=pipeline)
     finally:
         for proc in procs:
             stop_process(proc)
