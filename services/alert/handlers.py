@@ -7,23 +7,15 @@ dead letters were acknowledged by the broker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.alerts import FinancialAlert
-from textpulse.kafka import consumer_options
-from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.broker import batch_records, batch_subscriber
 
 from .processor import Processor
 from .settings import AlertSettings
 
 SERVICE = "alert"
-
-
-def _records(raw: Any) -> Sequence[Any]:
-    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
 
 
 def register(broker: KafkaBroker, settings: AlertSettings, processor: Processor) -> None:
@@ -32,18 +24,16 @@ def register(broker: KafkaBroker, settings: AlertSettings, processor: Processor)
     if settings.consume_enriched:
         topics.append(settings.topic_enriched)
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         *topics,
-        batch=True,
-        max_records=settings.kafka_batch_records,
-        batch_timeout_ms=settings.kafka_batch_timeout_ms,
-        decoder=raw_decoder,
+        settings=settings,
+        service=SERVICE,
         title="alert.inputs",
         description="Entity mentions (entity windows) and enriched events (topic windows, evidence texts).",
-        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
     )
     async def on_records(msg: KafkaMessage) -> None:
-        await processor.handle(_records(msg.raw_message))
+        await processor.handle(batch_records(msg.raw_message))
 
 
 def declare_outputs(broker: KafkaBroker, settings: AlertSettings) -> None:

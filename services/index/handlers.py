@@ -8,21 +8,15 @@ dead-lettered instead of failing inside FastStream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from textpulse.kafka import consumer_options
-from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.broker import batch_records, batch_subscriber
 
 from .indexer import SERVICE, Indexer
 from .mappings import ALERTS, EVENTS, ROUTES
 from .settings import IndexSettings
-
-
-def _records(raw: Any) -> Sequence[Any]:
-    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
 
 
 def topics(settings: IndexSettings) -> dict[str, str]:
@@ -43,7 +37,7 @@ def group_for(settings: IndexSettings, family: str) -> str:
 
 def _handler(family: str, deps_ref: dict[str, Indexer]) -> Any:
     async def on_batch(msg: KafkaMessage) -> None:
-        await deps_ref["indexer"].handle(_records(msg.raw_message), family)
+        await deps_ref["indexer"].handle(batch_records(msg.raw_message), family)
 
     on_batch.__name__ = f"on_{family}"
     return on_batch
@@ -52,15 +46,14 @@ def _handler(family: str, deps_ref: dict[str, Indexer]) -> Any:
 def register(broker: KafkaBroker, settings: IndexSettings, deps_ref: dict[str, Indexer]) -> None:
     """Subscribe every indexed topic on ``broker``; ``deps_ref['indexer']`` is filled in the lifespan."""
     for topic, family in topics(settings).items():
-        broker.subscriber(
+        batch_subscriber(
+            broker,
             topic,
-            batch=True,
-            max_records=settings.kafka_batch_records,
-            batch_timeout_ms=settings.kafka_batch_timeout_ms,
-            decoder=raw_decoder,
+            settings=settings,
+            service=SERVICE,
+            group_id=group_for(settings, family),
             title=f"index.{family}",
             description=f"{topic} → Elasticsearch '{family}' indices (id = record id; rejects → {settings.topic_dlq}).",
-            **consumer_options(settings.kafka, group_id=group_for(settings, family)),
         )(_handler(family, deps_ref))
     broker.publisher(
         settings.topic_dlq,

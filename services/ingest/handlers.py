@@ -20,8 +20,8 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import TextEvent
-from textpulse.kafka import DeadLetters, consumer_options
-from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka import DeadLetters
+from textpulse.kafka.broker import batch_records, batch_subscriber
 from textpulse.kafka.writer import WriteError
 
 from .core import Ingestor, InvalidInput, Outcome, decode_json, now, validate_event
@@ -42,10 +42,6 @@ class EdgeDeps:
     metrics: IngestMetrics
     topic: str
     retry_backoff_s: float = 1.0
-
-
-def _records(raw: Any) -> Sequence[Any]:
-    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
 
 
 async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
@@ -90,18 +86,16 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
 def register(broker: KafkaBroker, settings: IngestSettings, deps_ref: dict[str, EdgeDeps]) -> None:
     """Subscribe the text.in edge on ``broker``; ``deps_ref['edge']`` is filled in the lifespan."""
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         settings.topic_in,
-        batch=True,
-        max_records=settings.kafka_batch_records,
-        batch_timeout_ms=settings.kafka_batch_timeout_ms,
-        decoder=raw_decoder,
+        settings=settings,
+        service=SERVICE,
         title="ingest.text_in",
         description="Raw JSON events from other producers, validated like the HTTP API.",
-        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
     )
     async def on_text_in(msg: KafkaMessage) -> None:
-        await handle_records(_records(msg.raw_message), deps_ref["edge"])
+        await handle_records(batch_records(msg.raw_message), deps_ref["edge"])
 
 
 def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:

@@ -22,8 +22,8 @@ from textpulse.inference import BackendUnavailable
 from textpulse.inference.consume import decode_batch, record_headers
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
-from textpulse.kafka import DeadLetters, consumer_options
-from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka import DeadLetters
+from textpulse.kafka.broker import batch_records, batch_subscriber
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .core import Enricher, mentions
@@ -44,10 +44,6 @@ class Deps:
     dead_letters: DeadLetters
     metrics: InferenceMetrics
     settings: NerSettings
-
-
-def _records(raw: Any) -> Sequence[Any]:
-    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
 
 
 def output_records(rec: Any, enriched: EnrichedEvent) -> tuple[OutRecord, list[OutRecord]]:
@@ -103,18 +99,16 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
 def register(broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps]) -> None:
     """Subscribe on ``text.classified``; ``deps_ref['deps']`` is filled in the lifespan."""
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         settings.topic_in,
-        batch=True,
-        max_records=settings.kafka_batch_records,
-        batch_timeout_ms=settings.kafka_batch_timeout_ms,
-        decoder=raw_decoder,
+        settings=settings,
+        service=SERVICE,
         title="ner.text_classified",
         description="Classified events; one poll is one inference batch.",
-        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
     )
     async def on_text_classified(msg: KafkaMessage) -> None:
-        await handle_records(_records(msg.raw_message), deps_ref["deps"])
+        await handle_records(batch_records(msg.raw_message), deps_ref["deps"])
 
     broker.publisher(
         settings.topic_out,

@@ -18,8 +18,8 @@ from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from textpulse.contracts.events import EnrichedEvent, utcnow
 from textpulse.contracts.routing import RoutedMessage
-from textpulse.kafka import DeadLetters, consumer_options
-from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka import DeadLetters
+from textpulse.kafka.broker import batch_records, batch_subscriber
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .core import conversation_key, is_routable, routed, to_record
@@ -40,10 +40,6 @@ class RouteDeps:
     dead_letters: DeadLetters
     metrics: RouteMetrics
     topic: str
-
-
-def _records(raw: Any) -> Sequence[Any]:
-    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
 
 
 async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
@@ -90,18 +86,16 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
 def register(broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps]) -> None:
     """Subscribe ``text.enriched``; ``deps_ref['route']`` is filled in the lifespan."""
 
-    @broker.subscriber(
+    @batch_subscriber(
+        broker,
         settings.topic_in,
-        batch=True,
-        max_records=settings.kafka_batch_records,
-        batch_timeout_ms=settings.kafka_batch_timeout_ms,
-        decoder=raw_decoder,
+        settings=settings,
+        service=SERVICE,
         title="route.text_enriched",
         description="Enriched events; channel 'support' is routed, others skipped.",
-        **consumer_options(settings.kafka, group_id=settings.group_id or f"textpulse-{SERVICE}"),
     )
     async def on_enriched(msg: KafkaMessage) -> None:
-        await handle_records(_records(msg.raw_message), deps_ref["route"])
+        await handle_records(batch_records(msg.raw_message), deps_ref["route"])
 
 
 def declare_outputs(broker: KafkaBroker, settings: RouteSettings, rules: Rules) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -118,3 +118,43 @@ async def raw_decoder(msg: Any) -> Any:
     if isinstance(raw, list | tuple):
         return [r.value for r in raw]
     return raw.value
+
+
+class BatchConsumerSettings(Protocol):
+    """The settings a batch consumer reads (every consuming service's settings class has them)."""
+
+    kafka: KafkaSettings
+    group_id: str | None
+    kafka_batch_records: int
+    kafka_batch_timeout_ms: int
+
+
+def batch_subscriber(
+    broker: KafkaBroker,
+    *topics: str,
+    settings: BatchConsumerSettings,
+    service: str,
+    title: str,
+    description: str,
+    group_id: str | None = None,
+) -> Any:
+    """The platform's consumer: one poll is one batch of raw records, committed after the handler returned.
+
+    Group ``group_id``, else the settings', else ``textpulse-<service>``; ``raw_decoder`` so
+    the handler sees every record's bytes (and can dead-letter the bad ones).
+    """
+    return broker.subscriber(
+        *topics,
+        batch=True,
+        max_records=settings.kafka_batch_records,
+        batch_timeout_ms=settings.kafka_batch_timeout_ms,
+        decoder=raw_decoder,
+        title=title,
+        description=description,
+        **consumer_options(settings.kafka, group_id=group_id or settings.group_id or f"textpulse-{service}"),
+    )
+
+
+def batch_records(raw: Any) -> tuple[Any, ...]:
+    """The consumer records of a (batch) message, as a tuple."""
+    return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
