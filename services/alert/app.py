@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
+from textpulse.observability.http import serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
@@ -146,8 +147,6 @@ async def _repush(processor: Processor, interval_s: float) -> None:
 
 def main() -> None:
     """Entry point: validate the detector file, then serve with uvicorn."""
-    import uvicorn
-
     settings = AlertSettings()
     configure_logging("alert", settings.log_level, json=settings.log_json)
     try:
@@ -155,7 +154,7 @@ def main() -> None:
     except ConfigError as exc:
         log.critical("invalid alert configuration: %s", exc)
         sys.exit(2)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+    serve(app, settings)
 
 
 if __name__ == "__main__":

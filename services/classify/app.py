@@ -22,7 +22,7 @@ from textpulse.inference.settings import make_backend
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging
-from textpulse.observability.http import ops_routes
+from textpulse.observability.http import ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
@@ -118,13 +118,9 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    import uvicorn
-
     settings = ClassifySettings()
     configure_logging(handlers.SERVICE, settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

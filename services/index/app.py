@@ -22,10 +22,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.broker import start_with_retry
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
-from textpulse.observability.http import health_app, metrics_app, ready_app
+from textpulse.observability.http import health_app, metrics_app, ready_app, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import api, handlers
@@ -38,18 +38,6 @@ from .settings import IndexSettings
 from .store import install_templates, make_client, retention_loop, wait_for_es
 
 log = logging.getLogger(__name__)
-
-
-async def _connect(broker: KafkaBroker, timeout_s: float) -> None:
-    """Start the broker, retrying while Kafka is still coming up."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(timeout_s),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        retry=retry_if_exception_type(Exception),
-        reraise=True,
-    ):
-        with attempt:
-            await broker.start()
 
 
 def create_app(
@@ -93,7 +81,7 @@ def create_app(
                 metrics=metrics,
                 options=BuildOptions(prefix=settings.index_prefix, redact=settings.redact_pii),
             )
-            await _connect(broker, connect_timeout_s)
+            await start_with_retry(broker, connect_timeout_s)
             if lag_probe and settings.kafka.flavor == "apache":
                 lag = LagMonitor(
                     settings.kafka,
@@ -152,17 +140,13 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    import uvicorn
-
     settings = IndexSettings()
     configure_logging(SERVICE, settings.log_level, json=settings.log_json)
     # The client logs every request at INFO (one line per bulk and per search): keep warnings only.
     logging.getLogger("elastic_transport.transport").setLevel(
         max(logging.WARNING, logging.getLevelName(settings.log_level))
     )
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from textpulse.contracts import TextEventIn
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
-from textpulse.observability.http import health_app, metrics_app, ready_app
+from textpulse.observability.http import health_app, metrics_app, ready_app, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import api, handlers
@@ -36,18 +36,6 @@ from .settings import IngestSettings
 from .warmup import warm_up
 
 log = logging.getLogger(__name__)
-
-
-async def _connect(broker: KafkaBroker, timeout_s: float) -> None:
-    """Start the broker, retrying while Kafka is still coming up."""
-    async for attempt in AsyncRetrying(
-        stop=stop_after_delay(timeout_s),
-        wait=wait_exponential(multiplier=0.2, max=5),
-        retry=retry_if_exception_type(Exception),
-        reraise=True,
-    ):
-        with attempt:
-            await broker.start()
 
 
 def create_app(
@@ -87,7 +75,7 @@ def create_app(
         lag: LagMonitor | None = None
         if real_kafka:
             await warm_up(settings.kafka, settings.topic_out, store, per_partition=settings.dedup_warmup_records)
-        await _connect(broker, connect_timeout_s)
+        await start_with_retry(broker, connect_timeout_s)
         # Tansu answers OffsetFetch in a form aiokafka cannot decode: no lag probe there.
         if real_kafka and settings.consume_text_in and settings.kafka.flavor == "apache":
             lag = LagMonitor(settings.kafka, metrics, group_id, [settings.topic_in], settings.lag_refresh_s)
@@ -136,13 +124,9 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    import uvicorn
-
     settings = IngestSettings()
     configure_logging("ingest", settings.log_level, json=settings.log_json)
-    uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None, access_log=False
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
+from textpulse.observability.http import serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
@@ -85,8 +86,6 @@ def create_app(
 
 def main() -> None:
     """Entry point: validate the rules, then serve with uvicorn."""
-    import uvicorn
-
     settings = RouteSettings()
     configure_logging("route", settings.log_level, json=settings.log_json)
     try:
@@ -94,7 +93,7 @@ def main() -> None:
     except RulesError as exc:
         log.critical("invalid routing rules: %s", exc)
         sys.exit(2)
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+    serve(app, settings)
 
 
 if __name__ == "__main__":

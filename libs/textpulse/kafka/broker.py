@@ -19,6 +19,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from textpulse.observability.metrics import ServiceMetrics
 from textpulse.settings import KafkaSettings
@@ -158,3 +159,15 @@ def batch_subscriber(
 def batch_records(raw: Any) -> tuple[Any, ...]:
     """The consumer records of a (batch) message, as a tuple."""
     return tuple(raw) if isinstance(raw, list | tuple) else (raw,)
+
+
+async def start_with_retry(broker: KafkaBroker, timeout_s: float) -> None:
+    """Start the broker, retrying with backoff while Kafka is still coming up; re-raise after ``timeout_s``."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type(Exception),
+        reraise=True,
+    ):
+        with attempt:
+            await broker.start()

@@ -12,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from textpulse.settings import ServiceSettings
+
 from .metrics import ServiceMetrics
 
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -105,3 +107,10 @@ class HttpMetricsMiddleware:
             svc = self.metrics.service
             self.metrics.http_requests.labels(svc, path, method, str(status)).inc()
             self.metrics.http_duration.labels(svc, path, method).observe(time.perf_counter() - started)
+
+
+def serve(app: Any, settings: ServiceSettings) -> None:
+    """Serve ``app`` with uvicorn on the service's host and port (logging already configured)."""
+    import uvicorn
+
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
