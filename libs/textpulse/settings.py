@@ -73,3 +73,21 @@ class ServiceSettings(BaseSettings):
     metrics_enabled: bool = Field(True, description="Record textpulse_* metrics.")
     group_id: str | None = Field(None, description="Consumer group (default: textpulse-<service>).")
     lag_refresh_s: float = Field(15.0, gt=0, description="How often consumer lag is measured.")
+    delivery: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description=(
+            "Processing guarantee of a consume→produce service. at_least_once: commit after the outputs "
+            "are acknowledged, consumers de-duplicate by event id. exactly_once: consume→transform→produce "
+            "inside a Kafka transaction (Apache Kafka only)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_delivery(self) -> ServiceSettings:
+        if self.delivery == "exactly_once" and self.kafka.flavor == "tansu":
+            msg = (
+                "delivery=exactly_once needs Kafka transactions, which the embedded Tansu broker does not "
+                "implement: use Apache Kafka (TEXTPULSE_KAFKA_FLAVOR=apache) or delivery=at_least_once"
+            )
+            raise ValueError(msg)
+        return self
