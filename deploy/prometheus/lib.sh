@@ -14,6 +14,9 @@
 #   PROM_START_TIMEOUT / PROM_STOP_TIMEOUT   seconds (60 / 30)
 #   PROM_BIN / PROMTOOL_BIN   binaries (from PATH)
 #   PROM_EXTRA_ARGS      extra prometheus flags, word-split
+#   PROM_SCRAPE_INTERVAL / PROM_EVALUATION_INTERVAL   global intervals (unset:
+#                        the committed 5s); PROM_SCRAPE_TIMEOUT defaults to the
+#                        scrape interval when that is set (it must not exceed it)
 
 OBS_COMPONENT=prometheus
 # shellcheck source=deploy/prometheus/common.sh
@@ -26,6 +29,13 @@ PROM_RETENTION="${PROM_RETENTION:-7d}"
 PROM_START_TIMEOUT="${PROM_START_TIMEOUT:-60}"
 PROM_STOP_TIMEOUT="${PROM_STOP_TIMEOUT:-30}"
 PROM_EXTRA_ARGS="${PROM_EXTRA_ARGS:-}"
+PROM_SCRAPE_INTERVAL="${PROM_SCRAPE_INTERVAL:-}"
+PROM_SCRAPE_TIMEOUT="${PROM_SCRAPE_TIMEOUT:-$PROM_SCRAPE_INTERVAL}"
+PROM_EVALUATION_INTERVAL="${PROM_EVALUATION_INTERVAL:-}"
+for _duration in "$PROM_SCRAPE_INTERVAL" "$PROM_SCRAPE_TIMEOUT" "$PROM_EVALUATION_INTERVAL"; do
+  [[ -z "$_duration" || "$_duration" =~ ^[0-9]+(ms|s|m)$ ]] \
+    || die "PROM_SCRAPE_INTERVAL / PROM_SCRAPE_TIMEOUT / PROM_EVALUATION_INTERVAL must look like 1s, 500ms or 1m (got: '$_duration')"
+done
 PROM_ALERTMANAGER="${PROM_ALERTMANAGER:-127.0.0.1:${AM_PORT:-9093}}"
 TEXTPULSE_ENV="${TEXTPULSE_ENV:-local}"
 [[ "$TEXTPULSE_ENV" =~ ^[A-Za-z0-9_.-]+$ ]] \
@@ -72,9 +82,17 @@ _targets_doc() {
 # files with TEXTPULSE_ENV, absolute rule paths and PROM_TARGET_* applied.
 prom_render() {
   local f job var list
+  local -a intervals=()
   mkdir -p "$PROM_RUN_DIR" "$PROM_TARGETS_DIR" "$PROM_DATA_DIR"
+  # Global settings only: they sit at exactly two spaces of indentation (a
+  # job's own scrape_interval, e.g. kafka's, is deeper and kept).
+  [[ -n "$PROM_SCRAPE_INTERVAL" ]] && intervals+=(-e "s|^  scrape_interval:.*$|  scrape_interval: $PROM_SCRAPE_INTERVAL|")
+  [[ -n "$PROM_SCRAPE_TIMEOUT" ]] && intervals+=(-e "s|^  scrape_timeout:.*$|  scrape_timeout: $PROM_SCRAPE_TIMEOUT|")
+  [[ -n "$PROM_EVALUATION_INTERVAL" ]] \
+    && intervals+=(-e "s|^  evaluation_interval:.*$|  evaluation_interval: $PROM_EVALUATION_INTERVAL|")
   sed -e "s|^\([[:space:]]*env:[[:space:]]*\).*$|\1$TEXTPULSE_ENV|" \
     -e "s|^\([[:space:]]*-[[:space:]]*\)rules/|\1$PROM_DEPLOY_DIR/rules/|" \
+    "${intervals[@]}" \
     "$PROM_DEPLOY_DIR/prometheus.yml" | write_atomic "$PROM_CONFIG"
   for f in "$PROM_DEPLOY_DIR"/targets/*.yml; do
     job="$(basename "$f" .yml)"
