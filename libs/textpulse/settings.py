@@ -44,6 +44,14 @@ class KafkaSettings(BaseSettings):
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Largest produce request.")
     request_timeout_ms: int = Field(15_000, ge=1000, description="Per-request timeout to the broker.")
     idempotence: bool = Field(True, description="Idempotent producer (applied only where the broker supports it).")
+    session_timeout_ms: int | None = Field(
+        None,
+        ge=6000,
+        description=(
+            "Consumer-group session timeout (default 30 s on Apache Kafka, 10 s on Tansu): how long a "
+            "SIGKILLed consumer holds its partitions before the group reassigns them."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:

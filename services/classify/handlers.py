@@ -7,6 +7,12 @@ commit). While the backend is unavailable the handler waits and retries
 (consumption is paused, nothing is committed); after
 ``unavailable_max_wait_s`` it raises so the batch is redelivered. At most one
 batch is in flight per consumer.
+
+``delivery=exactly_once`` runs each input partition's share of a poll in a Kafka
+transaction (outputs, dead letters and offsets commit together,
+:mod:`textpulse.kafka.transactions`). At-least-once skips events whose outputs
+this process already wrote (:class:`~textpulse.kafka.dedup.RecentIds`), so a
+redelivered batch does not write them twice.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from textpulse.inference.consume import decode_batch, record_headers
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kafka.broker import batch_subscriber
+from textpulse.kafka.dedup import RecentIds
+from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .core import Classifier
@@ -45,6 +53,7 @@ class Deps:
     dead_letters: DeadLetters
     metrics: InferenceMetrics
     settings: ClassifySettings
+    seen: RecentIds | None = None
 
 
 async def handle_records(records: Sequence[Any], deps: Deps) -> None:
@@ -54,6 +63,9 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     m.received.labels(SERVICE, topic).inc(len(records))
     m.batch_size.labels(SERVICE, topic).observe(len(records))
     batch = decode_batch(records, TextEvent)
+    if deps.seen is not None:
+        fresh = deps.seen.fresh(event.id for _, event in batch.good)
+        batch.good[:] = [item for item, new in zip(batch.good, fresh, strict=True) if new]
     events = [event for _, event in batch.good]
 
     def waiting(_exc: BackendUnavailable, _wait: float) -> None:
@@ -71,6 +83,8 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
         if result is not None:
             out.append(OutRecord(encode(result), rec.key, record_headers(rec, **{"event-type": "ClassifiedEvent"})))
     await deps.writer.write(out)
+    if deps.seen is not None:
+        deps.seen.add(event.id for event, result in zip(events, results, strict=True) if result is not None)
     for rec, poison in batch.poison:
         await deps.dead_letters.send(rec, poison.reason, poison)
         m.dlq.labels(SERVICE, topic, "poison").inc()
@@ -93,8 +107,14 @@ def _observe(
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
-def register(broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str, Deps]) -> None:
-    """Subscribe on ``text.raw``; ``deps_ref['deps']`` is filled in the lifespan."""
+def register(
+    broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
+) -> None:
+    """Subscribe on ``text.raw``; ``deps_ref['deps']`` is filled in the lifespan.
+
+    ``runner`` applies ``settings.delivery`` (default: at-least-once).
+    """
+    run = runner or AtLeastOnce()
 
     @batch_subscriber(
         broker,
@@ -105,7 +125,7 @@ def register(broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str
         description="Validated events; one poll is one inference batch.",
     )
     async def on_text_raw(msg: KafkaMessage) -> None:
-        await handle_records(batch_records(msg.raw_message), deps_ref["deps"])
+        await run.process(msg, lambda records: handle_records(records, deps_ref["deps"]))
 
     broker.publisher(
         settings.topic_out,

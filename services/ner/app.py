@@ -20,6 +20,8 @@ from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.settings import make_backend
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.dedup import RecentIds
+from textpulse.kafka.transactions import batch_runner
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging
 from textpulse.observability.http import ops_routes, serve
@@ -59,8 +61,9 @@ def create_app(
     metrics = InferenceMetrics(handlers.SERVICE)
     broker = broker or make_broker(settings.kafka, service=handlers.SERVICE, metrics=metrics)
     deps_ref: dict[str, handlers.Deps] = {}
-    handlers.register(broker, settings, deps_ref)
     group_id = settings.group_id or f"textpulse-{handlers.SERVICE}"
+    runner = batch_runner(settings, service=handlers.SERVICE, group_id=group_id)
+    handlers.register(broker, settings, deps_ref, runner)
     state = AppState(broker=broker, metrics=metrics)
 
     @asynccontextmanager
@@ -86,6 +89,7 @@ def create_app(
             dead_letters=DeadLetters(broker.publish, service=handlers.SERVICE, topic=settings.topic_dlq),
             metrics=metrics,
             settings=settings,
+            seen=RecentIds() if runner.delivery == "at_least_once" else None,
         )
         lag: LagMonitor | None = None
         if real_kafka and settings.kafka.flavor == "apache":
@@ -97,6 +101,7 @@ def create_app(
                 "backend": inference.name,
                 "model": settings.ner_model,
                 "version": inference.info(settings.ner_model).version,
+                "delivery": runner.delivery,
             },
         )
         try:
@@ -104,6 +109,7 @@ def create_app(
         finally:
             if lag:
                 await lag.stop()
+            await runner.close()
             await inference.close()
 
     async def ready() -> bool:

@@ -4,6 +4,11 @@ Same batch semantics as classify: a poll is one inference batch; both output
 topics (and any dead letters) are acknowledged before the handler returns,
 which commits the batch; an unavailable backend pauses consumption (retries)
 and eventually redelivers the batch instead of committing it.
+
+``delivery=exactly_once``: both outputs, dead letters and the offsets of each input
+partition commit in one Kafka transaction (:mod:`textpulse.kafka.transactions`).
+At-least-once skips events whose outputs this process already wrote
+(:class:`~textpulse.kafka.dedup.RecentIds`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from textpulse.inference.consume import decode_batch, record_headers
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kafka.broker import batch_subscriber
+from textpulse.kafka.dedup import RecentIds
+from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .core import Enricher, mentions
@@ -44,6 +51,7 @@ class Deps:
     dead_letters: DeadLetters
     metrics: InferenceMetrics
     settings: NerSettings
+    seen: RecentIds | None = None
 
 
 def output_records(rec: Any, enriched: EnrichedEvent) -> tuple[OutRecord, list[OutRecord]]:
@@ -60,6 +68,9 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     m.received.labels(SERVICE, topic).inc(len(records))
     m.batch_size.labels(SERVICE, topic).observe(len(records))
     batch = decode_batch(records, ClassifiedEvent)
+    if deps.seen is not None:
+        fresh = deps.seen.fresh(event.event.id for _, event in batch.good)
+        batch.good[:] = [item for item, new in zip(batch.good, fresh, strict=True) if new]
     events = [event for _, event in batch.good]
 
     def waiting(_exc: BackendUnavailable, _wait: float) -> None:
@@ -80,6 +91,8 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
             enriched_out.append(one)
             mention_out.extend(many)
     await asyncio.gather(deps.enriched_writer.write(enriched_out), deps.mentions_writer.write(mention_out))
+    if deps.seen is not None:
+        deps.seen.add(event.event.id for event, result in zip(events, results, strict=True) if result is not None)
     for rec, poison in batch.poison:
         await deps.dead_letters.send(rec, poison.reason, poison)
         m.dlq.labels(SERVICE, topic, "poison").inc()
@@ -96,8 +109,14 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
-def register(broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps]) -> None:
-    """Subscribe on ``text.classified``; ``deps_ref['deps']`` is filled in the lifespan."""
+def register(
+    broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
+) -> None:
+    """Subscribe on ``text.classified``; ``deps_ref['deps']`` is filled in the lifespan.
+
+    ``runner`` applies ``settings.delivery`` (default: at-least-once).
+    """
+    run = runner or AtLeastOnce()
 
     @batch_subscriber(
         broker,
@@ -108,7 +127,7 @@ def register(broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Dep
         description="Classified events; one poll is one inference batch.",
     )
     async def on_text_classified(msg: KafkaMessage) -> None:
-        await handle_records(batch_records(msg.raw_message), deps_ref["deps"])
+        await run.process(msg, lambda records: handle_records(records, deps_ref["deps"]))
 
     broker.publisher(
         settings.topic_out,

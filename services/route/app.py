@@ -15,6 +15,8 @@ from contextlib import asynccontextmanager
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.dedup import RecentIds
+from textpulse.kafka.transactions import batch_runner
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
 from textpulse.observability.http import serve
@@ -37,7 +39,8 @@ def create_app(
     metrics = RouteMetrics()
     broker = broker or make_broker(settings.kafka, service="route", metrics=metrics)
     deps_ref: dict[str, handlers.RouteDeps] = {}
-    handlers.register(broker, settings, deps_ref)
+    runner = batch_runner(settings, service=handlers.SERVICE)
+    handlers.register(broker, settings, deps_ref, runner)
     handlers.declare_outputs(broker, settings, rules)
     monitors: list[LagMonitor] = []
 
@@ -55,8 +58,12 @@ def create_app(
             dead_letters=DeadLetters(broker.publish, service="route", topic=settings.topic_dlq),
             metrics=metrics,
             topic=settings.topic_in,
+            seen=RecentIds() if runner.delivery == "at_least_once" else None,
         )
-        yield
+        try:
+            yield
+        finally:
+            await runner.close()
 
     async def after_startup() -> None:
         if real_kafka and settings.kafka.flavor == "apache":
@@ -64,7 +71,10 @@ def create_app(
             monitor = LagMonitor(settings.kafka, metrics, group, [settings.topic_in], settings.lag_refresh_s)
             monitor.start()
             monitors.append(monitor)
-        log.info("route started", extra={"rules": str(settings.rules_path), "rules_version": rules.version})
+        log.info(
+            "route started",
+            extra={"rules": str(settings.rules_path), "rules_version": rules.version, "delivery": runner.delivery},
+        )
 
     async def on_shutdown() -> None:
         for monitor in monitors:

@@ -3,6 +3,11 @@
 A batch is committed only after every output record (and every dead letter)
 was acknowledged. Records keep their input order per conversation: one key
 always maps to one partition of each output topic.
+
+``delivery=exactly_once``: every output, dead letter and the offsets of each input
+partition commit in one Kafka transaction (:mod:`textpulse.kafka.transactions`).
+At-least-once skips events whose outputs this process already wrote
+(:class:`~textpulse.kafka.dedup.RecentIds`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from pydantic import ValidationError
 from textpulse.contracts.events import EnrichedEvent, utcnow
 from textpulse.contracts.routing import RoutedMessage
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kafka.broker import batch_subscriber
+from textpulse.kafka.dedup import RecentIds
+from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .core import conversation_key, is_routable, routed, to_record
@@ -40,6 +47,7 @@ class RouteDeps:
     dead_letters: DeadLetters
     metrics: RouteMetrics
     topic: str
+    seen: RecentIds | None = None
 
 
 async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
@@ -52,6 +60,7 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
     per_queue: dict[str, list[OutRecord]] = defaultdict(list)
     messages: list[RoutedMessage] = []
     now = utcnow()
+    batch_ids: set[str] = set()
     for rec in records:
         try:
             if rec.value is None:
@@ -61,6 +70,11 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
             m.dlq.labels(svc, topic, "invalid").inc()
             await deps.dead_letters.send(rec, f"not a valid EnrichedEvent: {exc}", exc)
             continue
+        if deps.seen is not None:
+            if event.event.id in deps.seen or event.event.id in batch_ids:
+                deps.seen.skipped += 1
+                continue
+            batch_ids.add(event.event.id)
         if not is_routable(event):
             m.skipped.labels(svc, event.event.channel.value).inc()
             continue
@@ -73,6 +87,8 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
     await deps.routed.write(out)
     for queue, recs in per_queue.items():
         await deps.queues[queue].write(recs)
+    if deps.seen is not None:
+        deps.seen.add(batch_ids)
     for message in messages:
         m.routes.labels(svc, message.queue, message.priority.value).inc()
         if message.triaged:
@@ -83,8 +99,14 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 
 
-def register(broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps]) -> None:
-    """Subscribe ``text.enriched``; ``deps_ref['route']`` is filled in the lifespan."""
+def register(
+    broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps], runner: BatchRunner | None = None
+) -> None:
+    """Subscribe ``text.enriched``; ``deps_ref['route']`` is filled in the lifespan.
+
+    ``runner`` applies ``settings.delivery`` (default: at-least-once).
+    """
+    run = runner or AtLeastOnce()
 
     @batch_subscriber(
         broker,
@@ -95,7 +117,7 @@ def register(broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, R
         description="Enriched events; channel 'support' is routed, others skipped.",
     )
     async def on_enriched(msg: KafkaMessage) -> None:
-        await handle_records(batch_records(msg.raw_message), deps_ref["route"])
+        await run.process(msg, lambda records: handle_records(records, deps_ref["route"]))
 
 
 def declare_outputs(broker: KafkaBroker, settings: RouteSettings, rules: Rules) -> None:

@@ -95,15 +95,24 @@ def make_broker(
     )
 
 
-def consumer_options(settings: KafkaSettings, *, group_id: str) -> dict[str, Any]:
-    """Subscriber options: a committed group that starts from the beginning of a new topic."""
+def consumer_options(settings: KafkaSettings, *, group_id: str, exactly_once: bool = False) -> dict[str, Any]:
+    """Subscriber options: a committed group that starts from the beginning of a new topic.
+
+    Always ``read_committed``: records of aborted transactions (an exactly-once upstream
+    that failed mid-batch) must never be processed; on non-transactional topics it reads
+    exactly what ``read_uncommitted`` would. ``exactly_once``: offsets are committed inside
+    the producer's transaction (:mod:`.transactions`), never by the consumer, so FastStream
+    must neither commit nor seek (``AckPolicy.MANUAL``).
+    """
+    session_ms = settings.session_timeout_ms or (30_000 if settings.flavor == "apache" else 10_000)
     return {
         "group_id": group_id,
         "auto_offset_reset": "earliest",
-        "ack_policy": CONSUMER_ACK_POLICY,
+        "ack_policy": AckPolicy.MANUAL if exactly_once else CONSUMER_ACK_POLICY,
+        "isolation_level": "read_committed",
         "max_poll_interval_ms": 300_000,
-        "session_timeout_ms": 30_000 if settings.flavor == "apache" else 10_000,
-        "heartbeat_interval_ms": 3_000,
+        "session_timeout_ms": session_ms,
+        "heartbeat_interval_ms": min(3_000, session_ms // 3),
     }
 
 
@@ -128,6 +137,7 @@ class BatchConsumerSettings(Protocol):
     group_id: str | None
     kafka_batch_records: int
     kafka_batch_timeout_ms: int
+    delivery: str
 
 
 def batch_subscriber(
@@ -142,7 +152,9 @@ def batch_subscriber(
     """The platform's consumer: one poll is one batch of raw records, committed after the handler returned.
 
     Group ``group_id``, else the settings', else ``textpulse-<service>``; ``raw_decoder`` so
-    the handler sees every record's bytes (and can dead-letter the bad ones).
+    the handler sees every record's bytes (and can dead-letter the bad ones). With
+    ``settings.delivery == "exactly_once"`` the handler must run the batch through
+    :class:`~textpulse.kafka.transactions.ExactlyOnce` (see :func:`~textpulse.kafka.transactions.batch_runner`).
     """
     return broker.subscriber(
         *topics,
@@ -152,7 +164,11 @@ def batch_subscriber(
         decoder=raw_decoder,
         title=title,
         description=description,
-        **consumer_options(settings.kafka, group_id=group_id or settings.group_id or f"textpulse-{service}"),
+        **consumer_options(
+            settings.kafka,
+            group_id=group_id or settings.group_id or f"textpulse-{service}",
+            exactly_once=settings.delivery == "exactly_once",
+        ),
     )
 
 

@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from textpulse.contracts import dlq
 
+from .transactions import active_producer
+
 log = logging.getLogger(__name__)
 
 #: Headers attached to every dead-lettered record.
@@ -70,7 +72,8 @@ class DeadLetters:
     """Sends records a service cannot process to ``dlq.<service>`` and waits for the ack.
 
     ``publish`` is the broker's ``publish`` (FastStream), so the same code runs on
-    a real broker and inside ``TestKafkaBroker``.
+    a real broker and inside ``TestKafkaBroker``; inside an exactly-once transaction
+    the record goes through the transaction's producer (it commits with the offsets).
     """
 
     def __init__(self, publish: PublishFn, *, service: str, topic: str | None = None) -> None:
@@ -91,4 +94,9 @@ class DeadLetters:
                 "offset": record.offset,
             },
         )
+        producer = active_producer()
+        if producer is not None:
+            raw = [(k, v.encode()) for k, v in headers.items()]
+            await producer.send_and_wait(self.topic, record.value or b"", key=record.key, headers=raw)
+            return
         await self._publish(record.value or b"", self.topic, key=record.key, headers=headers)

@@ -12,6 +12,10 @@ A caller answers its client, or commits its input offsets, only after
   which was most of the Kafka edge's CPU in ``make bench``;
 - without a connected aiokafka producer (e.g. under ``TestKafkaBroker``)
   each record goes through the broker's ``publish``.
+
+Inside an exactly-once transaction (:mod:`.transactions`) the fast path runs on
+the transaction's producer instead, so the records commit or abort with the
+input offsets.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+
+from .transactions import active_producer
 
 
 class WriteError(Exception):
@@ -68,7 +74,7 @@ class RecordWriter:
         """Write ``records``; raise :class:`WriteError` unless all were acknowledged."""
         if not records:
             return
-        producer = self._producer() if self._producer else None
+        producer = active_producer() or (self._producer() if self._producer else None)
         try:
             async with asyncio.timeout(self.timeout_s):
                 if producer is not None:

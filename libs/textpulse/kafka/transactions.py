@@ -1,0 +1,236 @@
+"""Exactly-once consume → transform → produce with Kafka transactions (Apache Kafka only).
+
+One consumed batch becomes one transaction **per input partition**: the outputs
+and dead letters written for that partition's records, and the partition's next
+offset (``send_offsets_to_transaction``), are committed atomically, or nothing
+is. Readers of the outputs must use ``isolation_level=read_committed``.
+
+Why one transactional id per input partition (``<group>.<topic>.<partition>``)
+and not one per instance: aiokafka commits offsets in a transaction with the
+pre-KIP-447 protocol, which does not check the consumer-group generation. The
+only zombie fencing left is the transactional id itself: whoever owns a
+partition now calls ``InitProducerId`` with that partition's id, which bumps
+the epoch (a zombie still processing the partition after a rebalance is fenced
+on its next write or commit) and aborts any transaction a SIGKILLed predecessor
+left open. A per-instance id would fence only a restart of the *same* instance,
+not a partition moved to another replica. The cost: one producer (and one
+transaction per poll) per assigned input partition, and an inference batch
+no larger than one partition's share of a poll.
+
+The handler code does not change: while a transaction is open, the
+:class:`~textpulse.kafka.writer.RecordWriter` and
+:class:`~textpulse.kafka.dlq.DeadLetters` of the service write through its
+producer (:func:`active_producer`).
+
+On any error the transaction is aborted, the partition's producer is dropped
+(the next one re-initialises the id, which also cleans up after a broker
+restart), every partition of the batch not yet committed is rewound to its
+committed offset, and the batch is polled and retried as a whole after a
+backoff. Offsets are never committed outside a transaction in this mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from textpulse.settings import KafkaSettings
+
+from .admin import client_options
+from .broker import batch_records, producer_options
+
+log = logging.getLogger(__name__)
+
+Delivery = Literal["at_least_once", "exactly_once"]
+Handle = Callable[[Sequence[Any]], Awaitable[None]]
+
+_ACTIVE: ContextVar[AIOKafkaProducer | None] = ContextVar("textpulse_txn_producer", default=None)
+
+
+def active_producer() -> AIOKafkaProducer | None:
+    """The producer of the transaction open in this task (None outside exactly-once processing)."""
+    return _ACTIVE.get()
+
+
+def by_partition(records: Sequence[Any]) -> dict[TopicPartition, list[Any]]:
+    """Records grouped by input partition, each group in offset order (the poll's order)."""
+    out: dict[TopicPartition, list[Any]] = {}
+    for rec in records:
+        out.setdefault(TopicPartition(rec.topic, rec.partition), []).append(rec)
+    return out
+
+
+class AtLeastOnce:
+    """The default runner: the handler sees the whole batch; FastStream commits after it returned."""
+
+    delivery: Delivery = "at_least_once"
+
+    async def process(self, msg: Any, handle: Handle) -> None:
+        await handle(batch_records(msg.raw_message))
+
+    async def close(self) -> None:
+        return None
+
+
+class ExactlyOnce:
+    """Runs each input partition's share of a batch inside its own Kafka transaction."""
+
+    delivery: Delivery = "exactly_once"
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        service: str,
+        timeout_s: float = 60.0,
+        transaction_timeout_ms: int = 60_000,
+        backoff_s: tuple[float, float] = (0.5, 10.0),
+        on_abort: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``on_abort`` rolls back in-memory state (e.g. alert's engine) after an aborted transaction."""
+        if settings.flavor != "apache":
+            msg = "exactly-once needs Kafka transactions: Apache Kafka only (TEXTPULSE_KAFKA_FLAVOR=apache)"
+            raise ValueError(msg)
+        self.settings = settings
+        self.group_id = group_id
+        self.service = service
+        self.timeout_s = timeout_s
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.backoff_s = backoff_s
+        self.on_abort = on_abort
+        self.committed_transactions = 0
+        self.aborted_transactions = 0
+        self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        self._failures = 0
+
+    def transactional_id(self, tp: TopicPartition) -> str:
+        """Stable per input partition, so the next owner of the partition fences the previous one."""
+        return f"{self.group_id}.{tp.topic}.{tp.partition}"
+
+    async def _producer(self, tp: TopicPartition) -> AIOKafkaProducer:
+        producer = self._producers.get(tp)
+        if producer is None:
+            opts = producer_options(self.settings)
+            # A transactional producer is idempotent by definition; the rest (acks=all, lz4, linger) stays.
+            opts["enable_idempotence"] = True
+            producer = AIOKafkaProducer(
+                **client_options(self.settings),  # type: ignore[arg-type]
+                **opts,
+                client_id=f"textpulse-{self.service}-txn",
+                transactional_id=self.transactional_id(tp),
+                transaction_timeout_ms=self.transaction_timeout_ms,
+            )
+            try:
+                # InitProducerId happens here: it fences older holders of the id and aborts their open transaction.
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producers[tp] = producer
+        return producer
+
+    async def _drop(self, tp: TopicPartition) -> None:
+        producer = self._producers.pop(tp, None)
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    await producer.stop()
+
+    async def _transaction(self, tp: TopicPartition, records: Sequence[Any], handle: Handle) -> None:
+        producer = await self._producer(tp)
+        await producer.begin_transaction()
+        token = _ACTIVE.set(producer)
+        try:
+            await handle(records)
+            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group_id)
+            await producer.commit_transaction()
+        except BaseException:
+            # Abort explicitly when possible so read_committed readers move on at once; when the producer
+            # is broken (fenced, broker gone) dropping it is enough: the next InitProducerId aborts.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(5):
+                    await producer.abort_transaction()
+            raise
+        finally:
+            _ACTIVE.reset(token)
+
+    async def process(self, msg: Any, handle: Handle) -> None:
+        """Process one polled batch; never raises (a failed batch is rewound and polled again)."""
+        consumer = msg.consumer
+        groups = by_partition(batch_records(msg.raw_message))
+        assigned = set(consumer.assignment())
+        for tp in [tp for tp in self._producers if tp not in assigned]:
+            # Revoked: its new owner re-initialises the id; ours would only be fenced.
+            await self._drop(tp)
+        pending = [tp for tp in groups if tp in assigned]
+        while pending:
+            tp = pending[0]
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._transaction(tp, groups[tp], handle)
+            except Exception as exc:
+                self.aborted_transactions += 1
+                self._failures += 1
+                await self._drop(tp)
+                await self._rewind(consumer, {p: groups[p][0].offset for p in pending})
+                if self.on_abort is not None:
+                    await self.on_abort()
+                delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (self._failures - 1))
+                log.warning(
+                    "transaction aborted; the batch will be polled again",
+                    exc_info=exc,
+                    extra={"partition": f"{tp.topic}:{tp.partition}", "retry_in_s": delay},
+                )
+                await asyncio.sleep(delay)
+                return
+            self.committed_transactions += 1
+            self._failures = 0
+            pending.pop(0)
+
+    async def _rewind(self, consumer: Any, batch_start: dict[TopicPartition, int]) -> None:
+        """Seek each partition to its committed offset (the batch start when that cannot be read)."""
+        for tp, start in batch_start.items():
+            offset = start
+            try:
+                async with asyncio.timeout(5):
+                    committed = await consumer.committed(tp)
+                if committed is not None:
+                    offset = committed
+            except Exception:  # noqa: BLE001 - any failure (broker down, timeout) means: use the batch start
+                log.warning("committed offset unreadable, rewinding to the batch start", extra={"partition": str(tp)})
+            with contextlib.suppress(Exception):
+                consumer.seek(tp, offset)
+
+    async def close(self) -> None:
+        """Stop every producer (an open transaction is aborted by the next owner's InitProducerId)."""
+        for tp in list(self._producers):
+            await self._drop(tp)
+
+
+BatchRunner = AtLeastOnce | ExactlyOnce
+
+
+def batch_runner(
+    settings: Any,
+    *,
+    service: str,
+    group_id: str | None = None,
+    on_abort: Callable[[], Awaitable[None]] | None = None,
+) -> BatchRunner:
+    """The runner for ``settings.delivery`` (a :class:`~textpulse.settings.ServiceSettings`)."""
+    if getattr(settings, "delivery", "at_least_once") != "exactly_once":
+        return AtLeastOnce()
+    return ExactlyOnce(
+        settings.kafka,
+        group_id=group_id or settings.group_id or f"textpulse-{service}",
+        service=service,
+        on_abort=on_abort,
+    )
