@@ -69,7 +69,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         inference = backend or make_backend(settings.inference, observe=metrics.observe)
-        metrics.set_backend(inference.name)
+        metrics.watch(inference)
         models = {SENTIMENT: settings.sentiment_model, TOPIC: settings.topic_model, INTENT: settings.intent_model}
         classifier = Classifier(inference, models, settings.top_k_scores)
         await inference.start(classifier.needed_models())

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from textpulse.observability.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, ServiceMetrics
 
+from .breaker import CircuitBreaker, State
+
+if TYPE_CHECKING:
+    from .backend import InferenceBackend
+
 
 class InferenceMetrics(ServiceMetrics):
-    """``textpulse_inference_*``: request latency and size per model, unavailability, rejects."""
+    """``textpulse_inference_*``: request latency and size per model, unavailability, rejects, circuit state."""
 
     def __init__(self, service: str) -> None:
         super().__init__(service)
@@ -39,12 +47,39 @@ class InferenceMetrics(ServiceMetrics):
             ["service", "model"],
             registry=r,
         )
+        self.circuit_state = Gauge(
+            "textpulse_inference_circuit_state",
+            "Circuit breaker of the inference backend: 1 for the current state (closed, open, half_open), "
+            "0 for the others. A backend without a breaker (in-process) never refuses calls: closed.",
+            ["service", "backend", "state"],
+            registry=r,
+        )
         self._backend = "local"
 
     def set_backend(self, name: str) -> None:
         self._backend = name
 
+    def watch(self, backend: InferenceBackend) -> None:
+        """Label later observations with ``backend``'s name and export its circuit state.
+
+        The state is read when Prometheus scrapes (``set_function``), so the
+        inference path pays nothing for it.
+        """
+        self.set_backend(backend.name)
+        breaker = getattr(backend, "breaker", None)
+        for state in State:
+            gauge = self.circuit_state.labels(self.service, backend.name, state.value)
+            if isinstance(breaker, CircuitBreaker):
+                gauge.set_function(_state_reader(breaker, state))
+            else:
+                gauge.set(1.0 if state is State.CLOSED else 0.0)
+
     def observe(self, model: str, seconds: float, size: int) -> None:
         """Callback for the backends (``observe=`` argument)."""
         self.inference_duration.labels(self.service, model, self._backend).observe(seconds)
         self.inference_batch.labels(self.service, model, self._backend).observe(size)
+
+
+def _state_reader(breaker: CircuitBreaker, state: State) -> Callable[[], float]:
+    """1.0 while ``breaker`` is in ``state`` (one closure per state: no late binding)."""
+    return lambda: float(breaker.state is state)
