@@ -25,6 +25,7 @@ from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
+from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
 from textpulse.observability.http import health_app, metrics_app, ready_app, serve
 from textpulse.observability.lag import LagMonitor
 
@@ -44,8 +45,13 @@ def create_app(
     broker: KafkaBroker | None = None,
     connect_timeout_s: float = 60.0,
     real_kafka: bool = True,
+    api_security: ApiSecuritySettings | None = None,
 ) -> FastAPI:
-    """Build the ingest app. ``real_kafka=False`` skips the lag probe and warm-up (in-memory tests)."""
+    """Build the ingest app. ``real_kafka=False`` skips the lag probe and warm-up (in-memory tests).
+
+    ``api_security`` (default: ``TEXTPULSE_API_*`` / ``TEXTPULSE_INGEST_API_*``) sets the API keys,
+    the per-client rate limit and the body cap of every path but ``/health``, ``/ready``, ``/metrics``.
+    """
     settings = settings or IngestSettings()
     metrics = IngestMetrics()
     broker = broker or make_broker(settings.kafka, service="ingest", metrics=metrics)
@@ -102,6 +108,12 @@ def create_app(
 
     for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
+    # Added before the metrics middleware so that it runs inside it: refusals (401/413/429) are counted.
+    guard = api_security or ApiSecuritySettings.for_service("ingest")
+    if "max_body_bytes" not in guard.model_fields_set:
+        # The routes enforce their own, finer limits (413 too); the guard's cap only must not undercut them.
+        guard = guard.model_copy(update={"max_body_bytes": max(settings.max_batch_bytes, settings.max_event_bytes)})
+    install_api_guard(app, guard)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
