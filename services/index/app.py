@@ -25,6 +25,7 @@ from starlette.routing import Route
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
+from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
 from textpulse.observability.http import health_app, metrics_app, ready_app, serve
 from textpulse.observability.lag import LagMonitor
 
@@ -48,8 +49,14 @@ def create_app(
     connect_timeout_s: float = 60.0,
     lag_probe: bool = True,
     retention: bool = True,
+    api_security: ApiSecuritySettings | None = None,
 ) -> FastAPI:
-    """Build the index app; a passed ``es`` client is not closed by the app."""
+    """Build the index app; a passed ``es`` client is not closed by the app.
+
+    ``api_security`` (default: ``TEXTPULSE_API_*`` / ``TEXTPULSE_INDEX_API_*``) sets the API keys,
+    the per-client rate limit and the body cap of the search API (``/health``, ``/ready``,
+    ``/metrics`` stay open).
+    """
     settings = settings or IndexSettings()
     metrics = IndexMetrics()
     broker = broker or make_broker(settings.kafka, service=SERVICE, metrics=metrics)
@@ -129,6 +136,8 @@ def create_app(
 
     for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
+    # Added before the metrics middleware so that it runs inside it: refusals (401/413/429) are counted.
+    install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)
