@@ -1,25 +1,26 @@
-"""Kafka record → Elasticsearch document, one builder per index family.
+"""Kafka record → Elasticsearch document: one typed builder per index family.
 
-A builder gets the record value (bytes) and returns a :class:`Doc`, or raises
-:class:`InvalidRecord` (→ ``dlq.index``). Redaction happens here, before
-anything reaches Elasticsearch. ``text.enriched`` records are validated against
-the :class:`EnrichedEvent` contract; ``support.routed`` and ``alerts.financial``
-are indexed as opaque JSON (a few fields lifted for filtering, the whole record
-kept unindexed under ``record``) so they need no change when their contracts
-evolve — a typed builder is one function each.
+A builder gets the record value (bytes), validates it against its wire contract
+(:class:`EnrichedEvent`, :class:`RoutedMessage`, :class:`FinancialAlert`) and
+returns a :class:`Doc`, or raises :class:`InvalidRecord` (→ ``dlq.index``) with
+a reason that names fields but never echoes values. Redaction happens here,
+before anything reaches Elasticsearch.
+
+Builders run once per consumed record, so they read the validated model once
+and leave datetimes as ``datetime`` objects (normalised to UTC): the bulk
+writer's orjson writes them as RFC 3339 in C, the same text
+``isoformat()`` gives, at a fraction of the cost.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
-from pydantic import ValidationError
-from textpulse.contracts import EnrichedEvent
+from pydantic import BaseModel, ValidationError
+from textpulse.contracts import Classification, EnrichedEvent, FinancialAlert, RoutedMessage
 
 from .mappings import ALERTS, EVENTS, ROUTES, Family
 from .pii import redact, redact_obj, redact_spans
@@ -40,6 +41,7 @@ class Doc:
 
 
 Builder = Callable[[bytes, datetime, "BuildOptions"], Doc]
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +50,8 @@ class BuildOptions:
     redact: bool
 
 
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
-
-
-def _loads(value: bytes) -> Any:
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        msg = f"malformed JSON: {exc}"
-        raise InvalidRecord(msg) from exc
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
 
 
 def _validation_reason(exc: ValidationError) -> str:
@@ -69,35 +63,47 @@ def _validation_reason(exc: ValidationError) -> str:
     return "contract violation: " + "; ".join(parts)
 
 
-def enriched_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:
-    """A ``text.enriched`` record as an events document (id = event id)."""
+def _parse(model: type[M], value: bytes) -> M:
     try:
-        enriched = EnrichedEvent.model_validate_json(value)
+        return model.model_validate_json(value)
     except ValidationError as exc:
         raise InvalidRecord(_validation_reason(exc)) from exc
+
+
+def enriched_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:
+    """A ``text.enriched`` record as an events document (id = event id, index = month of event time)."""
+    enriched = _parse(EnrichedEvent, value)
     ev = enriched.event
     red = redact_spans(ev.text) if opts.redact else None
     text = red.text if red else ev.text
+    moved = red is not None and red.changed
     entities = []
+    keys = set()
     for ent in enriched.entities:
-        start, end, surface = ent.start, ent.end, ent.surface
-        if red is not None and red.changed:
-            start, end = red.map_offset(ent.start), red.map_offset(ent.end, end=True)
+        start, end, surface, key = ent.start, ent.end, ent.surface, ent.key
+        if moved:
+            start, end = red.map_offset(ent.start), red.map_offset(ent.end, end=True)  # type: ignore[union-attr]
             surface = text[start:end] or redact(surface)
+        if opts.redact:
+            key = redact(key)
+        keys.add(key)
         entities.append(
             {
                 "surface": surface,
                 "type": ent.type,
-                "key": redact(ent.key) if opts.redact else ent.key,
+                "key": key,
                 "start": start,
                 "end": end,
                 "score": ent.score,
                 "origin": ent.origin,
             }
         )
-    models = [c.model.name + ":" + c.model.version for c in (enriched.sentiment, enriched.topic, enriched.intent) if c]
+    sentiment, topic, intent = enriched.sentiment, enriched.topic, enriched.intent
+    models = [f"{c.model.name}:{c.model.version}" for c in (sentiment, topic, intent) if c is not None]
     if enriched.ner_model:
         models.append(f"{enriched.ner_model.name}:{enriched.ner_model.version}")
+    event_time = _utc(ev.event_time)
+    ingest_time = _utc(ev.ingest_time)
     source: dict[str, Any] = {
         "event_id": ev.id,
         "source": ev.source,
@@ -107,90 +113,92 @@ def enriched_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:
         "entity_key": ev.entity_key,
         "conversation_id": ev.conversation_id,
         "user_id": ev.user_id,
-        "metadata": redact_obj(dict(ev.metadata)) if opts.redact else dict(ev.metadata),
+        "metadata": redact_obj(ev.metadata) if opts.redact else dict(ev.metadata),
         "entities": entities,
-        "entity_keys": sorted({e["key"] for e in entities}),
-        "sentiment": _label(enriched.sentiment),
-        "topic": _label(enriched.topic),
-        "intent": _label(enriched.intent, out_of_scope=enriched.intent.out_of_scope if enriched.intent else None),
+        "entity_keys": sorted(keys),
+        "sentiment": _label(sentiment),
+        "topic": _label(topic),
+        "intent": None
+        if intent is None
+        else {"label": intent.label, "score": intent.score, "out_of_scope": intent.out_of_scope},
         "models": models,
-        "event_time": _iso(ev.event_time),
-        "ingest_time": _iso(ev.ingest_time),
-        "enriched_time": _iso(enriched.enriched_time),
-        "indexed_time": _iso(now),
-        "pii_redacted": bool(red and red.changed),
+        "event_time": event_time,
+        "ingest_time": ingest_time,
+        "enriched_time": _utc(enriched.enriched_time),
+        "indexed_time": now,
+        "pii_redacted": moved,
     }
-    return Doc(ev.id, EVENTS.index_for(opts.prefix, ev.event_time.astimezone(UTC)), source, ev.ingest_time)
+    return Doc(ev.id, EVENTS.index_for(opts.prefix, event_time), source, ingest_time)
 
 
-def _label(result: Any, **extra: Any) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    out = {"label": result.label, "score": result.score}
-    out.update({k: v for k, v in extra.items() if v is not None})
-    return out
-
-
-def _time(record: dict[str, Any], fields: tuple[str, ...], fallback: datetime) -> datetime:
-    for name in fields:
-        raw = record.get(name)
-        if isinstance(raw, str):
-            try:
-                parsed = datetime.fromisoformat(raw)
-            except ValueError:
-                continue
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return fallback
-
-
-def _object(value: bytes) -> dict[str, Any]:
-    record = _loads(value)
-    if not isinstance(record, dict):
-        msg = f"expected a JSON object, got {type(record).__name__}"
-        raise InvalidRecord(msg)
-    return record
-
-
-def _content_id(value: bytes) -> str:
-    return "sha1:" + hashlib.sha1(value, usedforsecurity=False).hexdigest()
-
-
-def _lift(record: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
-    return {n: record.get(n) for n in names if isinstance(record.get(n), str | bool | int | float)}
+def _label(result: Classification | None) -> dict[str, Any] | None:
+    return None if result is None else {"label": result.label, "score": result.score}
 
 
 def route_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:
-    """A ``support.routed`` record (opaque JSON); id = the routed event's id, so a re-route overwrites."""
-    record = _object(value)
-    doc_id = record.get("event_id") if isinstance(record.get("event_id"), str) else None
-    when = _time(record, ("routed_time",), now)
-    source = {
-        "doc_id": doc_id or _content_id(value),
-        **_lift(record, ("event_id", "conversation_id", "queue", "priority", "urgent", "triaged", "intent")),
-        "sentiment": record.get("sentiment") if isinstance(record.get("sentiment"), str) else None,
-        "time": _iso(when),
-        "indexed_time": _iso(now),
+    """A ``support.routed`` record (:class:`RoutedMessage`); id = the routed event's id, so a re-route overwrites.
+
+    The decision's fields are lifted for filtering; the whole message (the event
+    included, redacted) is kept unindexed under ``record``.
+    """
+    msg = _parse(RoutedMessage, value)
+    when = _utc(msg.routed_time)
+    record = msg.model_dump(mode="json")
+    source: dict[str, Any] = {
+        "doc_id": msg.event_id,
+        "event_id": msg.event_id,
+        "conversation_id": msg.conversation_id,
+        "queue": msg.queue,
+        "priority": msg.priority.value,
+        "urgent": msg.urgent,
+        "triaged": msg.triaged,
+        "intent": msg.intent,
+        "intent_score": msg.intent_score,
+        "sentiment": msg.sentiment,
+        "sentiment_score": msg.sentiment_score,
+        "rules": [r.rule for r in msg.reasons],
+        "rules_version": msg.rules_version,
+        "time": when,
+        "indexed_time": now,
         "record": redact_obj(record) if opts.redact else record,
     }
-    return Doc(source["doc_id"], ROUTES.index_for(opts.prefix, when.astimezone(UTC)), source)
+    return Doc(msg.event_id, ROUTES.index_for(opts.prefix, when), source)
 
 
 def alert_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:
-    """An ``alerts.financial`` record (opaque JSON); one document per notification of an alert."""
-    record = _object(value)
-    alert_id, seq = record.get("alert_id"), record.get("sequence")
-    doc_id = f"{alert_id}#{seq}" if isinstance(alert_id, str) and isinstance(seq, int) else _content_id(value)
-    when = _time(record, ("updated_at", "notified_time"), now)
-    summary = record.get("summary") if isinstance(record.get("summary"), str) else None
-    source = {
+    """An ``alerts.financial`` record (:class:`FinancialAlert`); one document per notification.
+
+    Id ``<alert_id>#<sequence>``: a redelivered notification overwrites itself,
+    the next notification of the same alert is a new document.
+    """
+    alert = _parse(FinancialAlert, value)
+    doc_id = f"{alert.alert_id}#{alert.sequence}"
+    when = _utc(alert.updated_at)
+    record = alert.model_dump(mode="json")
+    evidence = alert.evidence
+    source: dict[str, Any] = {
         "doc_id": doc_id,
-        **_lift(record, ("alert_id", "key", "subject", "detector", "status", "severity")),
-        "summary": redact(summary) if summary and opts.redact else summary,
-        "time": _iso(when),
-        "indexed_time": _iso(now),
+        "alert_id": alert.alert_id,
+        "key": alert.key,
+        "key_kind": alert.key_kind.value,
+        "subject": alert.subject,
+        "detector": alert.detector.value,
+        "status": alert.status.value,
+        "severity": alert.severity,
+        "sequence": alert.sequence,
+        "summary": redact(alert.summary) if opts.redact else alert.summary,
+        "score": evidence.score,
+        "threshold": evidence.threshold,
+        "negative_share": evidence.current.negative_share,
+        "mentions": evidence.current.counts.total,
+        "started_at": _utc(alert.started_at),
+        "resolved_at": _utc(alert.resolved_at) if alert.resolved_at else None,
+        "notified_time": _utc(alert.notified_time),
+        "time": when,
+        "indexed_time": now,
         "record": redact_obj(record) if opts.redact else record,
     }
-    return Doc(doc_id, ALERTS.index_for(opts.prefix, when.astimezone(UTC)), source)
+    return Doc(doc_id, ALERTS.index_for(opts.prefix, when), source)
 
 
 BUILDERS: dict[str, tuple[Family, Builder]] = {

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
-from textpulse.contracts import EnrichedEvent, encode
+from textpulse.contracts import (
+    AlertEvidence,
+    AlertStatus,
+    BaselineFigures,
+    Detector,
+    EnrichedEvent,
+    FinancialAlert,
+    KeyKind,
+    Priority,
+    RoutedMessage,
+    RouteReason,
+    SentimentCounts,
+    WindowFigures,
+    encode,
+)
 
-from .bulk import item_reason, retryable_status
-from .documents import BuildOptions, InvalidRecord, alert_document, enriched_document, route_document
-from .mappings import EVENTS, EVENTS_MAPPING, template_body
+from .bulk import item_reason, ndjson, retryable_status
+from .documents import Builder, BuildOptions, InvalidRecord, alert_document, enriched_document, route_document
+from .mappings import ALERTS_MAPPING, EVENTS, EVENTS_MAPPING, ROUTES_MAPPING, template_body
 from .pii import EMAIL
 from .queries import Interval, SearchFilters, search_body, sentiment_over_time_body, similar_body
 from .settings import IndexSettings
@@ -95,32 +109,128 @@ def test_contract_reason_does_not_echo_input() -> None:
     assert "7946" not in str(info.value)
 
 
-def test_opaque_documents() -> None:
-    route = {
-        "event_id": "ev-1",
+def routed_message(**kw: object) -> RoutedMessage:
+    ev = enriched("call 07700 900123 about my card").event
+    base: dict[str, object] = {
+        "event_id": ev.id,
+        "conversation_id": "c-1",
         "queue": "cards",
-        "priority": "p2",
+        "priority": Priority.P2,
         "urgent": True,
-        "routed_time": "2026-11-02T00:00:00Z",
-        "event": {"text": "call 07700 900123"},
+        "triaged": False,
+        "intent": "card_arrival",
+        "intent_score": 0.8,
+        "sentiment": "negative",
+        "sentiment_score": 0.9,
+        "reasons": [RouteReason(rule="route:cards", detail="intent card_arrival", scores={"card_arrival": 0.8})],
+        "rules_version": "abc123",
+        "routed_time": datetime(2026, 11, 2, tzinfo=UTC),
+        "event": ev,
     }
-    doc = route_document(orjson.dumps(route), NOW, OPTS)
-    assert (doc.id, doc.index) == ("ev-1", "tp-routes-2026.11")
-    assert doc.source["queue"] == "cards"
-    assert "900123" not in orjson.dumps(doc.source).decode()
-    alert = {
+    base.update(kw)
+    return RoutedMessage.model_validate(base)
+
+
+def financial_alert(**kw: object) -> FinancialAlert:
+    when = datetime(2026, 8, 31, 22, tzinfo=timezone(timedelta(hours=-3)))  # 2026-09-01T01:00Z
+    window = WindowFigures(
+        start=when - timedelta(minutes=5),
+        end=when,
+        counts=SentimentCounts(negative=9, positive=1, neutral=2),
+        negative_share=0.75,
+        positive_share=1 / 12,
+    )
+    baseline = BaselineFigures(
+        windows=40, negative_share_mean=0.15, negative_share_std=0.05, volume_mean=10, volume_std=3
+    )
+    base: dict[str, object] = {
         "alert_id": "negative_surge:entity:acme:1",
+        "key": "entity:acme",
+        "key_kind": KeyKind.ENTITY,
+        "subject": "acme",
+        "detector": Detector.NEGATIVE_SURGE,
+        "status": AlertStatus.FIRING,
+        "severity": "critical",
         "sequence": 2,
-        "updated_at": "2026-09-01T00:00:00Z",
-        "summary": "ACME negative",
+        "started_at": when,
+        "updated_at": when,
+        "notified_time": when,
+        "summary": "ACME negative; desk reachable at desk@bank.example",
+        "evidence": AlertEvidence(current=window, baseline=baseline, score=5.1, threshold=3.0, method="zscore"),
     }
-    doc = alert_document(orjson.dumps(alert), NOW, OPTS)
+    base.update(kw)
+    return FinancialAlert.model_validate(base)
+
+
+def test_route_document_is_typed_and_redacted() -> None:
+    doc = route_document(encode(routed_message()), NOW, OPTS)
+    assert (doc.id, doc.index) == ("ev-1", "tp-routes-2026.11")
+    src = doc.source
+    assert (src["queue"], src["priority"], src["urgent"], src["triaged"]) == ("cards", "p2", True, False)
+    assert (src["intent"], src["intent_score"], src["sentiment"], src["sentiment_score"]) == (
+        "card_arrival",
+        0.8,
+        "negative",
+        0.9,
+    )
+    assert (src["rules"], src["rules_version"]) == (["route:cards"], "abc123")
+    assert src["time"] == datetime(2026, 11, 2, tzinfo=UTC)
+    assert set(src) <= set(ROUTES_MAPPING["properties"])
+    text = orjson.dumps(src).decode()
+    assert "900123" not in text
+    assert src["record"]["event"]["text"] == "call [PHONE] about my card"
+    assert src["record"]["queue"] == "cards"
+
+
+def test_alert_document_is_typed_and_redacted() -> None:
+    doc = alert_document(encode(financial_alert()), NOW, OPTS)
+    # one document per notification; its month is the UTC month of updated_at
     assert (doc.id, doc.index) == ("negative_surge:entity:acme:1#2", "tp-alerts-2026.09")
-    anonymous = alert_document(b'{"x": 1}', NOW, OPTS)
-    assert anonymous.id == alert_document(b'{"x": 1}', NOW, OPTS).id
-    assert anonymous.id.startswith("sha1:")
-    with pytest.raises(InvalidRecord, match="JSON object"):
-        route_document(b"[1]", NOW, OPTS)
+    src = doc.source
+    assert (src["detector"], src["status"], src["severity"], src["key_kind"]) == (
+        "negative_surge",
+        "firing",
+        "critical",
+        "entity",
+    )
+    assert (src["sequence"], src["score"], src["threshold"], src["negative_share"], src["mentions"]) == (
+        2,
+        5.1,
+        3.0,
+        0.75,
+        12,
+    )
+    assert src["time"] == datetime(2026, 9, 1, 1, tzinfo=UTC)
+    assert src["resolved_at"] is None
+    assert src["summary"] == f"ACME negative; desk reachable at {EMAIL}"
+    assert set(src) <= set(ALERTS_MAPPING["properties"])
+    assert "desk@bank.example" not in orjson.dumps(src).decode()
+    resolved = alert_document(
+        encode(financial_alert(status=AlertStatus.RESOLVED, sequence=3, resolved_at=NOW)), NOW, OPTS
+    )
+    assert resolved.id.endswith("#3")
+    assert resolved.source["resolved_at"] == NOW
+
+
+@pytest.mark.parametrize("builder", [route_document, alert_document])
+def test_typed_builders_refuse_what_the_contract_refuses(builder: Builder) -> None:
+    with pytest.raises(InvalidRecord, match="malformed JSON"):
+        builder(b"{not json", NOW, OPTS)
+    with pytest.raises(InvalidRecord, match="contract violation"):
+        builder(b"[1]", NOW, OPTS)
+    # an old opaque record without the contract's fields is refused, naming fields, not values
+    with pytest.raises(InvalidRecord, match="contract violation") as info:
+        builder(orjson.dumps({"event_id": "ev-1", "alert_id": "a", "summary": "mail a@b.io"}), NOW, OPTS)
+    assert "a@b.io" not in str(info.value)
+
+
+def test_documents_serialise_as_before() -> None:
+    """Datetimes stay objects in the source; orjson writes them as isoformat() did (UTC, +00:00)."""
+    doc = enriched_document(encode(enriched()), NOW, OPTS)
+    body = orjson.loads(ndjson(doc).split(b"\n")[1])
+    assert body["event_time"] == "2026-11-01T01:30:00+00:00"
+    assert body["indexed_time"] == NOW.isoformat()
+    assert body["ingest_time"] == "2026-11-01T01:31:00+00:00"
 
 
 def test_template_body() -> None:
