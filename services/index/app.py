@@ -87,6 +87,7 @@ def create_app(
                 dead_letters=DeadLetters(broker.publish, service=SERVICE, topic=settings.topic_dlq),
                 metrics=metrics,
                 options=BuildOptions(prefix=settings.index_prefix, redact=settings.redact_pii),
+                concurrency=settings.bulk_concurrency,
             )
             await start_with_retry(broker, connect_timeout_s)
             if lag_probe and settings.kafka.flavor == "apache":

@@ -6,6 +6,12 @@ JSON / not a valid contract, and documents Elasticsearch rejects for good (a
 mapping error), each with its reason. While Elasticsearch is unavailable the
 bulk write is retried with backoff; past the retry deadline the handler raises,
 the batch is not committed and is redelivered — ids make that idempotent.
+
+Writes are pipelined and concurrent: while chunk *i* is written, chunk *i+1*
+is built, and up to ``concurrency`` chunks are in flight at once (Elasticsearch
+indexes them on separate write threads). Two chunks that share a document id
+are never in flight together — the later one waits — so the last record of an
+id in the batch is the one that stays, as with strictly sequential writes.
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from textpulse.kafka import DeadLetters
@@ -38,6 +45,26 @@ def utcnow() -> datetime:
 
 
 @dataclass
+class _Flight:
+    """One chunk being written: its documents, their records, their ids and the write task."""
+
+    docs: list[Doc]
+    sources: list[RecordLike]
+    ids: set[str] = field(init=False)
+    task: asyncio.Task[BulkOutcome] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ids = {d.id for d in self.docs}
+
+    def start(self, writer: BulkWriter) -> _Flight:
+        self.task = asyncio.create_task(writer.write(self.docs))
+        return self
+
+    async def result(self) -> tuple[list[Doc], list[RecordLike], BulkOutcome]:
+        return self.docs, self.sources, await self.task
+
+
+@dataclass
 class Indexer:
     """Shared by the per-topic subscribers; built in the lifespan, replaceable in tests."""
 
@@ -46,15 +73,11 @@ class Indexer:
     metrics: IndexMetrics
     options: BuildOptions
     clock: Callable[[], datetime] = utcnow
+    #: Bulk requests in flight at once per batch (1 = strictly one after the other).
+    concurrency: int = 2
 
     async def handle(self, records: Sequence[RecordLike], family: str) -> None:
-        """Index one batch of records of ``family``; raises (no commit) if it cannot be written yet.
-
-        Pipelined: chunk *i* is being written while chunk *i+1* is built (the build
-        yields to the event loop every few records), so JSON validation and
-        redaction overlap Elasticsearch's indexing instead of adding to it. One
-        bulk request is in flight at a time, so writes keep the batch's order.
-        """
+        """Index one batch of records of ``family``; raises (no commit) if it cannot be written yet."""
         m = self.metrics
         topic = records[0].topic if records else family
         started = time.perf_counter()
@@ -65,24 +88,30 @@ class Indexer:
         step = self.writer.chunk_docs
         invalid: list[tuple[RecordLike, str]] = []
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]] = []
-        flight: tuple[list[Doc], list[RecordLike], asyncio.Task[BulkOutcome]] | None = None
+        flights: deque[_Flight] = deque()
         try:
             for first in range(0, len(records), step):
                 docs, sources = await self._build(records[first : first + step], build, now, invalid)
-                if flight is not None:
-                    written.append((flight[0], flight[1], await flight[2]))
-                flight = (docs, sources, asyncio.create_task(self.writer.write(docs)))
-            if flight is not None:
-                written.append((flight[0], flight[1], await flight[2]))
+                if not docs:
+                    continue
+                flight = _Flight(docs, sources)
+                while flights and (
+                    len(flights) >= self.concurrency or any(not flight.ids.isdisjoint(f.ids) for f in flights)
+                ):
+                    written.append(await flights.popleft().result())
+                flights.append(flight.start(self.writer))
+            while flights:
+                written.append(await flights.popleft().result())
         except BulkRetryExhausted:
             m.failed.labels(SERVICE, topic, "es_unavailable").inc(len(records))
             log.exception("batch not indexed; it is not committed and will be redelivered", extra={"topic": topic})
             raise
         finally:
-            if flight is not None and not flight[2].done():
-                flight[2].cancel()
+            for pending in flights:
+                if not pending.task.done():
+                    pending.task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, BulkRetryExhausted):
-                    await flight[2]
+                    await pending.task
             m.bulk_duration.labels(SERVICE, family).observe(time.perf_counter() - started)
         await self._dead_letter(topic, invalid, written)
         self._count(family, topic, len(records), len(invalid), written)
@@ -128,6 +157,7 @@ class Indexer:
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]],
     ) -> None:
         m, done = self.metrics, self.clock()
+        e2e = m.e2e_latency.labels(SERVICE)
         indexed = rejected_count = 0
         for docs, _, outcome in written:
             rejected = {pos for pos, _ in outcome.rejected}
@@ -135,7 +165,7 @@ class Indexer:
             rejected_count += len(rejected)
             for pos, doc in enumerate(docs):
                 if doc.ingest_time is not None and pos not in rejected:
-                    m.e2e_latency.labels(SERVICE).observe(max(0.0, (done - doc.ingest_time).total_seconds()))
+                    e2e.observe(max(0.0, (done - doc.ingest_time).total_seconds()))
         m.documents.labels(SERVICE, family, "indexed").inc(indexed)
         m.documents.labels(SERVICE, family, "rejected").inc(rejected_count)
         m.documents.labels(SERVICE, family, "invalid").inc(invalid)

@@ -42,6 +42,15 @@ class IndexSettings(ServiceSettings):
     kafka_batch_timeout_ms: int = Field(200, ge=1, description="Wait to fill a batch.")
     bulk_chunk_docs: int = Field(1000, ge=1, description="Documents per bulk request.")
     bulk_chunk_bytes: int = Field(8 * 1024 * 1024, ge=64 * 1024, description="Largest bulk request body.")
+    bulk_concurrency: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Bulk requests in flight at once within a batch (chunks sharing a document id never overlap, "
+            "so the last record of an id wins as with 1); the batch is committed when all are acknowledged."
+        ),
+    )
     retry_initial_s: float = Field(0.5, gt=0, description="First backoff after a retryable failure.")
     retry_max_s: float = Field(10.0, gt=0, description="Longest backoff between retries.")
     retry_deadline_s: float = Field(
