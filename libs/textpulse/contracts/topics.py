@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from .alerts import FinancialAlert
 from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
+from .recs import Interaction, Item, Recommendations, UserProfileState
 from .routing import RoutedMessage
 
 #: Partitions of the main streams: bounds consumer parallelism per service.
@@ -107,11 +108,19 @@ def support_queue(name: str) -> TopicSpec:
     )
 
 
-ITEMS = TopicSpec("items", 3, key="item id", description="Item catalogue (compacted).", compacted=True)
+ITEMS = TopicSpec("items", 3, key="item id", description="Item catalogue (compacted).", value=Item, compacted=True)
 USER_INTERACTIONS = TopicSpec(
-    "user.interactions", STREAM_PARTITIONS, key="user id", description="User-item interactions."
+    "user.interactions", STREAM_PARTITIONS, key="user id", description="User-item interactions.", value=Interaction
 )
-RECS_SCORES = TopicSpec("recs.scores", 3, key="user id", description="Recommendations per user.")
+RECS_SCORES = TopicSpec("recs.scores", 3, key="user id", description="Recommendations per user.", value=Recommendations)
+RECS_PROFILES = TopicSpec(
+    "recs.profiles",
+    STREAM_PARTITIONS,
+    key="user id",
+    description="Changelog of the recommend service's user profiles (compacted).",
+    value=UserProfileState,
+    compacted=True,
+)
 
 SERVICES = ("ingest", "classify", "ner", "alert", "route", "index", "recommend")
 
@@ -140,6 +149,7 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     ITEMS,
     USER_INTERACTIONS,
     RECS_SCORES,
+    RECS_PROFILES,
     *(dlq(s) for s in SERVICES),
 )
 

@@ -1,0 +1,1 @@
+"""Recommendation toolkit: MovieLens data and temporal splits, ranking metrics, profiles, scorers, encoder."""

@@ -1,0 +1,1 @@
+"""Template of the Triton python-backend embedding model (copied into every exported version)."""

@@ -1,0 +1,1 @@
+"""Recommendation scoring: catalogue + interactions → time-decayed user profiles → top-k items."""

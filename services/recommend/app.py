@@ -1,0 +1,158 @@
+"""Wiring of the recommend service: FastAPI (recommendations API, OpenAPI) + FastStream Kafka subscriber.
+
+Run: ``python -m services.recommend.app`` or ``textpulse serve recommend`` (port 8086). At start-up the
+encoder is loaded (Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process), the whole catalogue
+(``items``) and every profile (``recs.profiles``) are replayed, item-kNN and popularity are built, and
+only then does the consumer group start; item-kNN and popularity are rebuilt every ``cf_refresh_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import textpulse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from starlette.routing import Route
+from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.broker import start_with_retry
+from textpulse.kafka.writer import RecordWriter, faststream_producer
+from textpulse.observability import HttpMetricsMiddleware, configure_logging
+from textpulse.observability.http import health_app, metrics_app, ready_app, serve
+from textpulse.observability.lag import LagMonitor
+from textpulse.recsys.embed import Embedder, make_embedder
+
+from . import api, handlers
+from .core import SERVICE, Outputs, Processor, State, restore
+from .metrics import RecommendMetrics
+from .settings import RecommendSettings
+
+log = logging.getLogger(__name__)
+
+
+async def _cf_loop(state: State, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await state.refresh_cf()
+        except Exception:
+            log.exception("item-kNN refresh failed; serving the previous model")
+
+
+def create_app(
+    settings: RecommendSettings | None = None,
+    *,
+    broker: KafkaBroker | None = None,
+    embedder: Embedder | None = None,
+    connect_timeout_s: float = 60.0,
+    lag_probe: bool = True,
+    restore_state: bool = True,
+) -> FastAPI:
+    """Build the recommend app; tests pass their own broker / embedder, and skip the replay in memory."""
+    settings = settings or RecommendSettings()
+    metrics = RecommendMetrics()
+    broker = broker or make_broker(settings.kafka, service=SERVICE, metrics=metrics)
+    ref: dict[str, Processor] = {}
+    handlers.register(broker, settings, ref)
+    handlers.declare_outputs(broker, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        enc = embedder or make_embedder(settings.inference, settings.model_name, allow_base=settings.allow_base_model)
+        background: list[asyncio.Task[None]] = []
+        lag: LagMonitor | None = None
+        try:
+            await enc.start()
+            state = State(settings, enc, metrics)
+            if restore_state:
+                restored = await restore(settings, state)
+                log.info(
+                    "state restored", extra={**restored, "items": len(state.catalogue), "users": len(state.profiles)}
+                )
+            app.state.recommend = state
+
+            def writer(topic: str) -> RecordWriter:
+                return RecordWriter(
+                    broker.publish,
+                    topic,
+                    timeout_s=settings.publish_timeout_s,
+                    producer=lambda: faststream_producer(broker),
+                )
+
+            ref["processor"] = Processor(
+                state,
+                Outputs(
+                    profiles=writer(settings.topic_profiles),
+                    recs=writer(settings.topic_out),
+                    dead_letters=DeadLetters(broker.publish, service=SERVICE, topic=settings.topic_dlq),
+                ),
+                settings,
+            )
+            await start_with_retry(broker, connect_timeout_s)
+            background.append(asyncio.create_task(_cf_loop(state, settings.cf_refresh_s), name="recommend-cf"))
+            if lag_probe and settings.kafka.flavor == "apache":
+                lag = LagMonitor(
+                    settings.kafka,
+                    metrics,
+                    settings.group_id or f"textpulse-{SERVICE}",
+                    [settings.topic_items, settings.topic_interactions],
+                    settings.lag_refresh_s,
+                )
+                lag.start()
+            log.info(
+                "recommend started",
+                extra={"model": enc.model.name, "version": enc.model.version, "items": len(state.catalogue)},
+            )
+            yield
+        finally:
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if lag:
+                await lag.stop()
+            await broker.stop()
+            await enc.close()
+
+    app = FastAPI(
+        title="textpulse recommend",
+        version=textpulse.__version__,
+        description=(
+            "Recommendations from user interests (time-decayed profile over item text embeddings) mixed with "
+            "item-kNN and popularity; unknown users get popular items."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(api.router)
+    app.state.broker = broker
+
+    async def ready() -> bool:
+        state: State | None = getattr(app.state, "recommend", None)
+        return state is not None and await state.embedder.ready() and await broker.ping(timeout=2.0)
+
+    for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
+        app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": "validation_failed", "detail": exc.errors()}, 422)
+
+    return app
+
+
+def main() -> None:
+    """Entry point: configure logging from settings and serve with uvicorn."""
+    settings = RecommendSettings()
+    configure_logging(SERVICE, settings.log_level, json=settings.log_json)
+    serve(create_app(settings), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""The recommend service on FastStream's in-memory ``TestKafkaBroker`` (no broker process, bag-of-words encoder)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from textpulse.contracts.events import encode
+from textpulse.contracts.recs import Interaction, Item
+from textpulse.kafka import make_broker
+from textpulse.kafka.broker import raw_decoder
+from textpulse.kafka.dlq import H_REASON
+from textpulse.recsys.testing import HashEmbedder
+
+from services.recommend.app import create_app
+from services.recommend.settings import RecommendSettings
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+ITEMS = [
+    Item(item_id="s1", title="Star Voyage", genres=["Sci-Fi"], tags=["space", "aliens", "starship"]),
+    Item(item_id="s2", title="Galaxy Raiders", genres=["Sci-Fi"], tags=["space", "starship", "battle"]),
+    Item(item_id="s3", title="Orbit", genres=["Sci-Fi"], tags=["space", "astronaut"]),
+    Item(item_id="r1", title="Paris Hearts", genres=["Romance"], tags=["love", "wedding"]),
+    Item(item_id="r2", title="Summer Kiss", genres=["Romance"], tags=["love", "beach"]),
+    Item(item_id="r3", title="Wedding Bells", genres=["Romance", "Comedy"], tags=["love", "wedding", "family"]),
+]
+
+
+@dataclass
+class Harness:
+    broker: KafkaBroker
+    app: Any
+    settings: RecommendSettings
+    recs: list[Any] = field(default_factory=list)
+    profiles: list[Any] = field(default_factory=list)
+    dlq: list[Any] = field(default_factory=list)
+
+    async def items(self, *items: Item) -> None:
+        for item in items:
+            await self.broker.publish(encode(item), self.settings.topic_items, key=item.item_id.encode())
+
+    async def act(self, user: str, item: str, action: str = "like", day: int = 0) -> None:
+        i = Interaction(user_id=user, item_id=item, action=action, time=T0 + timedelta(days=day))  # type: ignore[arg-type]
+        await self.broker.publish(encode(i), self.settings.topic_interactions, key=user.encode())
+
+
+@asynccontextmanager
+async def harness() -> AsyncIterator[Harness]:
+    """Not a fixture: the lifespan must be entered and left in the same task."""
+    settings = RecommendSettings(cf_refresh_s=3600)
+    broker = make_broker(settings.kafka, service="recommend")
+    app = create_app(settings, broker=broker, embedder=HashEmbedder(), restore_state=False, lag_probe=False)
+    h = Harness(broker, app, settings)
+
+    @broker.subscriber(settings.topic_out, decoder=raw_decoder)
+    async def recs(msg: KafkaMessage) -> None:
+        h.recs.append(msg.raw_message)
+
+    @broker.subscriber(settings.topic_profiles, decoder=raw_decoder)
+    async def profiles(msg: KafkaMessage) -> None:
+        h.profiles.append(msg.raw_message)
+
+    @broker.subscriber(settings.topic_dlq, decoder=raw_decoder)
+    async def dlq(msg: KafkaMessage) -> None:
+        h.dlq.append(msg.raw_message)
+
+    async with TestKafkaBroker(broker), app.router.lifespan_context(app):
+        yield h
+
+
+async def test_interactions_in_recommendations_out() -> None:
+    async with harness() as h:
+        await h.items(*ITEMS)
+        await h.act("alice", "s1", day=1)
+        await h.act("alice", "s2", day=2)
+        await h.act("alice", "r1", "view", day=3)
+        assert len(h.profiles) == 3
+        last = orjson.loads(h.recs[-1].value)
+        assert h.recs[-1].key == b"alice"
+        ids = [i["item_id"] for i in last["items"]]
+        assert ids[0] == "s3"  # the one unseen space film, from its text alone (no interactions)
+        assert not {"s1", "s2", "r1"} & set(ids)
+        assert last["popular_fallback"] is False
+        assert last["model"] == {"name": "hash-bow", "version": "1"}
+        assert last["items"][0]["reason"].startswith("similar to ")
+        profile = orjson.loads(h.profiles[-1].value)
+        assert [p["item_id"] for p in profile["positives"]] == ["s1", "s2"]
+        assert profile["seen"] == ["s1", "s2", "r1"]
+
+
+async def test_bad_records_are_dead_lettered_with_reason() -> None:
+    async with harness() as h:
+        await h.items(*ITEMS[:2])
+        await h.broker.publish(b"{not json", h.settings.topic_items, key=b"x")
+        await h.broker.publish(b'{"user_id": "u"}', h.settings.topic_interactions, key=b"u")
+        await h.broker.publish(orjson.dumps({"item_id": "z", "title": ""}), h.settings.topic_items, key=b"z")
+        assert len(h.dlq) == 3
+        reasons = [dict(r.headers)[H_REASON].decode() for r in h.dlq]
+        assert reasons[0].startswith("invalid item")
+        assert reasons[1].startswith("invalid interaction")
+        assert h.dlq[0].value == b"{not json"
+
+
+async def test_http_api_unknown_user_popular_cache_and_metrics() -> None:
+    async with (
+        harness() as h,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=h.app), base_url="http://recommend") as client,
+    ):
+        assert (await client.get("/v1/users/nobody/recommendations")).status_code == 503  # empty catalogue
+        await h.items(*ITEMS)
+        for user, item in (("a", "r1"), ("b", "r1"), ("b", "r2"), ("c", "r1"), ("c", "r2"), ("a", "s1")):
+            await h.act(user, item)
+        await h.app.state.recommend.refresh_cf(force=True)
+        resp = await client.get("/v1/users/nobody/recommendations", params={"k": 2})
+        assert resp.status_code == 200
+        body = resp.json()
+        assert body["popular_fallback"] is True
+        assert [i["item_id"] for i in body["items"]] == ["r1", "r2"]
+        resp = await client.get("/v1/users/a/recommendations", params={"k": 3})
+        first = resp.json()
+        assert first["popular_fallback"] is False
+        assert not {"r1", "s1"} & {i["item_id"] for i in first["items"]}
+        again = (await client.get("/v1/users/a/recommendations", params={"k": 3})).json()
+        assert again == first  # served from the cache
+        assert (await client.get("/v1/users/a/recommendations", params={"k": 0})).status_code == 422
+        assert (await client.get("/v1/users/a/recommendations", params={"k": 101})).status_code == 422
+        assert (await client.get("/v1/users/a%20b/recommendations")).status_code == 422
+        assert (await client.get("/health")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert 'textpulse_recommend_cache_requests_total{result="hit",service="recommend"} 1.0' in metrics
+        assert "textpulse_recommend_candidates_scored_total" in metrics
+        assert "textpulse_recommend_request_seconds_bucket" in metrics
+
+
+async def test_deleted_item_and_encoder_outage() -> None:
+    async with harness() as h:
+        await h.items(*ITEMS)
+        await h.broker.publish(None, h.settings.topic_items, key=b"s3")
+        await h.act("alice", "s1")
+        ids = [i["item_id"] for i in orjson.loads(h.recs[-1].value)["items"]]
+        assert "s3" not in ids
+        assert len(h.app.state.recommend.catalogue) == 5
