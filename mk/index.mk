@@ -6,6 +6,8 @@ INDEX_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 BENCH_INDEX_DOCS ?= 100000
 BENCH_INDEX_QUERIES ?= 300
 BENCH_INDEX_ROUNDS ?= 3
+# Extra bench flags, e.g. --live (produce inside the service's clock, the pre-backlog method) or --keep.
+BENCH_INDEX_ARGS ?=
 
 .PHONY: index-run test-index bench-index
 
@@ -17,4 +19,4 @@ test-index: ## Unit tests of services/index, then its integration tests (real El
 	$(INDEX_PYTHON) -m pytest -m "es and kafka" tests/integration/test_index_es.py
 
 bench-index: ## Index benchmark: service docs/s vs raw async_bulk (target ≥ 0.8×), search p95 (BENCH_INDEX_DOCS=100000)
-	$(INDEX_PYTHON) -m bench.bench_index --docs $(BENCH_INDEX_DOCS) --queries $(BENCH_INDEX_QUERIES) --rounds $(BENCH_INDEX_ROUNDS)
+	$(INDEX_PYTHON) -m bench.bench_index --docs $(BENCH_INDEX_DOCS) --queries $(BENCH_INDEX_QUERIES) --rounds $(BENCH_INDEX_ROUNDS) $(BENCH_INDEX_ARGS)

@@ -33,6 +33,14 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from textpulse.contracts import (
+    AlertEvidence,
+    BaselineFigures,
+    FinancialAlert,
+    SentimentCounts,
+    WindowFigures,
+    encode,
+)
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.tansu import free_port
 from textpulse.settings import KafkaSettings
@@ -369,11 +377,47 @@ def _routes_for(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "priority": "p3",
             "urgent": False,
             "triaged": False,
+            "intent": e["intent"]["label"],
+            "intent_score": e["intent"]["score"],
+            "reasons": [{"rule": f"route:{('cards', 'transfers')[k % 2]}", "detail": "intent"}],
+            "rules_version": "test",
             "routed_time": e["enriched_time"],
             "event": e["event"],
         }
         for k, e in enumerate(support)
     ]
+
+
+def _alerts() -> list[bytes]:
+    """Two notifications of one alert (firing, resolved), the second one delivered twice."""
+    window = WindowFigures(
+        start=BASE,
+        end=BASE + timedelta(minutes=5),
+        counts=SentimentCounts(negative=9, positive=1, neutral=2),
+        negative_share=0.75,
+        positive_share=1 / 12,
+    )
+    baseline = BaselineFigures(
+        windows=40, negative_share_mean=0.15, negative_share_std=0.05, volume_mean=10, volume_std=3
+    )
+    evidence = AlertEvidence(current=window, baseline=baseline, score=5.1, threshold=3.0, method="zscore")
+    common: dict[str, Any] = {
+        "alert_id": "negative_surge:entity:acme:1",
+        "key": "entity:acme",
+        "key_kind": "entity",
+        "subject": "acme",
+        "detector": "negative_surge",
+        "severity": "critical",
+        "started_at": BASE,
+        "notified_time": BASE,
+        "summary": "acme negative surge; contact ops@bank.example",
+        "evidence": evidence,
+    }
+    firing = FinancialAlert.model_validate({**common, "status": "firing", "sequence": 1, "updated_at": BASE})
+    resolved = FinancialAlert.model_validate(
+        {**common, "status": "resolved", "sequence": 2, "updated_at": BASE + timedelta(hours=1), "resolved_at": BASE}
+    )
+    return [encode(firing), encode(resolved), encode(resolved)]
 
 
 @pytest.mark.timeout(420)
@@ -395,8 +439,11 @@ async def test_index_replay_search_and_pii(
     async with running(app) as client:
         await produce(kafka_settings, settings.topic_enriched, values)
         await produce(kafka_settings, settings.topic_routed, [orjson.dumps(r) for r in routes])
+        await produce(kafka_settings, settings.topic_alerts, _alerts())
         assert await wait_count(es_url, alias, len(everything)) == len(everything)
         assert await wait_count(es_url, f"{settings.index_prefix}-routes", len(routes)) == len(routes)
+        # typed alert documents: one per notification, a redelivered one overwrites itself
+        assert await wait_count(es_url, f"{settings.index_prefix}-alerts", 2) == 2
 
         # replay: the same records again → indexed again by the consumer, the count does not move
         await produce(kafka_settings, settings.topic_enriched, values)
