@@ -11,13 +11,14 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.transactions import batch_runner
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
 from textpulse.observability.http import serve
@@ -53,37 +54,20 @@ def create_app(
     engine = Engine(config, text_lookup=texts.get)
     kinds = {settings.topic_mentions: "mention", settings.topic_enriched: "enriched"}
     processor = Processor(engine, texts, metrics, topic_kind=kinds, dedup_offsets=real_kafka)
-    handlers.register(broker, settings, processor)
-    handlers.declare_outputs(broker, settings)
     group_id = settings.group_id or "textpulse-alert"
+    runner = batch_runner(
+        settings,
+        service=handlers.SERVICE,
+        group_id=group_id,
+        on_abort=lambda: _rebuild(processor, lambda: Engine(config, text_lookup=texts.get), settings),
+    )
+    handlers.register(broker, settings, processor, runner)
+    handlers.declare_outputs(broker, settings)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_s)
-
-        def writer(topic: str) -> RecordWriter:
-            return RecordWriter(
-                broker.publish,
-                topic,
-                timeout_s=settings.publish_timeout_s,
-                producer=lambda: faststream_producer(broker),
-            )
-
-        notifier = None
-        if settings.alertmanager_url or settings.webhook_url:
-            notifier = Notifier(
-                client,
-                alertmanager_url=settings.alertmanager_url,
-                webhook_url=settings.webhook_url,
-                generator_url=settings.external_url,
-                ttl_s=3 * settings.push_interval_s,
-            )
-        processor.outputs = Outputs(
-            state=writer(settings.topic_state),
-            alerts=writer(settings.topic_out),
-            dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq),
-            notifier=notifier,
-        )
+        processor.outputs = _outputs(settings, broker, client)
         if real_kafka:
             restored = await restore(settings.kafka, settings.topic_state, engine, settings.restore_timeout_s)
             processor.refresh_gauges()
@@ -94,6 +78,7 @@ def create_app(
         try:
             yield
         finally:
+            await runner.close()
             if http_client is None:
                 await client.aclose()
 
@@ -107,7 +92,10 @@ def create_app(
             monitor = LagMonitor(settings.kafka, metrics, group_id, topics, settings.lag_refresh_s)
             monitor.start()
             app_monitors.append(monitor)
-        log.info("alert started", extra={"topics": list(kinds), "alertmanager": settings.alertmanager_url})
+        log.info(
+            "alert started",
+            extra={"topics": list(kinds), "alertmanager": settings.alertmanager_url, "delivery": runner.delivery},
+        )
 
     async def on_shutdown() -> None:
         for task in app_tasks:
@@ -134,6 +122,46 @@ def create_app(
     )
     app.alert_processor = processor  # type: ignore[attr-defined]
     return app
+
+
+def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncClient) -> Outputs:
+    """Writers of the changelog, alerts and dead letters, and the optional notifier."""
+
+    def writer(topic: str) -> RecordWriter:
+        return RecordWriter(
+            broker.publish,
+            topic,
+            timeout_s=settings.publish_timeout_s,
+            producer=lambda: faststream_producer(broker),
+        )
+
+    notifier = None
+    if settings.alertmanager_url or settings.webhook_url:
+        notifier = Notifier(
+            client,
+            alertmanager_url=settings.alertmanager_url,
+            webhook_url=settings.webhook_url,
+            generator_url=settings.external_url,
+            ttl_s=3 * settings.push_interval_s,
+        )
+    return Outputs(
+        state=writer(settings.topic_state),
+        alerts=writer(settings.topic_out),
+        dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq),
+        notifier=notifier,
+    )
+
+
+async def _rebuild(processor: Processor, new_engine: Callable[[], Engine], settings: AlertSettings) -> None:
+    """After an aborted transaction: the engine in memory is ahead of the committed changelog
+    (its writes were aborted with the offsets); rebuild it from the read_committed changelog, as at start-up.
+    """
+    async with processor.lock:
+        fresh = new_engine()
+        restored = await restore(settings.kafka, settings.topic_state, fresh, settings.restore_timeout_s)
+        processor.engine = fresh
+        processor.refresh_gauges()
+    log.info("alert state rebuilt after an aborted transaction", extra={"records": restored})
 
 
 async def _repush(processor: Processor, interval_s: float) -> None:

@@ -2,7 +2,11 @@
 
 Both topics are consumed in batches by one consumer group; a batch is
 committed only after the handler returned, i.e. after its state, alerts and
-dead letters were acknowledged by the broker.
+dead letters were acknowledged by the broker. ``delivery=exactly_once``: each
+input partition's share of a poll is one Kafka transaction holding the state
+changelog, the alerts, the dead letters and the offsets
+(:mod:`textpulse.kafka.transactions`); an abort rebuilds the engine from the
+committed changelog.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.alerts import FinancialAlert
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kafka.broker import batch_subscriber
+from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 
 from .processor import Processor
 from .settings import AlertSettings
@@ -18,8 +23,11 @@ from .settings import AlertSettings
 SERVICE = "alert"
 
 
-def register(broker: KafkaBroker, settings: AlertSettings, processor: Processor) -> None:
-    """Subscribe ``entity.mentions`` (and ``text.enriched``) on ``broker``."""
+def register(
+    broker: KafkaBroker, settings: AlertSettings, processor: Processor, runner: BatchRunner | None = None
+) -> None:
+    """Subscribe ``entity.mentions`` (and ``text.enriched``) on ``broker``; ``runner`` applies ``settings.delivery``."""
+    run = runner or AtLeastOnce()
     topics = [settings.topic_mentions]
     if settings.consume_enriched:
         topics.append(settings.topic_enriched)
@@ -33,7 +41,7 @@ def register(broker: KafkaBroker, settings: AlertSettings, processor: Processor)
         description="Entity mentions (entity windows) and enriched events (topic windows, evidence texts).",
     )
     async def on_records(msg: KafkaMessage) -> None:
-        await processor.handle(batch_records(msg.raw_message))
+        await run.process(msg, processor.handle)
 
 
 def declare_outputs(broker: KafkaBroker, settings: AlertSettings) -> None:

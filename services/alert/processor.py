@@ -18,6 +18,12 @@ was decided twice because nothing was saved); between 3 and 5 the restored
 outbox is published on restart (an alert is never lost); a crash between 4
 and 5 can re-publish the same ``(alert_id, sequence)`` — never a *new* alert —
 which consumers de-duplicate by that pair.
+
+With ``delivery=exactly_once`` steps 3-5 and the input offsets are one Kafka
+transaction (:mod:`textpulse.kafka.transactions`): a crash anywhere leaves
+either all of them or none, so no ``(alert_id, sequence)`` is ever published
+twice to ``read_committed`` readers. The Alertmanager / webhook push stays
+best effort and can repeat after an abort (Alertmanager merges identical alerts).
 """
 
 from __future__ import annotations
@@ -235,8 +241,15 @@ class Processor:
 
 
 async def restore(settings: KafkaSettings, topic: str, engine: Engine, timeout_s: float) -> int:
-    """Replay the whole changelog into ``engine``; returns the number of records read."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)  # type: ignore[arg-type]
+    """Replay the whole (committed) changelog into ``engine``; returns the number of records read.
+
+    ``read_committed``: changelog writes of aborted exactly-once transactions never count.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),  # type: ignore[arg-type]
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     count = 0
     try:
