@@ -5,7 +5,8 @@
 #   cli.sh topics --create --topic t --partitions 3
 #   cli.sh consumer-groups --describe --all-groups
 #   cli.sh console-consumer --topic t --from-beginning --max-messages 10
-# --bootstrap-server 127.0.0.1:$KAFKA_PORT is added unless given.
+# --bootstrap-server 127.0.0.1:$KAFKA_PORT is added unless given; with
+# KAFKA_SECURITY=sasl_ssl so is --command-config (admin credentials).
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,6 +35,14 @@ require_java
 args=("$@")
 if [[ " ${args[*]} " != *" --bootstrap-server "* && " ${args[*]} " != *" --bootstrap-controller "* ]]; then
   args=(--bootstrap-server "127.0.0.1:$KAFKA_PORT" "${args[@]}")
+fi
+# SASL_SSL broker (KAFKA_SECURITY=sasl_ssl): the admin tools log in as the admin user.
+if [[ "$KAFKA_SECURITY" != plaintext && " ${args[*]} " != *" --command-config "* ]]; then
+  case "$tool" in
+    topics | consumer-groups | configs | metadata-quorum | transactions | get-offsets | api-versions)
+      args+=(--command-config "$KAFKA_CLIENT_PROPERTIES")
+      ;;
+  esac
 fi
 exec "$KAFKA_JAVA" -Xmx256m -cp "$KAFKA_JARS_DIR/*" \
   -Dlog4j2.configurationFile="$KAFKA_DEPLOY_DIR/log4j2-tools.xml" \

@@ -20,8 +20,11 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.helpers import create_ssl_context
 
 EXIT_READY = 0
 EXIT_TIMEOUT = 1
@@ -32,9 +35,30 @@ POLL_INTERVAL_S = 0.3
 logger = logging.getLogger("kafka_ready")
 
 
-async def _has_brokers(bootstrap: str) -> bool:
+def _security(env_file: str | None) -> dict[str, Any]:
+    """aiokafka security options from a ``TEXTPULSE_KAFKA_*`` env file (SASL_SSL mode of start.sh)."""
+    if not env_file:
+        return {}
+    env: dict[str, str] = {}
+    for line in Path(env_file).read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            env[key.strip().removeprefix("TEXTPULSE_KAFKA_")] = value.strip()
+    opts: dict[str, Any] = {"security_protocol": env.get("SECURITY_PROTOCOL", "PLAINTEXT")}
+    if opts["security_protocol"].startswith("SASL"):
+        opts["sasl_mechanism"] = env["SASL_MECHANISM"]
+        opts["sasl_plain_username"] = env["SASL_USERNAME"]
+        opts["sasl_plain_password"] = env["SASL_PASSWORD"]
+    if opts["security_protocol"].endswith("SSL"):
+        opts["ssl_context"] = create_ssl_context(cafile=env.get("SSL_CAFILE") or None)
+    return opts
+
+
+async def _has_brokers(bootstrap: str, security: dict[str, Any]) -> bool:
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000)
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=int(ATTEMPT_TIMEOUT_S * 1000),
+        **security,
     )
     try:
         await asyncio.wait_for(client.bootstrap(), timeout=ATTEMPT_TIMEOUT_S)
@@ -53,13 +77,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def _wait(bootstrap: str, wait_s: float, pid: int | None) -> int:
+async def _wait(bootstrap: str, wait_s: float, pid: int | None, security: dict[str, Any]) -> int:
     deadline = time.monotonic() + wait_s
     while True:
         if pid is not None and not _alive(pid):
             return EXIT_PROCESS_GONE
         try:
-            if await _has_brokers(bootstrap):
+            if await _has_brokers(bootstrap, security):
                 return EXIT_READY
             last_error = "metadata lists no brokers yet"
         except Exception as exc:  # noqa: BLE001 - every failure here means "not ready yet"
@@ -73,24 +97,25 @@ async def _wait(bootstrap: str, wait_s: float, pid: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, probe until ready or the deadline, return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "bootstrap", nargs="?", default="127.0.0.1:9092", help="host:port of the broker"
-    )
+    parser.add_argument("bootstrap", nargs="?", default="127.0.0.1:9092", help="host:port of the broker")
     parser.add_argument(
         "--wait",
         type=float,
         default=0.0,
         help="keep trying for this many seconds (0: one attempt)",
     )
+    parser.add_argument("--pid", type=int, default=None, help="stop waiting if this process exits")
     parser.add_argument(
-        "--pid", type=int, default=None, help="stop waiting if this process exits"
+        "--env-file",
+        default=None,
+        help="TEXTPULSE_KAFKA_* settings (security protocol, SASL, CA) to connect with",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[kafka_ready] %(message)s")
     # aiokafka logs every refused connection at ERROR while the broker boots.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_wait(args.bootstrap, args.wait, args.pid))
+        return asyncio.run(_wait(args.bootstrap, args.wait, args.pid, _security(args.env_file)))
     return EXIT_TIMEOUT
 
 

@@ -18,6 +18,24 @@ KAFKA_JARS_DIR="$KAFKA_CACHE_DIR/jars"
 KAFKA_AGENT_JAR="$KAFKA_CACHE_DIR/agent/jmx_prometheus_javaagent.jar"
 KAFKA_FETCH_MARKER="$KAFKA_CACHE_DIR/.fetched"
 
+# KAFKA_SECURITY=sasl_ssl: the secured broker (SASL/SCRAM over TLS, see
+# sasl.sh and docs/security.md) with its own default ports and run dir, so it
+# runs next to the plaintext one. The default, plaintext, changes nothing.
+KAFKA_SECURITY="${KAFKA_SECURITY:-plaintext}"
+case "$KAFKA_SECURITY" in
+  plaintext) ;;
+  sasl_ssl)
+    KAFKA_PORT="${KAFKA_PORT:-9192}"
+    KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9193}"
+    KAFKA_JMX_EXPORTER_PORT="${KAFKA_JMX_EXPORTER_PORT:-9594}"
+    KAFKA_RUN_DIR="${KAFKA_RUN_DIR:-$KAFKA_REPO_ROOT/.run/kafka-sasl}"
+    ;;
+  *)
+    printf '[kafka] ERROR: KAFKA_SECURITY must be plaintext or sasl_ssl, not %s\n' "$KAFKA_SECURITY" >&2
+    exit 1
+    ;;
+esac
+
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9095}"
 KAFKA_JMX_EXPORTER="${KAFKA_JMX_EXPORTER:-1}"
@@ -33,6 +51,11 @@ KAFKA_LOG_FILE="$KAFKA_RUN_DIR/kafka.log"
 KAFKA_OUT_FILE="$KAFKA_RUN_DIR/kafka.out"
 KAFKA_CONFIG_FILE="$KAFKA_RUN_DIR/server.properties"
 KAFKA_CLUSTER_ID_FILE="$KAFKA_RUN_DIR/cluster.id"
+# SASL_SSL mode only: TLS material, SCRAM credentials, client settings.
+KAFKA_TLS_DIR="$(realpath -m "${KAFKA_TLS_DIR:-$KAFKA_RUN_DIR/tls}")"
+KAFKA_CREDENTIALS_FILE="$KAFKA_RUN_DIR/credentials.env"
+KAFKA_CLIENT_ENV_FILE="$KAFKA_RUN_DIR/client.env"
+KAFKA_CLIENT_PROPERTIES="$KAFKA_RUN_DIR/client.properties"
 
 if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
   KAFKA_JAVA="$JAVA_HOME/bin/java"
@@ -84,16 +107,20 @@ port_open() {
 wait_for_broker() {
   local wait_s="$1" pid="${2:-}" bootstrap="127.0.0.1:$KAFKA_PORT"
   if [[ -n "$KAFKA_PYTHON" ]] && "$KAFKA_PYTHON" -c 'import aiokafka' 2>/dev/null; then
-    "$KAFKA_PYTHON" "$KAFKA_DEPLOY_DIR/kafka_ready.py" "$bootstrap" --wait "$wait_s" ${pid:+--pid "$pid"}
+    local security=()
+    [[ "$KAFKA_SECURITY" == plaintext ]] || security=(--env-file "$KAFKA_CLIENT_ENV_FILE")
+    "$KAFKA_PYTHON" "$KAFKA_DEPLOY_DIR/kafka_ready.py" "$bootstrap" --wait "$wait_s" ${pid:+--pid "$pid"} "${security[@]}"
     return
   fi
   # No Python with aiokafka: Kafka's own CLI (one JVM per attempt).
   local deadline=$(($(date +%s) + ${wait_s%.*}))
+  local command_config=()
+  [[ "$KAFKA_SECURITY" == plaintext ]] || command_config=(--command-config "$KAFKA_CLIENT_PROPERTIES")
   while :; do
     [[ -z "$pid" ]] || kill -0 "$pid" 2>/dev/null || return 3
     if port_open "$KAFKA_PORT" && timeout 30 "$KAFKA_JAVA" -Xmx128m -cp "$KAFKA_JARS_DIR/*" \
       -Dlog4j2.configurationFile="$KAFKA_DEPLOY_DIR/log4j2-tools.xml" \
-      org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$bootstrap" >/dev/null 2>&1; then
+      org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$bootstrap" "${command_config[@]}" >/dev/null 2>&1; then
       return 0
     fi
     (($(date +%s) < deadline)) || return 1

@@ -7,6 +7,8 @@
 # Settings (env): KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_RUN_DIR
 #   KAFKA_JMX_EXPORTER(=1) KAFKA_JMX_EXPORTER_PORT KAFKA_HEAP_OPTS
 #   KAFKA_START_TIMEOUT — see deploy/kafka/README.md.
+#   KAFKA_SECURITY=sasl_ssl: SASL/SCRAM over TLS on 9192 (run dir
+#   .run/kafka-sasl), see sasl.sh and docs/security.md.
 set -euo pipefail
 # shellcheck source=lib.sh source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -38,6 +40,14 @@ else
     -e "s|@KAFKA_CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
     -e "s|@KAFKA_DATA_DIR@|$KAFKA_DATA_DIR|g" \
     "$KAFKA_DEPLOY_DIR/server.properties" >"$KAFKA_CONFIG_FILE"
+  scram_args=()
+  if [[ "$KAFKA_SECURITY" == sasl_ssl ]]; then
+    # shellcheck source=sasl.sh source-path=SCRIPTDIR
+    source "$KAFKA_DEPLOY_DIR/sasl.sh"
+    sasl_prepare
+    mapfile -t scram_args < <(sasl_format_args)
+    log "SASL_SSL listener (SCRAM-SHA-512 over TLS); client settings in $KAFKA_CLIENT_ENV_FILE"
+  fi
 
   # Format the log dir once; the cluster id lives next to it in the run dir.
   if [[ ! -f "$KAFKA_DATA_DIR/meta.properties" ]]; then
@@ -51,8 +61,10 @@ else
     "$KAFKA_JAVA" -cp "$KAFKA_JARS_DIR/*" \
       -Dlog4j2.configurationFile="$KAFKA_DEPLOY_DIR/log4j2-tools.xml" \
       kafka.tools.StorageTool format --standalone --ignore-formatted \
-      --cluster-id "$cluster_id" --config "$KAFKA_CONFIG_FILE" >"$KAFKA_RUN_DIR/format.log" 2>&1 \
+      --cluster-id "$cluster_id" --config "$KAFKA_CONFIG_FILE" "${scram_args[@]}" >"$KAFKA_RUN_DIR/format.log" 2>&1 \
       || { cat "$KAFKA_RUN_DIR/format.log" >&2; die "formatting $KAFKA_DATA_DIR failed"; }
+    # The format output lists the SCRAM users' salted keys.
+    [[ "$KAFKA_SECURITY" == plaintext ]] || chmod 600 "$KAFKA_RUN_DIR/format.log"
   fi
 
   read -r -a heap_opts <<<"$KAFKA_HEAP_OPTS"
