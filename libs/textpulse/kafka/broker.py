@@ -19,8 +19,9 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential
 
+from textpulse.kafka.auth import KafkaAuthError, broker_connection, check_auth
 from textpulse.observability.metrics import ServiceMetrics
 from textpulse.settings import KafkaSettings
 
@@ -178,12 +179,22 @@ def batch_records(raw: Any) -> tuple[Any, ...]:
 
 
 async def start_with_retry(broker: KafkaBroker, timeout_s: float) -> None:
-    """Start the broker, retrying with backoff while Kafka is still coming up; re-raise after ``timeout_s``."""
+    """Start the broker, retrying with backoff while Kafka is still coming up; re-raise after ``timeout_s``.
+
+    A refused login (wrong SASL password, untrusted certificate) is not retried: it raises
+    :class:`~textpulse.kafka.auth.KafkaAuthError` naming the cause at the first failed attempt.
+    """
     async for attempt in AsyncRetrying(
         stop=stop_after_delay(timeout_s),
         wait=wait_exponential(multiplier=0.2, max=5),
-        retry=retry_if_exception_type(Exception),
+        retry=retry_if_not_exception_type(KafkaAuthError),
         reraise=True,
     ):
         with attempt:
-            await broker.start()
+            try:
+                await broker.start()
+            except Exception:
+                connection = broker_connection(broker)
+                if connection is not None:
+                    await check_auth(connection)
+                raise
