@@ -20,39 +20,39 @@ class InferenceMetrics(ServiceMetrics):
 
     def __init__(self, service: str) -> None:
         super().__init__(service)
-        r = self.registry
-        self.inference_duration = Histogram(
+        m = self.metric
+        self.inference_duration = m(
+            Histogram,
             "textpulse_inference_duration_seconds",
             "One inference request (Triton round trip, or in-process forward pass incl. tokenisation).",
             ["service", "model", "backend"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
         )
-        self.inference_batch = Histogram(
+        self.inference_batch = m(
+            Histogram,
             "textpulse_inference_batch_size",
             "Texts per inference request.",
             ["service", "model", "backend"],
             buckets=BATCH_BUCKETS,
-            registry=r,
         )
-        self.inference_unavailable = Counter(
+        self.inference_unavailable = m(
+            Counter,
             "textpulse_inference_unavailable",
             "Times a batch waited because the inference backend was unavailable.",
             ["service"],
-            registry=r,
         )
-        self.inference_rejected = Counter(
+        self.inference_rejected = m(
+            Counter,
             "textpulse_inference_rejected",
             "Inputs the model rejected (dead-lettered).",
             ["service", "model"],
-            registry=r,
         )
-        self.circuit_state = Gauge(
+        self.circuit_state = m(
+            Gauge,
             "textpulse_inference_circuit_state",
             "Circuit breaker of the inference backend: 1 for the current state (closed, open, half_open), "
             "0 for the others. A backend without a breaker (in-process) never refuses calls: closed.",
             ["service", "backend", "state"],
-            registry=r,
         )
         self._backend = "local"
 
