@@ -112,7 +112,9 @@ class PanelQuery:
 
 VAR_ENV = Variable("env", "Environment", "label_values(up, env)")
 VAR_SERVICE = Variable("service", "Service", 'label_values(textpulse_build_info{env=~"$env"}, service)')
-VAR_MODEL = Variable("model", "Model", 'label_values(nv_inference_request_success{env=~"$env"}, model)')
+# Models as the services name them (Triton's model names are the same), so the
+# variable has values with in-process inference too, where no Triton runs.
+VAR_MODEL = Variable("model", "Model", 'label_values(textpulse_inference_duration_seconds_count{env=~"$env"}, model)')
 
 
 # --------------------------------------------------------------- dashboards
@@ -320,11 +322,12 @@ def model_serving() -> Dashboard:
     """Triton's server-side view and the services' client-side view of inference."""
     model = 'env=~"$env", model=~"$model"'
     client = 'env=~"$env", service=~"$service", model=~"$model"'
+    svc = 'env=~"$env", service=~"$service"'
     return Dashboard(
         uid="textpulse-model-serving",
         title="textpulse / Model serving",
         description="Triton queue and compute time, server batch size and request rate; "
-        "the services' inference latency, batch size and errors.",
+        "the services' inference latency, batch size, errors, circuit breaker state and rejected inputs.",
         variables=(VAR_ENV, VAR_SERVICE, VAR_MODEL),
         panels=[
             Panel(
@@ -412,6 +415,49 @@ def model_serving() -> Dashboard:
                 ),
                 "Inference errors per second seen by the services (0 when none); by kind in Explore "
                 "with textpulse_inference_errors_total.",
+                red_above=0.05,
+            ),
+            Panel(
+                "Open circuits",
+                "none",
+                (Query(f'sum(textpulse_inference_circuit_state{{{svc}, state="open"}})', "open"),),
+                "Services whose inference circuit breaker is open: calls refused for triton_breaker_reset_s "
+                "after triton_breaker_failures consecutive failures (the batch waits, nothing is lost).",
+                kind="stat",
+                width=6,
+                height=8,
+                red_above=1,
+            ),
+            Panel(
+                "Circuit breaker state",
+                "none",
+                (
+                    Query(
+                        f"max by (service, backend, state) (textpulse_inference_circuit_state{{{svc}}})",
+                        "{{service}} {{backend}} {{state}}",
+                    ),
+                ),
+                "1 marks the current state per service and backend: closed (calls go through), open (refused), "
+                "half_open (trial calls). The in-process backend has no breaker and reports closed.",
+                width=18,
+                max_value=1,
+            ),
+            Panel(
+                "Backend unavailable and rejected inputs",
+                "ops",
+                (
+                    Query(
+                        f"sum by (service) (env_service:textpulse_inference_unavailable:rate5m{{{svc}}})",
+                        "{{service}} unavailable",
+                    ),
+                    Query(
+                        f"sum by (service) (env_service:textpulse_inference_rejected:rate5m{{{svc}}})",
+                        "{{service}} rejected",
+                    ),
+                ),
+                "Batches per second that waited for an unavailable backend (circuit open, server down), and "
+                "inputs per second the model rejected (dead-lettered). 0 while healthy.",
+                width=24,
                 red_above=0.05,
             ),
         ],

@@ -120,6 +120,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "model": ("sentiment",),
     "backend": ("triton",),
     "kind": ("timeout",),
+    "state": ("closed", "open"),
     "task": ("sentiment", "topic", "intent", "entity_type"),
     "label": ("negative", "positive"),
     "detector": ("negative_surge",),
