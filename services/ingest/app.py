@@ -22,6 +22,8 @@ from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.contracts import TextEventIn
 from textpulse.kafka import DeadLetters, make_broker
+from textpulse.kafka.admin import client_options
+from textpulse.kafka.auth import check_auth
 from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
@@ -37,6 +39,14 @@ from .settings import IngestSettings
 from .warmup import warm_up
 
 log = logging.getLogger(__name__)
+
+
+def _guard_settings(settings: IngestSettings, api_security: ApiSecuritySettings | None) -> ApiSecuritySettings:
+    guard = api_security or ApiSecuritySettings.for_service("ingest")
+    if "max_body_bytes" not in guard.model_fields_set:
+        # The routes enforce their own, finer limits (413 too); the guard's cap only must not undercut them.
+        guard = guard.model_copy(update={"max_body_bytes": max(settings.max_batch_bytes, settings.max_event_bytes)})
+    return guard
 
 
 def create_app(
@@ -80,6 +90,8 @@ def create_app(
         )
         lag: LagMonitor | None = None
         if real_kafka:
+            # The warm-up's reader would report a refused login as a bare "Unable to bootstrap".
+            await check_auth(client_options(settings.kafka))
             await warm_up(settings.kafka, settings.topic_out, store, per_partition=settings.dedup_warmup_records)
         await start_with_retry(broker, connect_timeout_s)
         # Tansu answers OffsetFetch in a form aiokafka cannot decode: no lag probe there.
@@ -109,11 +121,7 @@ def create_app(
     for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
     # Added before the metrics middleware so that it runs inside it: refusals (401/413/429) are counted.
-    guard = api_security or ApiSecuritySettings.for_service("ingest")
-    if "max_body_bytes" not in guard.model_fields_set:
-        # The routes enforce their own, finer limits (413 too); the guard's cap only must not undercut them.
-        guard = guard.model_copy(update={"max_body_bytes": max(settings.max_batch_bytes, settings.max_event_bytes)})
-    install_api_guard(app, guard)
+    install_api_guard(app, _guard_settings(settings, api_security))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)

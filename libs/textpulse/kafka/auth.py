@@ -73,7 +73,8 @@ async def check_auth(connection: Mapping[str, Any], *, timeout_s: float = 10.0) 
             who = f"user {user!r} ({mechanism})" if user else "this client"
             msg = (
                 f"Kafka at {server} refused {who} over {connection.get('security_protocol')}: {exc}. "
-                "Check TEXTPULSE_KAFKA_SASL_USERNAME / _SASL_PASSWORD / _SASL_MECHANISM and _SSL_CAFILE."
+                "Check TEXTPULSE_KAFKA_SASL_USERNAME, TEXTPULSE_KAFKA_SASL_PASSWORD, "
+                "TEXTPULSE_KAFKA_SASL_MECHANISM and TEXTPULSE_KAFKA_SSL_CAFILE."
             )
             raise KafkaAuthError(msg) from exc
         except (OSError, TimeoutError, errors.KafkaError):
