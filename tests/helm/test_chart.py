@@ -1,0 +1,507 @@
+"""The Helm chart: lint, render over a matrix of values, validate offline, and keep it in step with the code.
+
+Rendered manifests are validated against the Kubernetes JSON schemas of
+kubernetes-validate (strict: unknown fields fail) and the custom resources
+against tests/helm/crd_schemas.py. The services, their settings and their
+probe paths are discovered from services/*, so a new service (or setting)
+without a chart entry fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic_settings import BaseSettings
+from textpulse.contracts.topics import ALL_TOPICS
+from textpulse.inference.settings import InferenceSettings
+from textpulse.observability.apikey import ApiSecuritySettings
+from textpulse.settings import KafkaSettings, ServiceSettings
+
+from tests.conftest import REPO
+from tests.helm.conftest import CHART, KUBE_VERSION, HelmError, Render, run_helm
+from tests.helm.crd_schemas import CRD_SCHEMAS
+
+# The first test may build helm from source (minutes on a cold Go module cache).
+pytestmark = [pytest.mark.helm, pytest.mark.timeout(1800)]
+
+KEDA_API = "keda.sh/v1alpha1/ScaledObject"
+MONITORING_API = "monitoring.coreos.com/v1/ServiceMonitor"
+PARTITIONS = {spec.name: spec.partitions for spec in ALL_TOPICS}
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+
+#: name → (values files, --api-versions) of the render matrix.
+MATRIX: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "defaults": ((), ()),
+    "defaults-with-operators": ((), (KEDA_API, MONITORING_API)),
+    "minimal": (("minimal-values.yaml",), ()),
+    "gpu": (("gpu-values.yaml",), (MONITORING_API,)),
+    "keda": (("keda-values.yaml",), ()),
+    "hpa": (("hpa-values.yaml",), (KEDA_API,)),
+    "external-kafka-sasl": (("external-kafka-sasl-values.yaml",), (KEDA_API,)),
+}
+
+
+# --- discovery ---------------------------------------------------------------------------------------
+
+
+def service_settings() -> dict[str, type[ServiceSettings]]:
+    """services/<name>/settings.py → its ServiceSettings subclass, for every service directory."""
+    found: dict[str, type[ServiceSettings]] = {}
+    for path in sorted((REPO / "services").glob("*/settings.py")):
+        module = importlib.import_module(f"services.{path.parent.name}.settings")
+        classes = [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj)
+            and issubclass(obj, ServiceSettings)
+            and obj is not ServiceSettings
+            and obj.__module__ == module.__name__
+        ]
+        assert len(classes) == 1, f"{path}: expected one ServiceSettings subclass, found {classes}"
+        found[path.parent.name] = classes[0]
+    return found
+
+
+SERVICES = service_settings()
+
+
+def env_names(cls: type[BaseSettings], prefix: str | None = None) -> dict[str, tuple[type[BaseSettings], str]]:
+    """Every environment variable a settings class reads → (owning class, field); nested settings use their prefix."""
+    prefix = cls.model_config.get("env_prefix", "") if prefix is None else prefix
+    out: dict[str, tuple[type[BaseSettings], str]] = {}
+    for name, field in cls.model_fields.items():
+        annotation = field.annotation
+        if inspect.isclass(annotation) and issubclass(annotation, BaseSettings):
+            out.update(env_names(annotation))
+        else:
+            out[f"{prefix}{name}".upper()] = (cls, name)
+    return out
+
+
+def read_env(cls: type[BaseSettings]) -> dict[str, tuple[type[BaseSettings], str]]:
+    """What a service process reads: its own class (with nested Kafka / inference) and the shared API guard."""
+    return {**env_names(cls), **env_names(ApiSecuritySettings)}
+
+
+# --- rendered manifests ------------------------------------------------------------------------------
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def container_env(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, Any]:
+    """The container's environment as Kubernetes builds it: envFrom ConfigMaps, then env entries."""
+    maps = by_kind(docs, "ConfigMap")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, Any] = {}
+    for source in container.get("envFrom", []):
+        env.update(maps[source["configMapRef"]["name"]]["data"])
+    for entry in container.get("env", []):
+        env[entry["name"]] = entry.get("value", entry.get("valueFrom"))
+    return env
+
+
+def validate(doc: dict[str, Any]) -> None:
+    key = (doc["apiVersion"], doc["kind"])
+    if key in CRD_SCHEMAS:
+        jsonschema.validate(doc, CRD_SCHEMAS[key])
+    else:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+@pytest.fixture(scope="module")
+def rendered(render: Render) -> dict[str, list[dict[str, Any]]]:
+    return {name: render(files, api_versions=apis) for name, (files, apis) in MATRIX.items()}
+
+
+# --- lint and schema validation ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values_file", [None, *sorted(p.name for p in (CHART / "ci").glob("*.yaml"))])
+def test_helm_lint_strict(helm_bin: Path, values_file: str | None) -> None:
+    args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
+    if values_file:
+        args += ["-f", str(CHART / "ci" / values_file)]
+    proc = run_helm(helm_bin, args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+
+
+def test_every_ci_values_file_is_in_the_matrix() -> None:
+    in_matrix = {f for files, _ in MATRIX.values() for f in files}
+    assert in_matrix == {p.name for p in (CHART / "ci").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_rendered_manifests_are_valid_kubernetes(rendered: dict[str, list[dict[str, Any]]], case: str) -> None:
+    docs = rendered[case]
+    assert docs
+    names = [(d["kind"], d["metadata"]["name"]) for d in docs]
+    assert len(names) == len(set(names)), "duplicate objects"
+    for doc in docs:
+        try:
+            validate(doc)
+        except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as exc:
+            pytest.fail(f"{case}: {doc['kind']}/{doc['metadata']['name']}: {exc}")
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"{case}: no schema for {doc['apiVersion']} {doc['kind']}")
+    for name, dep in by_kind(docs, "Deployment").items():
+        pod = dep["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        for container in pod["containers"] + pod.get("initContainers", []):
+            ctx = container["securityContext"]
+            assert ctx["readOnlyRootFilesystem"] is True, name
+            assert ctx["allowPrivilegeEscalation"] is False, name
+            assert ctx["capabilities"]["drop"] == ["ALL"], name
+        for container in pod["containers"]:
+            assert container["resources"].get("requests"), f"{name}: no resource requests"
+        for key in ("ConfigMap", "Secret"):
+            refs = [v for v in pod.get("volumes", []) if key.lower() in v]
+            assert all(r for r in refs)
+
+
+def test_every_deployment_has_a_pdb_and_spread(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["defaults"]
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    for name, dep in by_kind(docs, "Deployment").items():
+        assert name in pdbs
+        assert pdbs[name]["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        spread = dep["spec"]["template"]["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+
+
+# --- the matrix, case by case ------------------------------------------------------------------------
+
+
+def test_keda_scaled_objects_capped_at_partitions(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for case in ("keda", "defaults-with-operators", "external-kafka-sasl"):
+        docs = rendered[case]
+        scaled = by_kind(docs, "ScaledObject")
+        deployments = by_kind(docs, "Deployment")
+        assert not by_kind(docs, "HorizontalPodAutoscaler"), case
+        for name, obj in scaled.items():
+            triggers = obj["spec"]["triggers"]
+            cap = min(PARTITIONS[t["metadata"]["topic"]] for t in triggers)
+            assert obj["spec"]["maxReplicaCount"] == cap, (case, name)
+            assert obj["spec"]["scaleTargetRef"]["name"] in deployments
+            # The autoscaler owns the replica count.
+            assert "replicas" not in deployments[name]["spec"], (case, name)
+    keda = by_kind(rendered["keda"], "ScaledObject")
+    assert set(keda) == {f"t-textpulse-{s}" for s in SERVICES}
+    classify = keda["t-textpulse-classify"]["spec"]
+    assert (classify["minReplicaCount"], classify["maxReplicaCount"]) == (2, 6)
+    trigger = classify["triggers"][0]["metadata"]
+    assert trigger == {
+        "bootstrapServers": "kafka:9092",
+        "consumerGroup": "textpulse-classify",
+        "topic": "text.raw",
+        "lagThreshold": "1000",
+        "offsetResetPolicy": "earliest",
+        "allowIdleConsumers": "false",
+    }
+    index_triggers = keda["t-textpulse-index"]["spec"]["triggers"]
+    groups = {t["metadata"]["topic"]: t["metadata"]["consumerGroup"] for t in index_triggers}
+    # services/index/handlers.py group_for: one group per indexed family.
+    assert groups == {
+        "text.enriched": "textpulse-index",
+        "support.routed": "textpulse-index-routes",
+        "alerts.financial": "textpulse-index-alerts",
+    }
+
+
+def test_hpa_fallback_without_keda(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    for case in ("defaults", "hpa"):
+        docs = rendered[case]
+        assert not by_kind(docs, "ScaledObject"), case
+        hpas = by_kind(docs, "HorizontalPodAutoscaler")
+        assert set(hpas) == {f"t-textpulse-{s}" for s, v in VALUES["services"].items() if v["autoscaling"]["enabled"]}
+        for hpa in hpas.values():
+            assert hpa["spec"]["maxReplicas"] <= 6
+    assert by_kind(rendered["hpa"], "HorizontalPodAutoscaler")["t-textpulse-index"]["spec"]["maxReplicas"] == 3
+    minimal = rendered["minimal"]
+    assert not by_kind(minimal, "HorizontalPodAutoscaler")
+    assert not by_kind(minimal, "ScaledObject")
+    assert by_kind(minimal, "Deployment")["t-textpulse-ingest"]["spec"]["replicas"] == 1
+
+
+def test_gpu_triton(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    triton = by_kind(rendered["gpu"], "Deployment")["t-textpulse-triton"]
+    spec = triton["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert triton["spec"]["replicas"] == 2
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert "--model-repository=s3://textpulse-models/repository" in container["args"]
+    assert container["envFrom"] == [{"secretRef": {"name": "textpulse-models-s3"}}]
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {v["name"]: v for v in spec["volumes"]}["shm"]["emptyDir"]["medium"] == "Memory"
+    classify = by_kind(rendered["gpu"], "Deployment")["t-textpulse-classify"]
+    init = classify["spec"]["template"]["spec"]["initContainers"][0]
+    assert "s3://textpulse-models/repository" in init["command"]
+    env = container_env(rendered["gpu"], classify)
+    assert env["TEXTPULSE_TRITON_URL"] == "t-textpulse-triton:8001"
+    assert env["TEXTPULSE_INFERENCE_BATCH_SIZE"] == "128"
+    assert env["TEXTPULSE_TRITON_TIMEOUT_S"] == "5.5"
+    assert set(by_kind(rendered["gpu"], "ServiceMonitor")) == {f"t-textpulse-{s}" for s in SERVICES} | {
+        "t-textpulse-triton"
+    }
+    # No Triton in the minimal case: in-process inference, no GPU anywhere.
+    minimal = rendered["minimal"]
+    assert "t-textpulse-triton" not in by_kind(minimal, "Deployment")
+    assert "TEXTPULSE_TRITON_URL" not in container_env(minimal, by_kind(minimal, "Deployment")["t-textpulse-ner"])
+    assert "nvidia.com/gpu" not in json.dumps(minimal)
+
+
+def test_external_kafka_with_sasl(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["external-kafka-sasl"]
+    deployment = by_kind(docs, "Deployment")["t-textpulse-index"]
+    env = container_env(docs, deployment)
+    assert env["TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS"] == "events-kafka-bootstrap.kafka.svc:9093"
+    assert env["TEXTPULSE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["TEXTPULSE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["TEXTPULSE_KAFKA_SASL_PASSWORD"] == {"secretKeyRef": {"name": "textpulse", "key": "password"}}
+    assert env["TEXTPULSE_KAFKA_SSL_CAFILE"] == "/etc/textpulse/kafka-tls/ca.crt"
+    assert env["TEXTPULSE_INDEX_ES_URL"] == "https://elastic:$(TEXTPULSE_ES_PASSWORD)@search-es-http.elastic.svc:9200"
+    pod = deployment["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["kafka-tls"]["projected"]["sources"][0]["secret"]["name"] == "events-cluster-ca-cert"
+    assert volumes["api-keys"]["secret"]["secretName"] == "textpulse-api-keys"
+    # No password in any ConfigMap.
+    assert "password" not in json.dumps([d for d in docs if d["kind"] == "ConfigMap"]).lower().replace(
+        "sasl_password", ""
+    )
+    auth = by_kind(docs, "TriggerAuthentication")["t-textpulse-kafka"]["spec"]["secretTargetRef"]
+    assert {a["parameter"] for a in auth} == {"username", "password", "ca"}
+    for obj in by_kind(docs, "ScaledObject").values():
+        for trigger in obj["spec"]["triggers"]:
+            assert trigger["metadata"]["sasl"] == "scram_sha512"
+            assert trigger["metadata"]["tls"] == "enable"
+            assert trigger["authenticationRef"] == {"name": "t-textpulse-kafka"}
+
+
+def test_dashboards_shipped_as_configmaps(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    sources = {p.name: p for p in (REPO / "deploy" / "grafana" / "dashboards").glob("*.json")}
+    assert sources
+    maps = [d for d in rendered["defaults"] if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    shipped = {name: text for m in maps for name, text in m["data"].items()}
+    assert set(shipped) == set(sources)
+    for name, text in shipped.items():
+        assert json.loads(text) == json.loads(sources[name].read_text()), name
+    assert not [d for d in rendered["minimal"] if d["metadata"].get("labels", {}).get("grafana_dashboard")]
+
+
+# --- the chart and the code --------------------------------------------------------------------------
+
+
+def test_every_service_has_a_chart_entry() -> None:
+    assert SERVICES, "no services discovered"
+    assert set(VALUES["services"]) == set(SERVICES), "values.yaml services and services/*/settings.py differ"
+    for name, cls in SERVICES.items():
+        block = VALUES["services"][name]
+        defaults = cls.model_fields
+        assert block["port"] == defaults["http_port"].default, name
+        assert (REPO / "services" / name / "Dockerfile").exists(), f"services/{name}/Dockerfile"
+        assert block["inference"] == ("inference" in defaults), name
+        assert block["elasticsearch"] == ("es_url" in defaults), name
+        for entry in block["consumer"]["topics"]:
+            assert entry["setting"] in defaults, f"{name}: no setting {entry['setting']}"
+            assert entry["topic"] == defaults[entry["setting"]].default, (name, entry)
+            assert entry["partitions"] == PARTITIONS[entry["topic"]], f"{name}: partitions of {entry['topic']}"
+
+
+def _sentinel(env: str) -> str:
+    return f"v-{env.lower()}"
+
+
+#: Settings the chart sets from its own keys rather than the settings maps: env → the value it renders.
+STRUCTURED = {
+    "TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS": "broker-0:9093,broker-1:9093",
+    "TEXTPULSE_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "TEXTPULSE_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+    "TEXTPULSE_KAFKA_SASL_USERNAME": "svc-user",
+    "TEXTPULSE_KAFKA_SASL_PASSWORD": {"secretKeyRef": {"name": "kafka-user", "key": "password"}},
+    "TEXTPULSE_KAFKA_SSL_CAFILE": "/etc/textpulse/kafka-tls/ca.crt",
+    "TEXTPULSE_KAFKA_SSL_CERTFILE": "/etc/textpulse/kafka-tls/user.crt",
+    "TEXTPULSE_KAFKA_SSL_KEYFILE": "/etc/textpulse/kafka-tls/user.key",
+    "TEXTPULSE_API_KEYS_FILE": "/etc/textpulse/api-keys/keys",
+    "TEXTPULSE_MODEL_REPO": "/models",
+}
+#: Read from a mounted secret instead (keys_file), so keys never sit in a ConfigMap.
+VIA_FILE = {"TEXTPULSE_API_KEYS": "TEXTPULSE_API_KEYS_FILE"}
+
+
+def test_every_setting_a_service_reads_can_be_set_from_values(render: Render) -> None:
+    """One render with every setting of every service set through values; each must reach the container."""
+    values: dict[str, Any] = {
+        "kafka": {
+            "bootstrapServers": STRUCTURED["TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS"],
+            "securityProtocol": "SASL_SSL",
+            "sasl": {
+                "mechanism": "SCRAM-SHA-256",
+                "username": "svc-user",
+                "passwordSecret": {"name": "kafka-user", "key": "password"},
+            },
+            "tls": {"caSecret": {"name": "ca", "key": "ca.crt"}, "clientSecret": {"name": "client"}},
+            "settings": {},
+        },
+        "inference": {"settings": {}},
+        "api": {"settings": {}, "keysSecret": {"name": "keys", "key": "keys"}},
+        "services": {name: {"settings": {}} for name in SERVICES},
+    }
+    shared = {
+        "TEXTPULSE_KAFKA_": values["kafka"]["settings"],
+        "TEXTPULSE_API_": values["api"]["settings"],
+    }
+    expected: dict[str, dict[str, Any]] = {}
+    for name, cls in SERVICES.items():
+        prefix = f"TEXTPULSE_{name.upper()}_"
+        want: dict[str, Any] = {}
+        for env, (owner, field) in read_env(cls).items():
+            if env in STRUCTURED:
+                want[env] = STRUCTURED[env]
+            elif env in VIA_FILE:
+                want[VIA_FILE[env]] = STRUCTURED[VIA_FILE[env]]
+            elif env == f"{prefix}HTTP_HOST":
+                want[env] = "0.0.0.0"
+            elif env == f"{prefix}HTTP_PORT":
+                want[env] = str(VALUES["services"][name]["port"])
+            elif env.startswith(prefix) and owner is cls:
+                values["services"][name]["settings"][field] = want[env] = _sentinel(env)
+            elif owner is KafkaSettings or owner is ApiSecuritySettings:
+                target = shared["TEXTPULSE_KAFKA_" if owner is KafkaSettings else "TEXTPULSE_API_"]
+                target[field] = want[env] = _sentinel(env)
+            elif owner is InferenceSettings:
+                values["inference"]["settings"][field] = want[env] = _sentinel(env)
+            else:
+                pytest.fail(f"{name} reads {env} ({owner.__name__}.{field}) and the chart has no place for it")
+        expected[name] = want
+    docs = render(values=values)
+    deployments = by_kind(docs, "Deployment")
+    for name, want in expected.items():
+        env = container_env(docs, deployments[f"t-textpulse-{name}"])
+        missing = {k: v for k, v in want.items() if env.get(k) != v}
+        assert not missing, f"{name}: not set from values: {missing}"
+
+
+@pytest.mark.parametrize("case", ["defaults", "external-kafka-sasl", "gpu"])
+def test_rendered_environment_is_valid_for_the_services(
+    rendered: dict[str, list[dict[str, Any]]], case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings classes accept what the chart renders (e.g. 2000000, not 2e+06)."""
+    docs = rendered[case]
+    for name, cls in SERVICES.items():
+        env = container_env(docs, by_kind(docs, "Deployment")[f"t-textpulse-{name}"])
+        with monkeypatch.context() as patch:
+            for key in [k for k in os.environ if k.startswith("TEXTPULSE_")]:
+                patch.delenv(key)
+            for key, value in env.items():
+                # Secrets and $(VAR) expansion are the kubelet's job: stand-ins here.
+                patch.setenv(key, value.replace("$(TEXTPULSE_ES_PASSWORD)", "pw") if isinstance(value, str) else "pw")
+            settings = cls()
+            api = ApiSecuritySettings.for_service(name)
+        assert settings.http_host == "0.0.0.0", name
+        assert settings.http_port == VALUES["services"][name]["port"]
+        assert settings.kafka.bootstrap_servers == env["TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS"]
+        if case == "external-kafka-sasl":
+            assert settings.kafka.sasl_password is not None
+            assert (settings.kafka.compression, settings.kafka.linger_ms) == ("zstd", 10)
+            assert api.rate_per_s == 50
+            if name == "ingest":
+                assert settings.dedup_capacity == 2_000_000  # type: ignore[attr-defined]
+
+
+async def _get(app: Any, path: str) -> int:
+    statuses: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    await asyncio.wait_for(app(scope, receive, send), 15)
+    return statuses[0]
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_probes_point_at_paths_the_service_serves(rendered: dict[str, list[dict[str, Any]]], service: str) -> None:
+    """The probe paths of the rendered Deployment, asked of the service's real ASGI app (not started: no broker)."""
+    container = by_kind(rendered["defaults"], "Deployment")[f"t-textpulse-{service}"]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert container["ports"][0]["containerPort"] == SERVICES[service].model_fields["http_port"].default
+    app = importlib.import_module(f"services.{service}.app").create_app()
+
+    async def probe() -> dict[str, int]:
+        paths = {
+            "liveness": container["livenessProbe"]["httpGet"]["path"],
+            "readiness": container["readinessProbe"]["httpGet"]["path"],
+            "startup": container["startupProbe"]["httpGet"]["path"],
+            "unknown": "/no-such-path",
+        }
+        return {kind: await _get(app, path) for kind, path in paths.items()}
+
+    status = asyncio.run(probe())
+    assert status["unknown"] == 404  # the check can tell a served path from an unserved one
+    assert status["liveness"] == status["startup"] == 200
+    # Not started, so the broker is unreachable: /ready is served and says "not ready".
+    assert status["readiness"] == 503
+
+
+# --- bad values --------------------------------------------------------------------------------------
+
+BAD_VALUES = {
+    "negative-replicas": ({"services": {"ingest": {"replicas": -1}}}, "/services/ingest/replicas"),
+    "missing-image": ({"services": {"classify": {"image": {"repository": ""}}}}, "/services/classify/image/repository"),
+    "no-image-block": (
+        {"services": {"extra": {"enabled": True, "port": 9000}}},
+        ("/services/extra", "'image'"),
+    ),
+    "bad-protocol": ({"kafka": {"securityProtocol": "TLS"}}, "/kafka/securityProtocol"),
+    "sasl-without-secret": (
+        {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}}},
+        "/kafka/sasl",
+    ),
+    "password-in-settings": ({"kafka": {"settings": {"sasl_password": "hunter2"}}}, "/kafka/settings"),
+    "typo-in-service-block": ({"services": {"ner": {"replica": 2}}}, "/services/ner"),
+    "root-pods": ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
+    "s3-without-url": ({"modelRepository": {"type": "s3"}}, "/modelRepository/s3"),
+    "max-replicas-above-partitions": (
+        {"services": {"route": {"autoscaling": {"maxReplicas": 12}}}},
+        "services.route.autoscaling.maxReplicas=12 is above the 6 partitions",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_fail_with_a_clear_message(render: Render, case: str) -> None:
+    values, message = BAD_VALUES[case]
+    with pytest.raises(HelmError) as err:
+        render(values=values)
+    for part in (message,) if isinstance(message, str) else message:
+        assert part in str(err.value), str(err.value)
