@@ -27,6 +27,7 @@ SERVICES = {
     "index": "services.index.app",
     "classify": "services.classify.app",
     "ner": "services.ner.app",
+    "recommend": "services.recommend.app",
 }
 
 
