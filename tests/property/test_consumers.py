@@ -54,6 +54,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PROPERTY = settings(
     max_examples=30,
     deadline=None,
+    # Nothing written into the working tree; every run draws new examples.
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
 )
 
@@ -295,7 +297,7 @@ def test_strategies_reach_every_kind() -> None:
     """Guard against a strategy that silently stopped producing some kind of input."""
     labels: set[str] = set()
 
-    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=300, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(bad_input(seed(TEXT_EVENT), ("id",)))
     def collect(case: Case) -> None:
         labels.add(case.label.split(":")[0])
