@@ -115,6 +115,7 @@ SERVICE_MONITOR = _resource(
         "additionalProperties": False,
         "required": ["selector", "endpoints"],
         "properties": {
+            "jobLabel": {"type": "string"},
             "selector": {
                 "type": "object",
                 "properties": {"matchLabels": _STR_MAP},

@@ -298,6 +298,11 @@ def test_dashboards_shipped_as_configmaps(rendered: dict[str, list[dict[str, Any
     for name, text in shipped.items():
         assert json.loads(text) == json.loads(sources[name].read_text()), name
     assert not [d for d in rendered["minimal"] if d["metadata"].get("labels", {}).get("grafana_dashboard")]
+    # monitoring.dashboards.datasourceUid rewrites every panel's datasource uid.
+    keda = [d for d in rendered["keda"] if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    text = json.dumps([m["data"] for m in keda])
+    assert "textpulse-prometheus" not in text
+    assert '\\"uid\\": \\"prometheus\\"' in text
 
 
 # --- the chart and the code --------------------------------------------------------------------------
@@ -487,7 +492,10 @@ BAD_VALUES = {
         {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {"mechanism": "PLAIN", "username": "u"}}},
         "/kafka/sasl",
     ),
-    "password-in-settings": ({"kafka": {"settings": {"sasl_password": "hunter2"}}}, "/kafka/settings"),
+    "password-in-settings": (
+        {"kafka": {"settings": {"sasl_password": "hunter2"}}},
+        "invalid propertyName 'sasl_password'",
+    ),
     "typo-in-service-block": ({"services": {"ner": {"replica": 2}}}, "/services/ner"),
     "root-pods": ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
     "s3-without-url": ({"modelRepository": {"type": "s3"}}, "/modelRepository/s3"),
