@@ -18,7 +18,7 @@ import httpx
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
-from textpulse.kafka.transactions import batch_runner
+from textpulse.kafka.transactions import batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
 from textpulse.observability.http import serve
@@ -175,7 +175,7 @@ async def _repush(processor: Processor, interval_s: float) -> None:
 
 def main() -> None:
     """Entry point: validate the detector file, then serve with uvicorn."""
-    settings = AlertSettings()
+    settings = settings_or_exit(AlertSettings, handlers.SERVICE)
     configure_logging("alert", settings.log_level, json=settings.log_json)
     try:
         app = create_app(settings)

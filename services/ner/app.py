@@ -21,7 +21,7 @@ from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.settings import make_backend
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import batch_runner
+from textpulse.kafka.transactions import batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging
 from textpulse.observability.http import ops_routes, serve
@@ -128,7 +128,7 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = NerSettings()
+    settings = settings_or_exit(NerSettings, handlers.SERVICE)
     configure_logging(handlers.SERVICE, settings.log_level, json=settings.log_json)
     serve(create_app(settings), settings)
 

@@ -16,7 +16,7 @@ from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import batch_runner
+from textpulse.kafka.transactions import batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
 from textpulse.observability.http import serve
@@ -96,7 +96,7 @@ def create_app(
 
 def main() -> None:
     """Entry point: validate the rules, then serve with uvicorn."""
-    settings = RouteSettings()
+    settings = settings_or_exit(RouteSettings, handlers.SERVICE)
     configure_logging("route", settings.log_level, json=settings.log_json)
     try:
         app = create_app(settings)

@@ -34,12 +34,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
+from textpulse.observability.logging import configure_logging
 from textpulse.settings import KafkaSettings
 
 from .admin import client_options
@@ -234,3 +238,25 @@ def batch_runner(
         service=service,
         on_abort=on_abort,
     )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def settings_or_exit(cls: type[S], service: str) -> S:
+    """The service's settings, or exit with status 2 and the reason logged (no traceback).
+
+    Invalid settings (e.g. ``delivery=exactly_once`` on the Tansu broker, which has no
+    transactions) must stop a service before it connects, with the message an operator
+    can act on.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        configure_logging(service, "INFO", json=os.environ.get(f"TEXTPULSE_{service.upper()}_LOG_JSON") != "false")
+        reasons = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        log.critical("invalid %s settings, refusing to start: %s", service, reasons)
+        raise SystemExit(2) from None
