@@ -34,7 +34,8 @@ from tests.conftest import REPO, missing, port_open
 from tests.helpers import headers, read_all, running
 from tests.ingest_cases import JSON, ev, js
 
-pytestmark = [pytest.mark.security, pytest.mark.kafka]
+# The first test also pays for the broker's first start (certificates, format: ~1 min on a busy 2-core machine).
+pytestmark = [pytest.mark.security, pytest.mark.kafka, pytest.mark.timeout(300)]
 
 SASL_PORT = int(os.environ.get("KAFKA_SASL_PORT", "9192"))
 RUN_DIR = REPO / ".run" / "kafka-sasl"
@@ -112,7 +113,6 @@ def ssl_socket(ctx: ssl.SSLContext) -> ssl.SSLSocket:
     return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
 
 
-@pytest.mark.timeout(240)
 async def test_ingest_end_to_end_over_sasl_ssl(sasl_kafka: KafkaSettings) -> None:
     """Topics created with credentials; ingest (HTTP with an API key, and text.in) writes text.raw and its DLQ."""
     tag = uuid.uuid4().hex[:8]
@@ -153,7 +153,6 @@ async def test_ingest_end_to_end_over_sasl_ssl(sasl_kafka: KafkaSettings) -> Non
     assert dlq[0].value == b"\xff not json"
 
 
-@pytest.mark.timeout(120)
 @pytest.mark.parametrize(
     ("override", "expect"),
     [
@@ -182,7 +181,6 @@ async def test_refused_login_fails_fast_and_clearly(
         assert bad.sasl_password.get_secret_value() not in str(info.value)
 
 
-@pytest.mark.timeout(120)
 async def test_service_start_up_surfaces_the_refusal(sasl_kafka: KafkaSettings) -> None:
     """The ingest service's start-up (warm-up reader, then the broker) stops at once with the cause."""
     bad = sasl_kafka.model_copy(update={"sasl_password": SecretStr("wrong")})
