@@ -341,6 +341,8 @@ def install_api_guard(
     app.state.api_guard = guard
     if guard.keys_required:
         log.info("API keys required", extra={"keys": guard.key_count, "open_paths": sorted(guard.open_paths)})
+    else:
+        log.info("no API keys configured: the HTTP API is open (set TEXTPULSE_API_KEYS)")
     return guard
 
 
