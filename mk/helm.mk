@@ -1,0 +1,28 @@
+# Helm chart (helm/textpulse), container images and the compose stack.
+# Included by the main Makefile (-include mk/*.mk). helm is built from source
+# through the Go module proxy into .cache/helm/<version>/ (deploy/helm/build.sh).
+
+HELM_VERSION ?= v3.22.0
+HELM := .cache/helm/$(HELM_VERSION)/helm
+HELM_CHART := helm/textpulse
+
+.PHONY: helm helm-lint helm-template test-helm lint-docker
+
+helm: $(HELM) ## Build helm $(HELM_VERSION) from the Go module proxy into .cache/helm (idempotent; ~9-12 min cold)
+
+$(HELM):
+	HELM_VERSION=$(HELM_VERSION) bash deploy/helm/build.sh
+
+helm-lint: $(HELM) ## helm lint --strict over the chart with each values file of helm/textpulse/ci
+	$(HELM) lint --strict $(HELM_CHART)
+	for f in $(HELM_CHART)/ci/*.yaml; do $(HELM) lint --strict $(HELM_CHART) -f $$f || exit 1; done
+
+helm-template: $(HELM) ## Render the chart with its defaults (VALUES=file to add a values file)
+	$(HELM) template textpulse $(HELM_CHART) $(if $(VALUES),-f $(VALUES))
+
+test-helm: ## Chart, image and compose tests (builds helm when missing)
+	$(or $(PYTHON),.venv/bin/python) -m pytest -q -m helm tests/helm
+	$(or $(PYTHON),.venv/bin/python) -m pytest -q tests/helm/test_images.py
+
+lint-docker: ## hadolint over every Dockerfile
+	.venv/bin/hadolint services/*/Dockerfile deploy/docker/*.Dockerfile
