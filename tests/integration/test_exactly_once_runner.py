@@ -1,0 +1,148 @@
+"""The exactly-once runner on Apache Kafka: abort + rewind + retry, and zombie fencing by transactional id."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from textpulse.contracts.topics import TopicSpec
+from textpulse.kafka.admin import client_options, create_topics, topic_partitions
+from textpulse.kafka.transactions import ExactlyOnce, active_producer
+from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.settings import KafkaSettings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
+
+
+@dataclass
+class Msg:
+    """What the runner reads off FastStream's message: the records and the consumer."""
+
+    raw_message: tuple[Any, ...]
+    consumer: AIOKafkaConsumer
+
+
+async def _topics(kafka: KafkaSettings, partitions: int = 3) -> tuple[str, str]:
+    tag = uuid.uuid4().hex[:8]
+    src, dst = f"t.eos-runner-{tag}.in", f"t.eos-runner-{tag}.out"
+    await create_topics(kafka, [TopicSpec(t, partitions, key="k", description="test") for t in (src, dst)])
+    return src, dst
+
+
+async def _produce(kafka: KafkaSettings, topic: str, n: int) -> None:
+    prod = AIOKafkaProducer(**client_options(kafka), acks="all")  # type: ignore[arg-type]
+    await prod.start()
+    try:
+        for i in range(n):
+            await prod.send(topic, f"v{i}".encode(), key=f"k{i % 7}".encode())
+        await prod.flush()
+    finally:
+        await prod.stop()
+
+
+async def _read(kafka: KafkaSettings, topic: str, isolation: str) -> Counter[bytes]:
+    consumer = AIOKafkaConsumer(**client_options(kafka), isolation_level=isolation, enable_auto_commit=False)  # type: ignore[arg-type]
+    await consumer.start()
+    found: Counter[bytes] = Counter()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for _ in range(100):
+            if not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                break
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                found.update(r.value for r in records if r.value is not None)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def _consumer(kafka: KafkaSettings, group: str) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **client_options(kafka),  # type: ignore[arg-type]
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_poll_records=10,
+    )
+
+
+async def test_failed_batch_is_aborted_rewound_and_retried(kafka_settings: KafkaSettings) -> None:
+    src, dst = await _topics(kafka_settings)
+    await _produce(kafka_settings, src, 60)
+    group = f"eos-runner-{uuid.uuid4().hex[:8]}"
+    runner = ExactlyOnce(kafka_settings, group_id=group, service="test", backoff_s=(0.05, 0.1))
+    writer = RecordWriter(lambda *a, **k: asyncio.sleep(0), dst)
+    failed: set[bytes] = set()
+
+    async def handle(records: Sequence[Any]) -> None:
+        assert active_producer() is not None
+        await writer.write([OutRecord(r.value, r.key, {}) for r in records])
+        # Fail once per input partition, after the outputs were written: they must be aborted.
+        tp = f"{records[0].partition}".encode()
+        if tp not in failed:
+            failed.add(tp)
+            msg = "handler failed after writing"
+            raise RuntimeError(msg)
+
+    consumer = _consumer(kafka_settings, group)
+    consumer.subscribe([src])
+    await consumer.start()
+    try:
+        for _ in range(200):
+            batch = await consumer.getmany(timeout_ms=300)
+            records = tuple(r for recs in batch.values() for r in recs)
+            if records:
+                await runner.process(Msg(records, consumer), handle)
+            elif runner.committed_transactions and await _lag(consumer, src) == 0:
+                break
+    finally:
+        await runner.close()
+        await consumer.stop()
+    committed = await _read(kafka_settings, dst, "read_committed")
+    uncommitted = await _read(kafka_settings, dst, "read_uncommitted")
+    assert sorted(committed) == sorted(f"v{i}".encode() for i in range(60))
+    assert set(committed.values()) == {1}
+    assert runner.aborted_transactions == 3
+    assert sum(uncommitted.values()) > 60  # the aborted writes exist, invisible to read_committed
+
+
+async def _lag(consumer: AIOKafkaConsumer, topic: str) -> int:
+    tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    ends = await consumer.end_offsets(tps)
+    lag = 0
+    for tp in tps:
+        lag += ends[tp] - ((await consumer.committed(tp)) or 0)
+    return lag
+
+
+async def test_new_owner_fences_zombie(kafka_settings: KafkaSettings) -> None:
+    src, dst = await _topics(kafka_settings, partitions=1)
+    group = f"eos-fence-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(src, 0)
+    zombie = ExactlyOnce(kafka_settings, group_id=group, service="test")
+    owner = ExactlyOnce(kafka_settings, group_id=group, service="test")
+    try:
+        old = await zombie._producer(tp)
+        await old.begin_transaction()
+        await old.send_and_wait(dst, b"zombie")
+        # The partition moved: its new owner initialises the same transactional id.
+        new = await owner._producer(tp)
+        async with new.transaction():
+            await new.send_and_wait(dst, b"owner")
+        with pytest.raises(KafkaError):
+            await old.commit_transaction()
+    finally:
+        await zombie.close()
+        await owner.close()
+    assert await _read(kafka_settings, dst, "read_committed") == Counter({b"owner": 1})
