@@ -39,6 +39,7 @@ from textpulse.recsys.evaluate import (
     evaluate,
     make_split,
     profiles_of,
+    weights_key,
 )
 from textpulse.recsys.recommender import Recommender, RecommenderConfig
 from textpulse.recsys.scoring import HybridWeights
@@ -63,7 +64,7 @@ def encode_items(directory: Path | str, texts: list[str], max_length: int) -> np
         encoder = encoder or TorchEncoder(directory, max_length=max_length, threads=2)
         return encoder.encode(batch)
 
-    return cached_vectors(run, texts, f"{Path(directory).resolve()}|{max_length}", CACHE)
+    return cached_vectors(run, texts, weights_key(directory, max_length), CACHE)
 
 
 class HybridEval:
@@ -266,7 +267,13 @@ def main() -> None:
 
         args.base_model = default_base_model()
     q = None if args.skip_quality else quality(args)
-    s = None if args.skip_serving else asyncio.run(serving(args.items, args.rounds, args.requests))
+    if args.skip_serving:
+        s = None
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1, user_api="blas"):  # as the service runs (RecommendSettings.blas_threads)
+            s = asyncio.run(serving(args.items, args.rounds, args.requests))
     report(q, s)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"quality": q, "serving": s}, indent=2) + "\n")

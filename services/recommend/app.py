@@ -151,6 +151,12 @@ def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
     settings = RecommendSettings()
     configure_logging(SERVICE, settings.log_level, json=settings.log_json)
+    if settings.blas_threads:
+        # One BLAS thread per scoring call: on a small box several threads per 10k×384 product only
+        # contend with the event loop and the encoder thread (measured: 2 threads ran 2.5× slower under load).
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(settings.blas_threads, user_api="blas")
     serve(create_app(settings), settings)
 
 

@@ -40,6 +40,7 @@ class RecommendSettings(ServiceSettings):
     knn_neighbours: int = Field(100, ge=1, description="Neighbours kept per item in item-kNN.")
     cf_refresh_s: float = Field(30.0, gt=0, description="Rebuild item-kNN and popularity this often (when changed).")
     cache_size: int = Field(100_000, ge=0, description="Cached recommendation lists (user, k).")
+    blas_threads: int = Field(1, ge=0, description="BLAS threads for scoring (0: the library's default).")
     kafka_batch_records: int = Field(500, ge=1, description="Most records per consumed batch.")
     kafka_batch_timeout_ms: int = Field(100, ge=1, description="Wait to fill a batch.")
     publish_timeout_s: float = Field(15.0, gt=0, description="Wait for broker acks of profiles and recommendations.")

@@ -147,3 +147,20 @@ async def test_deleted_item_and_encoder_outage() -> None:
         ids = [i["item_id"] for i in orjson.loads(h.recs[-1].value)["items"]]
         assert "s3" not in ids
         assert len(h.app.state.recommend.catalogue) == 5
+
+
+def test_recommend_asyncapi_in_sync(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from textpulse.cli import app as cli
+    from typer.testing import CliRunner
+
+    from tests.conftest import REPO
+
+    out = tmp_path / "recommend.json"
+    result = CliRunner().invoke(cli, ["asyncapi", "recommend", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    fresh = orjson.loads(out.read_bytes())
+    committed = orjson.loads((REPO / "docs/asyncapi/recommend.json").read_bytes())
+    hint = "run: textpulse asyncapi recommend --out docs/asyncapi/recommend.json"
+    assert fresh["channels"] == committed["channels"], hint
+    assert fresh["components"]["schemas"]["Recommendations"] == committed["components"]["schemas"]["Recommendations"]
+    assert {"recommend.recs_scores", "recommend.profiles", "recommend.dlq"} <= set(fresh["channels"])

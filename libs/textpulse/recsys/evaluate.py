@@ -174,11 +174,19 @@ def cached_vectors(encode: Callable[[list[str]], np.ndarray], texts: list[str], 
     digest = hashlib.sha256(("\n".join(texts) + "|" + key).encode()).hexdigest()[:16]
     path = cache / f"vectors-{digest}.npy"
     if path.is_file():
-        return np.load(path)
+        cached: np.ndarray = np.load(path)
+        return cached
     vectors = encode(texts)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return vectors
+
+
+def weights_key(directory: Path | str, max_length: int) -> str:
+    """Cache key of an encoder: hash of its weights file (an export and its source folder share vectors)."""
+    weights = Path(directory) / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else str(directory)
+    return f"{digest}|{max_length}"
 
 
 def relevant_counts(relevant: Mapping[str, set[str]]) -> tuple[int, int]:

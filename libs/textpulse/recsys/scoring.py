@@ -129,7 +129,8 @@ def popularity_prior(counts: np.ndarray) -> np.ndarray:
     top = float(counts.max()) if counts.size else 0.0
     if top <= 0:
         return np.zeros_like(counts, dtype=np.float32)
-    return (np.log1p(counts) / math.log1p(top)).astype(np.float32)
+    prior: np.ndarray = (np.log1p(counts) / math.log1p(top)).astype(np.float32)
+    return prior
 
 
 @dataclass(frozen=True)

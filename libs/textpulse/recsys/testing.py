@@ -42,4 +42,5 @@ class HashEmbedder:
             for word in _WORD.findall(text.lower()):
                 out[row, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0  # noqa: S324 - bucketing
         norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-9)
+        unit: np.ndarray = out / np.maximum(norms, 1e-9)
+        return unit

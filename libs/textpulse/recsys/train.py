@@ -34,7 +34,7 @@ from textpulse.ml.settings import MLSettings, default_base_model, offline_hub
 
 from .data import DATASET, LICENCE, load_movielens, positives_by_user
 from .embed import TorchEncoder
-from .evaluate import Rankers, cached_vectors, evaluate, make_split
+from .evaluate import Rankers, cached_vectors, evaluate, make_split, weights_key
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "recommend"
@@ -89,7 +89,9 @@ def _freeze_lower(model: Any, train_layers: int) -> None:
 
 def _batches(pairs: list[tuple[str, str]], size: int) -> list[list[tuple[str, str]]]:
     """Batches without a repeated text (a repeated item would be its own in-batch negative)."""
-    out, batch, used = [], [], set()
+    out: list[list[tuple[str, str]]] = []
+    batch: list[tuple[str, str]] = []
+    used: set[str] = set()
     for a, b in pairs:
         if a in used or b in used:
             continue
@@ -125,7 +127,9 @@ def train(config: TrainConfig, out_dir: Path) -> dict[str, Any]:  # noqa: PLR091
     batches = [b for _ in range(config.epochs) for b in _batches(pairs, config.batch_size)]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=0.01)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(config.warmup * len(batches)), len(batches))
+    schedule = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, int(config.warmup * len(batches)), len(batches)
+    )
     losses: list[float] = []
     started = time.perf_counter()
 
@@ -143,7 +147,7 @@ def train(config: TrainConfig, out_dir: Path) -> dict[str, Any]:  # noqa: PLR091
         loss = (
             torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)
         ) / 2
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         schedule.step()
@@ -175,7 +179,7 @@ def train(config: TrainConfig, out_dir: Path) -> dict[str, Any]:  # noqa: PLR091
     encoder = TorchEncoder(out_dir, max_length=config.max_length, threads=config.threads)
     split = make_split(load_movielens(), config.dev_fraction)
     vectors = cached_vectors(
-        encoder.encode, split.texts, str(out_dir.resolve()), MLSettings().models_dir.parent / "recsys"
+        encoder.encode, split.texts, weights_key(out_dir, config.max_length), MLSettings().models_dir.parent / "recsys"
     )
     dev = evaluate(split, Rankers(split).text(vectors))
     metrics = {
