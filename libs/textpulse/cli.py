@@ -13,11 +13,13 @@ import typer
 from rich.console import Console
 
 import textpulse
+from textpulse.chaos.cli import app as chaos_app
 from textpulse.settings import KafkaSettings
 
 app = typer.Typer(help="textpulse: event-driven text intelligence on Kafka.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics declared by the platform.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
+app.add_typer(chaos_app, name="chaos")
 console = Console(stderr=True)
 
 SERVICES = {
