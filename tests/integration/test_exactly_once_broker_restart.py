@@ -1,0 +1,135 @@
+"""Route in exactly-once mode while its (private) Apache Kafka is SIGKILLed and restarted mid-stream.
+
+A broker of its own (free ports, a temporary run dir) so the shared one on 9092 is never
+disturbed. The service keeps running through the outage: its transactions fail, are
+aborted or dropped with their producers, the batches are rewound to the committed
+offsets and retried; the ``read_committed`` output ends with every event exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from textpulse.contracts.events import encode
+from textpulse.contracts.topics import STREAM_PARTITIONS, TopicSpec
+from textpulse.kafka.admin import client_options, create_topics, wait_for_broker
+from textpulse.settings import KafkaSettings
+
+from services.route.rules import load_rules
+from services.route.synth import support_event
+from tests.conftest import REPO, missing
+from tests.integration.test_exactly_once_route import INTENTS, _env, _ids, _start, _wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(300)]
+
+EVENTS = 1200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateKafka:
+    """deploy/kafka/start.sh and stop.sh on free ports with a run dir of the test's own."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.port = _free_port()
+        self.env = {
+            **os.environ,
+            "KAFKA_PORT": str(self.port),
+            "KAFKA_CONTROLLER_PORT": str(_free_port()),
+            "KAFKA_RUN_DIR": str(run_dir),
+            "KAFKA_JMX_EXPORTER": "0",
+            "KAFKA_HEAP_OPTS": "-Xms256m -Xmx768m",
+        }
+
+    def _run(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(REPO / "deploy" / "kafka" / script), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    def start(self) -> None:
+        proc = self._run("start.sh")
+        if proc.returncode != 0:
+            missing("Apache Kafka (private broker)", f"deploy/kafka/start.sh failed: {proc.stderr[-2000:]}")
+
+    def kill(self) -> None:
+        self._run("stop.sh", "--kill")
+
+    def stop(self) -> None:
+        self._run("stop.sh")
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    broker = PrivateKafka(tmp_path / "kafka")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+async def test_broker_sigkill_and_restart(private_kafka: PrivateKafka, tmp_path: Path) -> None:
+    kafka = KafkaSettings(bootstrap_servers=f"127.0.0.1:{private_kafka.port}", flavor="apache")
+    await wait_for_broker(kafka, 90)
+    prefix = f"t.broker-restart-{uuid.uuid4().hex[:6]}."
+    names = {n: f"{prefix}{n}" for n in ("text.enriched", "support.routed", "dlq.route")}
+    queues = [f"{prefix}support.queue.{q}" for q in load_rules().queues]
+    await create_topics(
+        kafka, [TopicSpec(t, STREAM_PARTITIONS, key="k", description="test") for t in [*names.values(), *queues]]
+    )
+    events = [
+        support_event(f"b{i}", f"message {i}", INTENTS[i % len(INTENTS)], 0.9, conversation=f"c{i % 40}")
+        for i in range(EVENTS)
+    ]
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all")  # type: ignore[arg-type]
+    await producer.start()
+    try:
+        for e in events:
+            await producer.send(names["text.enriched"], encode(e), key=f"conv:{e.event.conversation_id}".encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+    env = _env(kafka, names, "exactly_once", prefix)
+    log = tmp_path / "route.log"
+    service = _start(env, log)
+    try:
+        before = await _wait_for(kafka, [names["support.routed"]], EVENTS // 4, 60)
+        assert len(before) >= EVENTS // 4, log.read_text()[-3000:]
+        private_kafka.kill()
+        await asyncio.sleep(3)
+        private_kafka.start()
+        await wait_for_broker(kafka, 90)
+        routed = await _wait_for(kafka, [names["support.routed"]], EVENTS, 120)
+        in_queues = await _ids(kafka, queues, "read_committed")
+        assert service.poll() is None, log.read_text()[-3000:]
+    finally:
+        service.send_signal(signal.SIGTERM)
+        try:
+            service.wait(20)
+        except subprocess.TimeoutExpired:
+            service.kill()
+    aborted = log.read_text().count("transaction aborted")
+    print(
+        f"\nbroker restart: killed after {len(before)} routed; routed ids {len(routed)}/{EVENTS}, "
+        f"max copies {max(routed.values())}, queue records {sum(in_queues.values())}, aborted transactions {aborted}"
+    )
+    assert set(routed) == {e.event.id for e in events}, log.read_text()[-3000:]
+    assert set(routed.values()) == {1}
+    assert set(in_queues.values()) == {1}
+    assert len(in_queues) == EVENTS
