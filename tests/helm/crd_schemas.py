@@ -64,12 +64,10 @@ SCALED_OBJECT = _resource(
                     "additionalProperties": False,
                     "required": ["type", "metadata"],
                     "properties": {
-                        "type": {"const": "kafka"},
+                        "type": {"enum": ["kafka", "cpu"]},
+                        "metricType": {"enum": ["Utilization", "AverageValue"]},
                         # KEDA trigger metadata is map[string]string: a bare number or bool is rejected.
-                        "metadata": {
-                            **_STR_MAP,
-                            "required": ["bootstrapServers", "consumerGroup", "topic", "lagThreshold"],
-                        },
+                        "metadata": _STR_MAP,
                         "authenticationRef": {
                             "type": "object",
                             "additionalProperties": False,
@@ -77,6 +75,13 @@ SCALED_OBJECT = _resource(
                             "properties": {"name": {"type": "string"}},
                         },
                     },
+                    "if": {"properties": {"type": {"const": "kafka"}}},
+                    "then": {
+                        "properties": {
+                            "metadata": {"required": ["bootstrapServers", "consumerGroup", "topic", "lagThreshold"]}
+                        }
+                    },
+                    "else": {"required": ["metricType"], "properties": {"metadata": {"required": ["value"]}}},
                 },
             },
         },
