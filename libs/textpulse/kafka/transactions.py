@@ -24,9 +24,12 @@ producer (:func:`active_producer`).
 
 On any error the transaction is aborted, the partition's producer is dropped
 (the next one re-initialises the id, which also cleans up after a broker
-restart), every partition of the batch not yet committed is rewound to its
-committed offset, and the batch is polled and retried as a whole after a
-backoff. Offsets are never committed outside a transaction in this mode.
+restart), every partition of the batch not yet committed is rewound to the
+batch start, and the batch is polled and retried as a whole after a backoff.
+Before the first transaction on a partition (after an assignment, a restart or
+a failure) the position is checked against the committed offset read *after*
+the producer's initialisation, so a commit whose answer was lost is never
+processed twice. Offsets are never committed outside a transaction in this mode.
 """
 
 from __future__ import annotations
@@ -179,12 +182,17 @@ class ExactlyOnce:
             tp = pending[0]
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    await self._transaction(tp, groups[tp], handle)
+                    if tp in self._producers or await self._at_committed(consumer, tp, groups[tp][0].offset):
+                        await self._transaction(tp, groups[tp], handle)
+                        self.committed_transactions += 1
             except Exception as exc:
                 self.aborted_transactions += 1
                 self._failures += 1
                 await self._drop(tp)
-                await self._rewind(consumer, {p: groups[p][0].offset for p in pending})
+                for p in pending:
+                    # Never run ahead of what is committed; the next poll re-checks the committed offset.
+                    with contextlib.suppress(Exception):
+                        consumer.seek(p, groups[p][0].offset)
                 if self.on_abort is not None:
                     await self.on_abort()
                 delay = min(self.backoff_s[1], self.backoff_s[0] * 2 ** (self._failures - 1))
@@ -195,23 +203,28 @@ class ExactlyOnce:
                 )
                 await asyncio.sleep(delay)
                 return
-            self.committed_transactions += 1
             self._failures = 0
             pending.pop(0)
 
-    async def _rewind(self, consumer: Any, batch_start: dict[TopicPartition, int]) -> None:
-        """Seek each partition to its committed offset (the batch start when that cannot be read)."""
-        for tp, start in batch_start.items():
-            offset = start
-            try:
-                async with asyncio.timeout(5):
-                    committed = await consumer.committed(tp)
-                if committed is not None:
-                    offset = committed
-            except Exception:  # noqa: BLE001 - any failure (broker down, timeout) means: use the batch start
-                log.warning("committed offset unreadable, rewinding to the batch start", extra={"partition": str(tp)})
-            with contextlib.suppress(Exception):
-                consumer.seek(tp, offset)
+    async def _at_committed(self, consumer: Any, tp: TopicPartition, first: int) -> bool:
+        """Before the first transaction on a partition (after an assignment, a restart or a failure).
+
+        Initialising the partition's producer first waits until a transaction the previous
+        holder of the id left behind is completed or aborted, so the committed offset read next
+        is final (aiokafka's offset fetch predates KIP-447's ``require_stable``). A batch that
+        does not start there (a commit whose answer was lost, a stale position) is not
+        processed: the partition is sought to the committed offset and polled again.
+        """
+        await self._producer(tp)
+        committed = await consumer.committed(tp)
+        if committed is None or committed == first:
+            return True
+        consumer.seek(tp, committed)
+        log.info(
+            "position moved to the committed offset before processing",
+            extra={"partition": f"{tp.topic}:{tp.partition}", "batch_start": first, "committed": committed},
+        )
+        return False
 
     async def close(self) -> None:
         """Stop every producer (an open transaction is aborted by the next owner's InitProducerId)."""
