@@ -10,7 +10,8 @@ AM_DEPLOY := deploy/alertmanager
 OBS_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
 .PHONY: prom-install prom-up prom-down prom-status prom-wipe am-up am-down am-status \
-	obs-up obs-down dashboards dashboards-check promtool-test test-prometheus
+	obs-up obs-down dashboards dashboards-check promtool-test test-prometheus test-observability-live \
+	bench-metrics
 
 prom-install: ## apt-get install Debian's prometheus (+ promtool) and prometheus-alertmanager (idempotent)
 	bash $(PROM_DEPLOY)/install.sh
@@ -54,3 +55,11 @@ promtool-test: ## promtool check config / check rules / test rules, amtool check
 
 test-prometheus: ## Offline dashboard checks + promtool/amtool tests + deploy test (own instances on free ports)
 	$(OBS_PYTHON) -m pytest tests/unit/test_dashboards.py tests/integration/test_promtool.py tests/integration/test_prometheus_deploy.py
+
+test-observability-live: ## Real pipeline on Kafka scraped by a real Prometheus (29090): every panel and rule evaluated (~2.5 min)
+	$(OBS_PYTHON) -m pytest tests/integration/test_observability_live.py -q
+
+BENCH_METRICS_EVENTS ?= 1500
+BENCH_METRICS_ROUNDS ?= 6
+bench-metrics: ## Metrics overhead: ingest→classify→NER with metrics on vs off, alternating rounds (target ≤ 3%)
+	$(OBS_PYTHON) -m bench.bench_metrics --events $(BENCH_METRICS_EVENTS) --rounds $(BENCH_METRICS_ROUNDS)
