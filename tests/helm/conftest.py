@@ -26,7 +26,10 @@ BUILD_TIMEOUT_S = 1800
 def helm_bin() -> Path:
     """$HELM if set, else deploy/helm/build.sh's cached binary (built on first use)."""
     if os.environ.get("HELM"):
-        return Path(os.environ["HELM"])
+        helm = Path(os.environ["HELM"])
+        if not os.access(helm, os.X_OK):
+            missing("helm", f"HELM={helm} is not an executable")
+        return helm
     if shutil.which("go") is None:
         missing("helm", "go is not installed, so deploy/helm/build.sh cannot build helm")
     try:

@@ -52,6 +52,9 @@ def test_service_dockerfile_matches_the_service(service: str) -> None:
     assert f'ENTRYPOINT ["python", "-m", "services.{service}.app"]' in text
     values = yaml.safe_load((REPO / "helm" / "textpulse" / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == 10001
+    # The chart's container command is the image's entry point.
+    template = (REPO / "helm" / "textpulse" / "templates" / "deployment.yaml").read_text()
+    assert 'command: [python, -m, {{ printf "services.%s.app" $name }}]' in template
 
 
 def test_compose_runs_every_service() -> None:
