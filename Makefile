@@ -31,7 +31,7 @@ test: install kafka-fetch ## All tests: unit, in-memory, and integration against
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)
-	$(PY) -m pytest -q -m "not kafka and not tansu and not triton and not es and not prometheus and not slow"
+	$(PY) -m pytest -q -m "not kafka and not tansu and not triton and not es and not prometheus and not helm and not chaos and not security and not slow"
 
 bench: install kafka-fetch ## Benchmarks: ingest throughput vs raw aiokafka, RSS (prints figures and ratios)
 	$(PY) -m bench.bench_ingest
