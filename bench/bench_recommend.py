@@ -95,15 +95,27 @@ def tune(split: Split, vectors: np.ndarray) -> tuple[RecommenderConfig, list[dic
     inner = Split(inner_train, inner_test, split.item_ids, split.texts, split.titles)
     ev = HybridEval(inner, vectors)
     grid = []
-    for text in (0.0, 0.25, 0.5, 1.0):
-        for pop in (0.0, 0.15, 0.3):
+    # text > 0 throughout: a text weight of 0 would make new items (no interactions) unrecommendable.
+    for text in (0.1, 0.25, 0.5, 1.0):
+        for pop in (0.0, 0.15):
             for half_life in (30.0, 3650.0):
-                config = RecommenderConfig(HybridWeights(text=text, cf=1.0, pop=pop), half_life_days=half_life)
-                grid.append({"text": text, "cf": 1.0, "pop": pop, "half_life_days": half_life, **ev.score(config)})
+                for items in (50, 200):
+                    config = RecommenderConfig(
+                        HybridWeights(text=text, cf=1.0, pop=pop), half_life_days=half_life, profile_items=items
+                    )
+                    grid.append(
+                        {
+                            "text": text,
+                            "cf": 1.0,
+                            "pop": pop,
+                            "half_life_days": half_life,
+                            "profile_items": items,
+                            **ev.score(config),
+                        }
+                    )
     best = max(grid, key=lambda g: g[f"ndcg@{K}"])
-    return RecommenderConfig(
-        HybridWeights(text=best["text"], cf=1.0, pop=best["pop"]), half_life_days=best["half_life_days"]
-    ), grid
+    weights = HybridWeights(text=best["text"], cf=1.0, pop=best["pop"])
+    return RecommenderConfig(weights, half_life_days=best["half_life_days"], profile_items=best["profile_items"]), grid
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,6 +150,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "hybrid_config": {
             "weights": vars(config.weights),
             "half_life_days": config.half_life_days,
+            "profile_items": config.profile_items,
             "tuned_on": "inner temporal split of the train part",
         },
         "hybrid_grid_top5": sorted(grid, key=lambda g: -g[f"ndcg@{K}"])[:5],

@@ -56,6 +56,11 @@ def create_app(
 ) -> FastAPI:
     """Build the recommend app; tests pass their own broker / embedder, and skip the replay in memory."""
     settings = settings or RecommendSettings()
+    if settings.delivery == "exactly_once":
+        # Outputs are idempotent per user (latest profile / latest list wins), so transactions would add
+        # cost without changing what a consumer sees; refuse rather than silently ignore the setting.
+        msg = "recommend supports delivery=at_least_once only (its outputs are idempotent per user)"
+        raise ValueError(msg)
     metrics = RecommendMetrics()
     broker = broker or make_broker(settings.kafka, service=SERVICE, metrics=metrics)
     ref: dict[str, Processor] = {}

@@ -164,3 +164,10 @@ def test_recommend_asyncapi_in_sync(tmp_path) -> None:  # type: ignore[no-untype
     assert fresh["channels"] == committed["channels"], hint
     assert fresh["components"]["schemas"]["Recommendations"] == committed["components"]["schemas"]["Recommendations"]
     assert {"recommend.recs_scores", "recommend.profiles", "recommend.dlq"} <= set(fresh["channels"])
+
+
+def test_exactly_once_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="at_least_once"):
+        create_app(RecommendSettings(delivery="exactly_once"), embedder=HashEmbedder())
