@@ -11,6 +11,8 @@ CHAOS_RATE ?= 25
 CHAOS_SEED ?= 7
 CHAOS_DELIVERY ?= at_least_once
 CHAOS_ARGS ?=
+# Empty: the quick-profile models when exported, else the tiny test models.
+CHAOS_MODEL_REPO ?=
 LOAD_MINUTES ?= 10
 LOAD_RATE ?= 0
 LOAD_FRACTION ?= 0.8
@@ -20,14 +22,16 @@ LOAD_ARGS ?=
 
 chaos: install kafka-fetch ## Chaos run: stack + steady replay + SIGKILL/restart of every component; fails on any loss
 	$(VENV)/bin/textpulse chaos run --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --seed $(CHAOS_SEED) \
-	  --delivery $(CHAOS_DELIVERY) $(CHAOS_ARGS)
+	  --delivery $(CHAOS_DELIVERY) \
+	  $(if $(CHAOS_MODEL_REPO),--model-repo $(CHAOS_MODEL_REPO)) $(CHAOS_ARGS)
 
 chaos-ci: install kafka-fetch ## Short chaos variant (the one CI runs, < 4 min): tests/chaos
 	$(PY) -m pytest tests/chaos -q -m chaos
 
 chaos-load: install kafka-fetch ## Sustained load (LOAD_MINUTES at LOAD_FRACTION of the measured max rate): lag and memory flat
 	$(VENV)/bin/textpulse chaos load --minutes $(LOAD_MINUTES) --rate $(LOAD_RATE) --fraction $(LOAD_FRACTION) \
-	  --delivery $(CHAOS_DELIVERY) $(LOAD_ARGS)
+	  --delivery $(CHAOS_DELIVERY) \
+	  $(if $(CHAOS_MODEL_REPO),--model-repo $(CHAOS_MODEL_REPO)) $(LOAD_ARGS)
 
 chaos-down: ## Stop whatever a chaos run left running (after --keep or an interrupted run)
 	-KAFKA_PORT=9292 KAFKA_CONTROLLER_PORT=9293 KAFKA_JMX_EXPORTER_PORT=9494 KAFKA_RUN_DIR=.run/chaos/kafka bash deploy/kafka/stop.sh

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from textpulse.chaos.run import ChaosOptions, ChaosResult, run_chaos
 from textpulse.chaos.stack import Ports
+from textpulse.inference.testing import build_tiny_repo
 
 from tests.conftest import REPO, missing, port_open
 
@@ -41,8 +42,16 @@ def _prerequisites() -> None:
 @pytest.fixture(scope="module")
 def chaos_run() -> ChaosResult:
     _prerequisites()
+    # The tiny test models: the run checks delivery, not accuracy, and their inference keeps up on a
+    # busy 2-core machine where the quick-profile models would be the bottleneck.
     opts = ChaosOptions(
-        events=450, rate=5.0, seed=11, delivery=DELIVERY, run_dir=REPO / ".run" / "chaos-ci", drain_timeout_s=120
+        events=450,
+        rate=5.0,
+        seed=11,
+        delivery=DELIVERY,
+        run_dir=REPO / ".run" / "chaos-ci",
+        model_repo=build_tiny_repo(),
+        drain_timeout_s=120,
     )
     return asyncio.run(run_chaos(opts))
 

@@ -203,7 +203,7 @@ class ServiceComponent(Component):
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     #: seconds a started process may stay unready before the supervisor replaces it
-    stuck_s: float = 90.0
+    stuck_s: float = 150.0
 
     @property
     def log_path(self) -> Path:
@@ -384,6 +384,9 @@ class Stack:
             # Long enough to ride out a Triton restart at start-up (a service restarted while
             # Triton is down must wait for it rather than crash-loop).
             "TEXTPULSE_TRITON_STARTUP_TIMEOUT_S": "240",
+            # A shared 2-core machine under a full stack answers a 64-text batch in seconds, not
+            # milliseconds; the 10 s default deadline would open the circuit on a merely slow server.
+            "TEXTPULSE_TRITON_TIMEOUT_S": "60",
             f"{prefix}HTTP_PORT": str(self.service_port(name)),
             # Faster lag probes make the recovery and load measurements finer.
             f"{prefix}LAG_REFRESH_S": "2",
