@@ -13,6 +13,9 @@ ML_TRAIN_ARGS ?=
 
 # task preset -> exported model name (quick set = what the platform serves)
 ML_QUICK := sentiment:sentiment topic:topic clinc150:intent finer_ord:ner
+# support set: customer-service intent (Banking77, used by services/route and
+# bench-route), PhraseBank sentiment and WNUT-17 NER; not served by `make models`
+ML_SUPPORT := banking77:banking77 phrasebank:phrasebank wnut17:wnut17
 ML_FULL := sentiment:sentiment phrasebank:phrasebank topic:topic banking77:banking77 clinc150:intent finer_ord:ner wnut17:wnut17
 
 ML_NAME = $(or $(word 2,$(subst :, ,$(filter $(1):%,$(ML_FULL)))),$(1))
@@ -28,13 +31,18 @@ ml-$(1)-$(2):
 endef
 ML_QUICK_TASKS := $(foreach t,$(ML_QUICK),$(firstword $(subst :, ,$(t))))
 ML_FULL_TASKS := $(foreach t,$(ML_FULL),$(firstword $(subst :, ,$(t))))
-$(foreach t,$(ML_QUICK_TASKS),$(eval $(call ml_task_rule,quick,$(t),$(call ML_NAME,$(t)))))
+ML_SUPPORT_TASKS := $(foreach t,$(ML_SUPPORT),$(firstword $(subst :, ,$(t))))
+$(foreach t,$(ML_QUICK_TASKS) $(ML_SUPPORT_TASKS),$(eval $(call ml_task_rule,quick,$(t),$(call ML_NAME,$(t)))))
 $(foreach t,$(ML_FULL_TASKS),$(eval $(call ml_task_rule,full,$(t),$(call ML_NAME,$(t)))))
 
-.PHONY: models models-full bench-models models-report test-ml
+.PHONY: models models-support models-full bench-models models-report test-ml
 
 models: ## Quick profile (~10 min on 2 cores): train + export sentiment, topic, intent (CLINC150+oos), ner (FiNER-ORD)
 	@for t in $(ML_QUICK_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
+	$(ML_CLI) report --models $(ML_MODELS_DIR)/quick --no-speed
+
+models-support: ## Quick profile of the support set (~20-40 min on 2 busy cores): banking77 (bench-route uses it), phrasebank, wnut17
+	@for t in $(ML_SUPPORT_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
 	$(ML_CLI) report --models $(ML_MODELS_DIR)/quick --no-speed
 
 models-full: ## Full profile: every task on all data, several epochs (hours on CPU; ML_TRAIN_ARGS=--device cuda on a GPU)
