@@ -59,7 +59,7 @@ test-prometheus: ## Offline dashboard checks + promtool/amtool tests + deploy te
 test-observability-live: ## Real pipeline on Kafka scraped by a real Prometheus (29090): every panel and rule evaluated (~2.5 min)
 	$(OBS_PYTHON) -m pytest tests/integration/test_observability_live.py -q
 
-BENCH_METRICS_EVENTS ?= 1500
-BENCH_METRICS_ROUNDS ?= 6
+BENCH_METRICS_EVENTS ?= 600
+BENCH_METRICS_ROUNDS ?= 5
 bench-metrics: ## Metrics overhead: ingest→classify→NER with metrics on vs off, alternating rounds (target ≤ 3%)
 	$(OBS_PYTHON) -m bench.bench_metrics --events $(BENCH_METRICS_EVENTS) --rounds $(BENCH_METRICS_ROUNDS)

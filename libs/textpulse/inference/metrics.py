@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 class InferenceMetrics(ServiceMetrics):
     """``textpulse_inference_*``: request latency and size per model, unavailability, rejects, circuit state."""
 
-    def __init__(self, service: str) -> None:
-        super().__init__(service)
+    def __init__(self, service: str, *, enabled: bool | None = None) -> None:
+        super().__init__(service, enabled=enabled)
         m = self.metric
         self.inference_duration = m(
             Histogram,
