@@ -138,7 +138,11 @@ class BatchConsumerSettings(Protocol):
     group_id: str | None
     kafka_batch_records: int
     kafka_batch_timeout_ms: int
-    delivery: str
+
+    @property
+    def delivery(self) -> str:
+        """``at_least_once`` or ``exactly_once`` (read-only here, so a ``Literal`` field matches)."""
+        ...
 
 
 def batch_subscriber(
