@@ -4,7 +4,8 @@
 
 DELIVERY_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 DELIVERY_TESTS := tests/inmemory/test_delivery_modes.py tests/integration/test_exactly_once_runner.py \
-	tests/integration/test_exactly_once_route.py tests/integration/test_exactly_once_alert.py
+	tests/integration/test_exactly_once_route.py tests/integration/test_exactly_once_alert.py \
+	tests/integration/test_exactly_once_pipeline.py
 
 .PHONY: test-delivery test-delivery-slow
 
