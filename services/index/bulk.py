@@ -183,7 +183,10 @@ class BulkWriter:
         requests = self._requests(lines, pending)
         for k, positions in enumerate(requests):
             try:
-                resp = await self.es.bulk(operations=b"".join(lines[p] for p in positions), filter_path=FILTER_PATH)
+                # A ready NDJSON body: the client's NDJSON serializer forwards bytes unchanged (its own
+                # bulk helpers pass serialised lines the same way, with the same type: ignore).
+                body = b"".join(lines[p] for p in positions)
+                resp = await self.es.bulk(operations=body, filter_path=FILTER_PATH)  # type: ignore[arg-type]
             except ApiError as exc:
                 if not retryable_status(exc.meta.status):
                     raise
@@ -194,11 +197,11 @@ class BulkWriter:
                 retry.extend(p for req in requests[k:] for p in req)
                 last_reason = f"{type(exc).__name__}: {redact(str(exc))[:300]}"
                 break
-            body = resp.body
-            if not body.get("errors"):
+            answer = resp.body
+            if not answer.get("errors"):
                 outcome.indexed += len(positions)
                 continue
-            items = body.get("items") or []
+            items = answer.get("items") or []
             if len(items) != len(positions):
                 # cannot tell which item is which: send the whole request again (idempotent by id)
                 retry.extend(positions)
