@@ -1,6 +1,6 @@
 """The short chaos variant CI runs: the whole local stack, every component SIGKILLed once.
 
-~450 real events at 5/s (a 90 s replay) through the real Apache Kafka, Triton, Elasticsearch,
+~300 real events at 5/s (a 60 s replay) through the real Apache Kafka, Triton, Elasticsearch,
 Prometheus and all six services on the chaos ports; nine faults (each service, Triton,
 Elasticsearch, the broker) at seeded times. One run feeds every test of this module. Budget: about
 4 minutes on 2 cores with the jars, models and the Triton runtime cached.
@@ -21,7 +21,7 @@ from textpulse.inference.testing import build_tiny_repo
 from tests.conftest import REPO, missing, port_open
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.triton, pytest.mark.es]
-DELIVERY = os.environ.get("TEXTPULSE_CHAOS_DELIVERY", "at_least_once")
+DELIVERY = os.environ.get("TEXTPULSE_CHAOS_DELIVERY", "exactly_once")
 
 
 def _prerequisites() -> None:
@@ -45,7 +45,7 @@ def chaos_run() -> ChaosResult:
     # The tiny test models: the run checks delivery, not accuracy, and their inference keeps up on a
     # busy 2-core machine where the quick-profile models would be the bottleneck.
     opts = ChaosOptions(
-        events=450,
+        events=300,
         rate=5.0,
         seed=11,
         delivery=DELIVERY,
@@ -56,7 +56,7 @@ def chaos_run() -> ChaosResult:
     return asyncio.run(run_chaos(opts))
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_no_output_loses_an_event_and_every_component_recovers(chaos_run: ChaosResult) -> None:
     lost = {c.output: c.lost for c in chaos_run.checks if c.lost}
     assert not lost, f"lost events: {lost}"
@@ -64,25 +64,25 @@ def test_no_output_loses_an_event_and_every_component_recovers(chaos_run: ChaosR
     unrecovered = {f.target: f.error for f in chaos_run.faults if f.recovered_s is None}
     assert not unrecovered, unrecovered
     enriched = next(c for c in chaos_run.checks if c.output == "text.enriched")
-    assert enriched.expected >= 450
+    assert enriched.expected >= 300
     assert chaos_run.ok, chaos_run.failures
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_bad_records_land_only_in_their_dead_letter_topics(chaos_run: ChaosResult) -> None:
     for d in chaos_run.dlq_checks:
         assert d.seen == d.expected, f"{d.output}: {d.seen} distinct dead letters, {d.expected} injected"
         assert not d.note, d.note
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_no_duplicates_in_elasticsearch_nor_under_exactly_once(chaos_run: ChaosResult) -> None:
     for c in chaos_run.checks:
         if c.output.startswith("es:") or DELIVERY == "exactly_once":
             assert c.duplicates == 0, f"{c.output}: {c.duplicates} duplicates"
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_no_secret_or_raw_pii_in_any_log_of_the_run(chaos_run: ChaosResult) -> None:
     scan = chaos_run.scan
     assert scan.files >= 10, "the logs of every service and component are scanned"

@@ -73,6 +73,7 @@ def load_cmd(
     fraction: Annotated[float, typer.Option(help="Share of the measured maximum rate to hold.")] = 0.8,
     delivery: Delivery = "at_least_once",
     sample_s: Annotated[float, typer.Option(help="Sampling interval of lag and memory.")] = 5.0,
+    calibration_events: Annotated[int, typer.Option(help="Burst size that measures the maximum rate.")] = 2000,
     run_dir: Annotated[Path | None, typer.Option(help="Logs and state (default .run/chaos-load).")] = None,
     model_repo: Annotated[
         Path | None, typer.Option(help="Model repository (default: quick models, else tiny).")
@@ -85,7 +86,13 @@ def load_cmd(
     _check_delivery(delivery)
     _setup()
     opts = LoadOptions(
-        minutes=minutes, rate=rate, fraction=fraction, delivery=delivery, sample_s=sample_s, prometheus=prometheus
+        minutes=minutes,
+        rate=rate,
+        fraction=fraction,
+        delivery=delivery,
+        sample_s=sample_s,
+        prometheus=prometheus,
+        calibration_events=calibration_events,
     )
     if run_dir is not None:
         opts.run_dir = run_dir
