@@ -103,6 +103,9 @@ def _observe(
         m.e2e_latency.labels(SERVICE).observe(
             max(0.0, (result.classified_time - result.event.ingest_time).total_seconds())
         )
+        for task, prediction in (("sentiment", result.sentiment), ("topic", result.topic), ("intent", result.intent)):
+            if prediction is not None:
+                m.count_prediction(task, prediction.label)
     m.processed.labels(SERVICE, topic).inc(count)
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 

@@ -105,6 +105,8 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
             m.e2e_latency.labels(SERVICE).observe(
                 max(0.0, (result.enriched_time - result.event.ingest_time).total_seconds())
             )
+            for entity in result.entities:
+                m.count_prediction("entity_type", entity.type)
     m.processed.labels(SERVICE, topic).inc(len(records))
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 

@@ -87,8 +87,6 @@ NOT_EMITTED: dict[str, str] = {
     "textpulse_inference_errors_total": "not emitted by any service yet: classify/ner count backend trouble as "
     "textpulse_inference_unavailable_total and rejected inputs as textpulse_inference_rejected_total (the Model "
     "serving dashboard shows those); the errors panel falls back to 0 through its recording rule",
-    "textpulse_model_predictions_total": "not emitted by any service yet: classify and ner do not count their "
-    "predictions by task and label, so the sentiment, topic, entity-type and intent panels stay empty",
     "textpulse_alerts_fired_total": "no alert fires in a minute of replayed tweets (the counter has no series "
     "until a detector fires; test_alert_kafka drives surges)",
     "textpulse_alerts_resolved_total": "no alert resolves in a minute of replayed tweets",

@@ -54,6 +54,12 @@ class InferenceMetrics(ServiceMetrics):
             "0 for the others. A backend without a breaker (in-process) never refuses calls: closed.",
             ["service", "backend", "state"],
         )
+        self.predictions = m(
+            Counter,
+            "textpulse_model_predictions",
+            "Predictions by task (sentiment, topic, intent, entity_type) and winning label (entity type for NER).",
+            ["service", "task", "label"],
+        )
         self._backend = "local"
 
     def set_backend(self, name: str) -> None:
@@ -73,6 +79,10 @@ class InferenceMetrics(ServiceMetrics):
                 gauge.set_function(_state_reader(breaker, state))
             else:
                 gauge.set(1.0 if state is State.CLOSED else 0.0)
+
+    def count_prediction(self, task: str, label: str) -> None:
+        """One prediction of ``task`` whose winning label (or entity type) is ``label``."""
+        self.predictions.labels(self.service, task, label).inc()
 
     def observe(self, model: str, seconds: float, size: int) -> None:
         """Callback for the backends (``observe=`` argument)."""

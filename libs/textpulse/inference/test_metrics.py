@@ -58,3 +58,13 @@ def test_backend_without_breaker_reports_closed_and_labels_observations() -> Non
     assert _states(metrics) == {"closed": 1.0, "open": 0.0, "half_open": 0.0}
     text = generate_latest(metrics.registry).decode()
     assert 'textpulse_inference_batch_size_count{backend="local",model="ner",service="ner"} 1.0' in text
+
+
+def test_predictions_are_counted_by_task_and_label() -> None:
+    metrics = InferenceMetrics("classify", enabled=True)
+    metrics.count_prediction("sentiment", "Bearish")
+    metrics.count_prediction("sentiment", "Bearish")
+    metrics.count_prediction("entity_type", "ORG")
+    text = generate_latest(metrics.registry).decode()
+    assert 'textpulse_model_predictions_total{label="Bearish",service="classify",task="sentiment"} 2.0' in text
+    assert 'textpulse_model_predictions_total{label="ORG",service="classify",task="entity_type"} 1.0' in text
