@@ -2,8 +2,10 @@
 
 ~300 real events at 5/s (a 60 s replay) through the real Apache Kafka, Triton, Elasticsearch,
 Prometheus and all six services on the chaos ports; nine faults (each service, Triton,
-Elasticsearch, the broker) at seeded times. One run feeds every test of this module. Budget: about
-4 minutes on 2 cores with the jars, models and the Triton runtime cached.
+Elasticsearch, the broker) at seeded times, with classify, ner, alert and route in exactly-once
+mode (``TEXTPULSE_CHAOS_DELIVERY=at_least_once`` for the other). One run feeds every test of this
+module. Budget: about 4 minutes on an otherwise idle 2-core machine with the jars, models and the
+Triton runtime cached (6 minutes measured on the shared machine at load average 18-20).
 """
 
 from __future__ import annotations
