@@ -96,7 +96,7 @@ def tune(split: Split, vectors: np.ndarray) -> tuple[RecommenderConfig, list[dic
     ev = HybridEval(inner, vectors)
     grid = []
     # text > 0 throughout: a text weight of 0 would make new items (no interactions) unrecommendable.
-    for text in (0.1, 0.25, 0.5, 1.0):
+    for text in (0.25, 0.5, 1.0, 2.0):
         for pop in (0.0, 0.15):
             for half_life in (30.0, 3650.0):
                 for items in (50, 200):
@@ -243,7 +243,7 @@ def report(q: dict[str, Any] | None, s: dict[str, Any] | None) -> None:
                 f"{m[f'ndcg@{K}']:.4f}",
                 f"{ratio:.2f}×",
                 "yes" if ratio >= 1.5 else "NO",
-                "yes" if m[f"ndcg@{K}"] > knn else ("—" if "item-kNN" in name else "NO"),
+                "—" if name.startswith("(b)") else ("yes" if m[f"ndcg@{K}"] > knn else "NO"),
             )
         console.print(table)
         console.print(f"hybrid config: {q['hybrid_config']}")

@@ -26,7 +26,7 @@ class RecommenderConfig:
 
     weights: HybridWeights = field(default_factory=HybridWeights)
     half_life_days: float = 30.0
-    profile_items: int = 50
+    profile_items: int = 200
     knn_neighbours: int = 100
 
 

@@ -137,9 +137,9 @@ def popularity_prior(counts: np.ndarray) -> np.ndarray:
 class HybridWeights:
     """Weights of the three scores; each score is scaled to about [0, 1] before mixing."""
 
-    text: float = 1.0
+    text: float = 2.0
     cf: float = 1.0
-    pop: float = 0.3
+    pop: float = 0.15
 
 
 def hybrid(
