@@ -24,6 +24,7 @@ from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
+from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
 from textpulse.observability.http import health_app, metrics_app, ready_app, serve
 from textpulse.observability.lag import LagMonitor
 from textpulse.recsys.embed import Embedder, make_embedder
@@ -53,6 +54,7 @@ def create_app(
     connect_timeout_s: float = 60.0,
     lag_probe: bool = True,
     restore_state: bool = True,
+    api_security: ApiSecuritySettings | None = None,
 ) -> FastAPI:
     """Build the recommend app; tests pass their own broker / embedder, and skip the replay in memory."""
     settings = settings or RecommendSettings()
@@ -143,6 +145,8 @@ def create_app(
 
     for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
+    # Inside the metrics middleware, so refused requests (401/413/429) are counted too.
+    install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(RequestValidationError)

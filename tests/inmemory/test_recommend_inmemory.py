@@ -17,6 +17,7 @@ from textpulse.contracts.recs import Interaction, Item
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_REASON
+from textpulse.observability.apikey import ApiSecuritySettings
 from textpulse.recsys.testing import HashEmbedder
 
 from services.recommend.app import create_app
@@ -52,11 +53,18 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness() -> AsyncIterator[Harness]:
+async def harness(api_security: ApiSecuritySettings | None = None) -> AsyncIterator[Harness]:
     """Not a fixture: the lifespan must be entered and left in the same task."""
     settings = RecommendSettings(cf_refresh_s=3600)
     broker = make_broker(settings.kafka, service="recommend")
-    app = create_app(settings, broker=broker, embedder=HashEmbedder(), restore_state=False, lag_probe=False)
+    app = create_app(
+        settings,
+        broker=broker,
+        embedder=HashEmbedder(),
+        restore_state=False,
+        lag_probe=False,
+        api_security=api_security or ApiSecuritySettings.model_validate({}),
+    )
     h = Harness(broker, app, settings)
 
     @broker.subscriber(settings.topic_out, decoder=raw_decoder)
@@ -171,3 +179,16 @@ def test_exactly_once_is_refused() -> None:
 
     with pytest.raises(ValueError, match="at_least_once"):
         create_app(RecommendSettings(delivery="exactly_once"), embedder=HashEmbedder())
+
+
+async def test_recommendations_api_requires_the_key_when_configured() -> None:
+    key = "recommend-secret-key-7"
+    async with harness(ApiSecuritySettings.model_validate({"keys": key})) as h:
+        await h.items(*ITEMS)
+        transport = httpx.ASGITransport(app=h.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            path = "/v1/users/u1/recommendations?k=3"
+            assert (await client.get(path)).status_code == 401
+            assert (await client.get(path, headers={"X-API-Key": "wrong"})).status_code == 401
+            assert (await client.get(path, headers={"Authorization": f"Bearer {key}"})).status_code == 200
+            assert (await client.get("/health")).status_code == 200
