@@ -2,9 +2,9 @@
 
 Ground truth: the queue the rules give the TRUE intent (``oos`` → human-triage).
 Predictions: the trained intent model (``.cache/model-repo/intent``, CLINC150
-labels, see libs/textpulse/ml/EXPORT_FORMAT.md) where it exists; otherwise —
-always for Banking77, which has no model in the repository — a simulated
-classifier: the true intent with probability ``--sim-accuracy`` and a
+labels, see libs/textpulse/ml/EXPORT_FORMAT.md) and ``.cache/model-repo/banking77``
+(``make ml-quick-banking77``, not part of ``make models``) where they exist;
+otherwise a simulated classifier: the true intent with probability ``--sim-accuracy`` and a
 confidence drawn from Beta(8, 1.5), else a random other intent of the same data
 set with a confidence from Beta(3, 3) (CLINC150 out-of-scope examples are
 predicted ``oos`` with probability ``--sim-oos-recall``). Each row says which.
