@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install lint test test-unit test-fast bench demo models-if-missing up down topics clean
+.PHONY: help install lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
 
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -27,7 +27,10 @@ lint: install ## ruff (broad rule set) + mypy --strict on libs/
 	$(PY) -m ruff check libs services tests bench deploy
 	$(PY) -m mypy libs/textpulse
 
-test: install kafka-fetch ## All tests: unit, in-memory, and integration against real components
+test-models: install ## Train + export the tiny test models once (.cache/test-model-repo, ~5 min on 2 cores)
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from textpulse.inference.testing import build_tiny_repo; print(build_tiny_repo())"
+
+test: install kafka-fetch test-models ## All tests: unit, in-memory, and integration against real components
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)
