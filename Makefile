@@ -30,7 +30,7 @@ lint: install ## ruff (broad rule set) + mypy --strict on libs/
 test-models: install ## Train + export the tiny test models once (.cache/test-model-repo, ~5 min on 2 cores)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from textpulse.inference.testing import build_tiny_repo; print(build_tiny_repo())"
 
-test: install kafka-fetch test-models ## All tests: unit, in-memory, and integration against real components
+test: install kafka-fetch es-fetch triton-fetch test-models ## All tests (fetches Kafka, Elasticsearch and Triton, builds the tiny test models once)
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)
