@@ -26,7 +26,7 @@ from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import health_app, metrics_app, ready_app, serve
+from textpulse.observability.http import ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import api, handlers
@@ -135,7 +135,7 @@ def create_app(
         client: AsyncElasticsearch | None = getattr(app.state, "es", None)
         return client is not None and await client.ping() and await broker.ping(timeout=2.0)
 
-    for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
+    for path, endpoint in ops_routes(metrics, ready):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
     # Added before the metrics middleware so that it runs inside it: refusals (401/413/429) are counted.
     install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))

@@ -25,7 +25,7 @@ from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import health_app, metrics_app, ready_app, serve
+from textpulse.observability.http import ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 from textpulse.recsys.embed import Embedder, make_embedder
 
@@ -143,7 +143,7 @@ def create_app(
         state: State | None = getattr(app.state, "recommend", None)
         return state is not None and await state.embedder.ready() and await broker.ping(timeout=2.0)
 
-    for path, endpoint in (("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))):
+    for path, endpoint in ops_routes(metrics, ready):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
     # Inside the metrics middleware, so refused requests (401/413/429) are counted too.
     install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))
