@@ -68,7 +68,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        inference = backend or make_backend(settings.inference, observe=metrics.observe)
+        inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
         metrics.watch(inference)
         models = {SENTIMENT: settings.sentiment_model, TOPIC: settings.topic_model, INTENT: settings.intent_model}
         classifier = Classifier(inference, models, settings.top_k_scores)

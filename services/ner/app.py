@@ -68,7 +68,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        inference = backend or make_backend(settings.inference, observe=metrics.observe)
+        inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
         metrics.watch(inference)
         enricher = Enricher(inference, settings.ner_model, use_cashtags=settings.cashtags)
         await inference.start([settings.ner_model])

@@ -84,9 +84,9 @@ NOT_EMITTED: dict[str, str] = {
             "compute_infer_duration_us",
         )
     },
-    "textpulse_inference_errors_total": "not emitted by any service yet: classify/ner count backend trouble as "
-    "textpulse_inference_unavailable_total and rejected inputs as textpulse_inference_rejected_total (the Model "
-    "serving dashboard shows those); the errors panel falls back to 0 through its recording rule",
+    "textpulse_inference_errors_total": "classify/ner count it per failed inference request (by kind), so it "
+    "has no series until a request fails, and none fails in a healthy run; the errors panel falls back to 0 "
+    "through its recording rule (test_triton_errors checks the counting)",
     "textpulse_alerts_fired_total": "no alert fires in a minute of replayed tweets (the counter has no series "
     "until a detector fires; test_alert_kafka drives surges)",
     "textpulse_alerts_resolved_total": "no alert resolves in a minute of replayed tweets",

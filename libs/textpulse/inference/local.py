@@ -22,12 +22,11 @@ from textpulse.ml.predictor import Predictor
 from .backend import ModelInfo
 from .codec import Codec, length_sorted_chunks, resolve_version
 from .errors import InputRejected, ModelMismatch
-from .types import Prediction, Span
+from .types import ErrorObserver, Observer, Prediction, Span
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Observer = Callable[[str, float, int], None]
 
 
 class LocalBackend:
@@ -44,6 +43,7 @@ class LocalBackend:
         batch_size: int = 64,
         versions: dict[str, str] | None = None,
         observe: Observer | None = None,
+        on_error: ErrorObserver | None = None,
     ) -> None:
         self.model_repo = model_repo
         self.runtime = runtime
@@ -51,6 +51,7 @@ class LocalBackend:
         self.batch_size = batch_size
         self.versions = versions or {}
         self.observe = observe
+        self.on_error = on_error
         self._codecs: dict[str, Codec] = {}
         self._predictors: dict[str, Predictor] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
@@ -108,6 +109,8 @@ class LocalBackend:
                 batch = codec.encode(part)
                 logits = predictor.logits(batch.input_ids, batch.attention_mask)
             except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+                if self.on_error is not None:
+                    self.on_error(model, "rejected")
                 msg = f"model {model!r} rejected the input: {exc}"
                 raise InputRejected(msg) from exc
             if self.observe is not None:

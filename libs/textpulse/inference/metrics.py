@@ -47,6 +47,14 @@ class InferenceMetrics(ServiceMetrics):
             "Inputs the model rejected (dead-lettered).",
             ["service", "model"],
         )
+        self.inference_errors = m(
+            Counter,
+            "textpulse_inference_errors",
+            "Failed inference requests by kind: timeout, unavailable (server down or unreachable), "
+            "circuit_open (refused by the client's breaker), rejected (input refused), internal. "
+            "Retried requests count once per attempt.",
+            ["service", "model", "backend", "kind"],
+        )
         self.circuit_state = m(
             Gauge,
             "textpulse_inference_circuit_state",
@@ -83,6 +91,10 @@ class InferenceMetrics(ServiceMetrics):
     def count_prediction(self, task: str, label: str) -> None:
         """One prediction of ``task`` whose winning label (or entity type) is ``label``."""
         self.predictions.labels(self.service, task, label).inc()
+
+    def error(self, model: str, kind: str) -> None:
+        """Callback for the backends (``on_error=`` argument)."""
+        self.inference_errors.labels(self.service, model, self._backend, kind).inc()
 
     def observe(self, model: str, seconds: float, size: int) -> None:
         """Callback for the backends (``observe=`` argument)."""

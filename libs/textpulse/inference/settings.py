@@ -7,7 +7,6 @@ Both read tokenizers and labels from ``TEXTPULSE_MODEL_REPO``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -16,10 +15,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .backend import InferenceBackend
 from .breaker import CircuitBreaker
+from .types import ErrorObserver, Observer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-
-Observer = Callable[[str, float, int], None]
 
 
 class InferenceSettings(BaseSettings):
@@ -42,7 +40,9 @@ class InferenceSettings(BaseSettings):
     local_threads: int | None = Field(None, ge=1, description="torch / ORT intra-op threads (default: library's).")
 
 
-def make_backend(settings: InferenceSettings, *, observe: Observer | None = None) -> InferenceBackend:
+def make_backend(
+    settings: InferenceSettings, *, observe: Observer | None = None, on_error: ErrorObserver | None = None
+) -> InferenceBackend:
     """The Triton backend when a URL is configured, else the in-process one."""
     if settings.triton_url:
         from .triton import TritonBackend
@@ -59,6 +59,7 @@ def make_backend(settings: InferenceSettings, *, observe: Observer | None = None
             max_inflight=settings.triton_max_inflight,
             batch_size=settings.inference_batch_size,
             observe=observe,
+            on_error=on_error,
         )
     from .local import LocalBackend
 
@@ -68,4 +69,5 @@ def make_backend(settings: InferenceSettings, *, observe: Observer | None = None
         threads=settings.local_threads,
         batch_size=settings.inference_batch_size,
         observe=observe,
+        on_error=on_error,
     )

@@ -33,8 +33,22 @@ class FakeClient:
         return self.model_ready
 
 
-def backend(client: FakeClient, *, retries: int = 3, breaker: CircuitBreaker | None = None) -> TritonBackend:
-    b = TritonBackend("fake:1", model_repo=None, retries=retries, backoff_s=0.001, backoff_max_s=0.002, breaker=breaker)  # type: ignore[arg-type]
+def backend(
+    client: FakeClient,
+    *,
+    retries: int = 3,
+    breaker: CircuitBreaker | None = None,
+    errors: list[tuple[str, str]] | None = None,
+) -> TritonBackend:
+    b = TritonBackend(
+        "fake:1",
+        model_repo=None,  # type: ignore[arg-type]
+        retries=retries,
+        backoff_s=0.001,
+        backoff_max_s=0.002,
+        breaker=breaker,
+        on_error=None if errors is None else lambda model, kind: errors.append((model, kind)),
+    )
     b._client = client
     b._codecs["m"] = SimpleNamespace(info=SimpleNamespace(version="1"))  # type: ignore[assignment]
     return b
@@ -88,3 +102,46 @@ async def test_circuit_opens_and_fails_fast() -> None:
         await b._logits("m", IDS, IDS)
     assert client.infer_calls == calls
     assert not await b.ready()
+
+
+async def test_every_failed_attempt_is_counted_by_kind() -> None:
+    errors: list[tuple[str, str]] = []
+    client = FakeClient(["StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"])
+    await backend(client, errors=errors)._logits("m", IDS, IDS)
+    assert errors == [("m", "unavailable"), ("m", "timeout")]
+    errors.clear()
+    with pytest.raises(InputRejected):
+        await backend(FakeClient(["StatusCode.INVALID_ARGUMENT"]), errors=errors)._logits("m", IDS, IDS)
+    assert errors == [("m", "rejected")]
+    errors.clear()
+    with pytest.raises(InputRejected):
+        await backend(FakeClient(["StatusCode.INTERNAL"] * 3), errors=errors)._logits("m", IDS, IDS)
+    assert errors == [("m", "internal")] * 3
+
+
+async def test_circuit_open_refusals_are_counted() -> None:
+    errors: list[tuple[str, str]] = []
+    breaker = CircuitBreaker(failure_threshold=1, reset_s=60)
+    b = backend(FakeClient(["StatusCode.UNAVAILABLE"] * 5), retries=1, breaker=breaker, errors=errors)
+    with pytest.raises(BackendUnavailable):
+        await b._logits("m", IDS, IDS)
+    with pytest.raises(BackendUnavailable, match="circuit open"):
+        await b._logits("m", IDS, IDS)
+    assert errors == [("m", "unavailable"), ("m", "circuit_open")]
+
+
+def test_metrics_error_callback_labels_the_backend() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from .metrics import InferenceMetrics
+
+    metrics = InferenceMetrics("classify", enabled=True)
+    metrics.set_backend("triton")
+    metrics.error("sentiment", "timeout")
+    metrics.error("sentiment", "timeout")
+    registry: CollectorRegistry = metrics.registry
+    value = registry.get_sample_value(
+        "textpulse_inference_errors_total",
+        {"service": "classify", "model": "sentiment", "backend": "triton", "kind": "timeout"},
+    )
+    assert value == 2

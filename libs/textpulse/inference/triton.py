@@ -32,12 +32,11 @@ from .backend import ModelInfo
 from .breaker import CircuitBreaker
 from .codec import Codec, length_sorted_chunks, resolve_version
 from .errors import BackendUnavailable, InferenceError, InputRejected, ModelMismatch
-from .types import Prediction, Span
+from .types import ErrorObserver, Observer, Prediction, Span
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Observer = Callable[[str, float, int], None]
 
 INPUTS = ("input_ids", "attention_mask")
 OUTPUT = "logits"
@@ -100,6 +99,7 @@ class TritonBackend:
         max_inflight: int = 8,
         batch_size: int = 64,
         observe: Observer | None = None,
+        on_error: ErrorObserver | None = None,
     ) -> None:
         self.url = url
         self.model_repo = model_repo
@@ -111,6 +111,7 @@ class TritonBackend:
         self.breaker = breaker or CircuitBreaker()
         self.batch_size = batch_size
         self.observe = observe
+        self.on_error = on_error
         self._inflight = asyncio.Semaphore(max_inflight)
         self._codecs: dict[str, Codec] = {}
         self._client: Any = None
@@ -218,13 +219,18 @@ class TritonBackend:
             reraise=True,
         ):
             with attempt:
-                self.breaker.before(f"triton model {model!r}")
+                try:
+                    self.breaker.before(f"triton model {model!r}")
+                except BackendUnavailable:
+                    self._count_error(model, "circuit_open")
+                    raise
                 try:
                     result = await call()
                 except InferenceError:
                     raise
                 except Exception as exc:
                     err = await self._error(model, exc)
+                    self._count_error(model, error_kind(exc, err))
                     last_attempt = attempt.retry_state.attempt_number >= self.retries
                     if isinstance(err, InputRejected) and _status(exc) not in _REJECT and not last_attempt:
                         # An internal error on a ready model may still be a server hiccup (e.g. a
@@ -238,6 +244,10 @@ class TritonBackend:
                 self.breaker.success()
                 return result
         raise AssertionError  # pragma: no cover - AsyncRetrying re-raises
+
+    def _count_error(self, model: str, kind: str) -> None:
+        if self.on_error is not None:
+            self.on_error(model, kind)
 
     async def _logits(self, model: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import tritonclient.grpc.aio as grpcclient
@@ -304,3 +314,19 @@ def _status(exc: Exception) -> str:
     """gRPC status of a tritonclient error (``StatusCode.UNAVAILABLE`` …), or empty."""
     status = getattr(exc, "status", None)
     return str(status() or "") if callable(status) else ""
+
+
+def error_kind(exc: Exception, err: InferenceError) -> str:
+    """``kind`` label of ``textpulse_inference_errors_total`` for one failed request.
+
+    timeout (deadline exceeded), unavailable (server down or unreachable), rejected
+    (the input was refused), else internal (a server-side failure on this request).
+    """
+    status = _status(exc)
+    if status == "StatusCode.DEADLINE_EXCEEDED" or isinstance(exc, TimeoutError):
+        return "timeout"
+    if status in _REJECT:
+        return "rejected"
+    if status in {"StatusCode.UNAVAILABLE", ""} and isinstance(err, BackendUnavailable):
+        return "unavailable"
+    return "internal"

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from textpulse.contracts import Classification, IntentResult, ModelRef
+
+#: ``(model, seconds, texts)`` after each successful inference request.
+Observer = Callable[[str, float, int], None]
+#: ``(model, kind)`` after each failed request (kind: timeout, unavailable, circuit_open, rejected, internal).
+ErrorObserver = Callable[[str, str], None]
 
 
 @dataclass(frozen=True, slots=True)
