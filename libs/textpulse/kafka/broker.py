@@ -15,6 +15,7 @@ import ssl
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from aiokafka import ConsumerRebalanceListener
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.prometheus import KafkaPrometheusMiddleware
@@ -153,11 +154,13 @@ def batch_subscriber(
     title: str,
     description: str,
     group_id: str | None = None,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> Any:
     """The platform's consumer: one poll is one batch of raw records, committed after the handler returned.
 
     Group ``group_id``, else the settings', else ``textpulse-<service>``; ``raw_decoder`` so
-    the handler sees every record's bytes (and can dead-letter the bad ones). With
+    the handler sees every record's bytes (and can dead-letter the bad ones). ``listener`` is
+    told of partition revocations and assignments (e.g. to restore per-partition state). With
     ``settings.delivery == "exactly_once"`` the handler must run the batch through
     :class:`~textpulse.kafka.transactions.ExactlyOnce` (see :func:`~textpulse.kafka.transactions.batch_runner`).
     """
@@ -169,6 +172,7 @@ def batch_subscriber(
         decoder=raw_decoder,
         title=title,
         description=description,
+        listener=listener,
         **consumer_options(
             settings.kafka,
             group_id=group_id or settings.group_id or f"textpulse-{service}",

@@ -3,8 +3,9 @@
 A caller answers its client, or commits its input offsets, only after
 :meth:`RecordWriter.write` returned. Two paths, same semantics:
 
-- the fast path groups records by partition (Kafka's murmur2 partitioner, so
-  keys land where any other Kafka client would put them) and hands each
+- the fast path groups records by partition (an :class:`OutRecord`'s explicit
+  ``partition``, else Kafka's murmur2 partitioner, so keys land where any other
+  Kafka client would put them) and hands each
   partition's records to the producer as one batch (``create_batch`` /
   ``send_batch`` of the aiokafka producer that FastStream connected, so the
   idempotent producer id and settings are the broker's own). This saves the
@@ -39,11 +40,16 @@ class WriteError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
-    """One record to write."""
+    """One record to write.
+
+    ``partition``: write to this partition of the topic (e.g. a changelog co-partitioned with
+    its input); None lets the partitioner choose (murmur2 of the key, spread when keyless).
+    """
 
     value: bytes
     key: bytes | None
     headers: dict[str, str]
+    partition: int | None = None
 
 
 PublishFn = Callable[..., Awaitable[Any]]
@@ -90,7 +96,11 @@ class RecordWriter:
     async def _write_each(self, records: Sequence[OutRecord]) -> None:
         pending = []
         for rec in records:
-            result = await self._publish(rec.value, self.topic, key=rec.key, headers=rec.headers, no_confirm=True)
+            # ``partition`` only when chosen: publish functions of other callers need not know it.
+            extra = {} if rec.partition is None else {"partition": rec.partition}
+            result = await self._publish(
+                rec.value, self.topic, key=rec.key, headers=rec.headers, no_confirm=True, **extra
+            )
             if inspect.isawaitable(result):
                 pending.append(result)
         if pending:
@@ -99,9 +109,14 @@ class RecordWriter:
     async def _write_batches(self, producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
         partitions = sorted(await producer.partitions_for(self.topic))
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
-        keyless = [rec for rec in records if rec.key is None]
+        keyless = [rec for rec in records if rec.key is None and rec.partition is None]
         for rec in records:
-            if rec.key is not None:
+            if rec.partition is not None:
+                if rec.partition not in partitions:
+                    msg = f"partition {rec.partition} of {self.topic} does not exist (partitions: {len(partitions)})"
+                    raise ValueError(msg)
+                by_partition[rec.partition].append(rec)
+            elif rec.key is not None:
                 by_partition[self._partitioner(rec.key, partitions, partitions)].append(rec)
         if keyless:
             # Keyless records: equal contiguous runs, one batch per partition, starting where the
