@@ -1,8 +1,10 @@
 """Wiring of the alert service: a FastStream consumer app with the ops routes.
 
 Run: ``python -m services.alert.app`` (or ``textpulse serve alert``), port 8083.
-The detector file is validated before anything connects; the state is
-restored from the changelog before the consumers start.
+The detector file is validated before anything connects; topic keys (and
+legacy entity keys) are restored from the changelog before the consumers start,
+entity keys when the group assigns their ``entity.mentions`` partition
+(:mod:`.partitions`).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .config import ConfigError, load_config
 from .engine import Engine
 from .metrics import AlertMetrics
 from .notify import Notifier
-from .processor import Outputs, Processor, TextCache, restore
+from .partitions import PartitionState
+from .processor import Outputs, Processor, TextCache
 from .settings import AlertSettings
 
 log = logging.getLogger(__name__)
@@ -54,25 +57,29 @@ def create_app(
     engine = Engine(config, text_lookup=texts.get)
     kinds = {settings.topic_mentions: "mention", settings.topic_enriched: "enriched"}
     processor = Processor(engine, texts, metrics, topic_kind=kinds, dedup_offsets=real_kafka)
+    partitions = PartitionState(processor, settings) if real_kafka else None
+    if partitions is not None:
+        processor.before_batch = partitions.before_batch
     group_id = settings.group_id or "textpulse-alert"
     runner = batch_runner(
         settings,
         service=handlers.SERVICE,
         group_id=group_id,
-        on_abort=lambda: _rebuild(processor, lambda: Engine(config, text_lookup=texts.get), settings),
+        on_abort=lambda: _rebuild(processor, lambda: Engine(config, text_lookup=texts.get), partitions),
     )
-    handlers.register(broker, settings, processor, runner)
+    handlers.register(broker, settings, processor, runner, listener=partitions)
     handlers.declare_outputs(broker, settings)
 
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_s)
         processor.outputs = _outputs(settings, broker, client)
-        if real_kafka:
-            restored = await restore(settings.kafka, settings.topic_state, engine, settings.restore_timeout_s)
+        if partitions is not None:
+            restored = await partitions.start(engine)
             processor.refresh_gauges()
+            # Not "alert state restored": that line is logged per assignment (entity state).
             log.info(
-                "alert state restored",
+                "alert start-up state restored",
                 extra={"records": restored, "keys": len(engine.keys), "open": len(engine.open_alerts())},
             )
         try:
@@ -152,16 +159,22 @@ def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncCl
     )
 
 
-async def _rebuild(processor: Processor, new_engine: Callable[[], Engine], settings: AlertSettings) -> None:
+async def _rebuild(processor: Processor, new_engine: Callable[[], Engine], partitions: PartitionState | None) -> None:
     """After an aborted transaction: the engine in memory is ahead of the committed changelog
-    (its writes were aborted with the offsets); rebuild it from the read_committed changelog, as at start-up.
+    (its writes were aborted with the offsets); rebuild it from the read_committed changelog:
+    topic keys and the entity keys of the partitions this replica owns.
     """
+    if partitions is None:  # exactly-once needs the real Kafka
+        return
     async with processor.lock:
         fresh = new_engine()
-        restored = await restore(settings.kafka, settings.topic_state, fresh, settings.restore_timeout_s)
+        restored = await partitions.rebuild(fresh)
         processor.engine = fresh
         processor.refresh_gauges()
-    log.info("alert state rebuilt after an aborted transaction", extra={"records": restored})
+    log.info(
+        "alert state rebuilt after an aborted transaction",
+        extra={"records": restored, "owned": sorted(partitions.owned)},
+    )
 
 
 async def _repush(processor: Processor, interval_s: float) -> None:

@@ -16,9 +16,11 @@ Time model
 
 State
     :class:`KeyState` holds everything of one key (buckets, baselines, open
-    alerts, an outbox of notifications not yet confirmed published, and the
-    last input offset applied per topic-partition). It serialises to JSON for
-    the compacted changelog topic, so a restarted instance continues where it
+    alerts, an outbox of notifications not yet confirmed published, the
+    last input offset applied per topic-partition and, for entity keys, the
+    ``entity.mentions`` partition that feeds it). It serialises to JSON for
+    the compacted changelog topic, so a restarted instance — or the replica a
+    rebalance moved the partition to — continues where the previous owner
     stopped: a redelivered record is recognised by its offset and not counted
     twice, an open alert is neither forgotten nor fired again.
 """
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -103,6 +105,9 @@ class KeyState(BaseModel):
     holdoff: dict[Detector, float] = Field(default_factory=dict)
     offsets: dict[str, int] = Field(default_factory=dict)
     outbox: list[FinancialAlert] = Field(default_factory=list)
+    #: Input partition that feeds the key (entity keys: the ``entity.mentions`` partition, which is
+    #: also the key's changelog partition). None: not known (topic keys; states written before it existed).
+    partition: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +192,16 @@ class Engine:
         # Never moves back: windows already evaluated stay evaluated.
         self._watermark = max(self._watermark, base - window.allowed_lateness_s)
 
+    def forget_sources(self, sources: Iterable[str]) -> None:
+        """Stop tracking input partitions (``topic:partition``) this instance no longer reads.
+
+        A revoked partition's newest event time must not hold the watermark back
+        (nor wait ``idle_source_s`` to stop doing so): its new owner tracks it.
+        """
+        for source in sources:
+            self.source_max.pop(source, None)
+            self._source_seen.pop(source, None)
+
     def close_all(self, after_s: float) -> None:
         """Move the watermark ``after_s`` past the newest event (end of a replay: close every window)."""
         self._watermark = max(self._watermark, self.max_time + after_s)
@@ -213,11 +228,18 @@ class Engine:
         text: str | None = None,
         source: str | None = None,
         offset: int | None = None,
+        partition: int | None = None,
     ) -> str:
-        """Count one mention. Returns ``added``, ``late`` or ``duplicate`` (offset already applied)."""
+        """Count one mention. Returns ``added``, ``late`` or ``duplicate`` (offset already applied).
+
+        ``partition``: the input partition of the record, kept in the state (see :attr:`KeyState.partition`).
+        """
         state = self.keys.get(key)
         if state is None:
             state = self.keys[key] = KeyState(key=key, kind=kind, subject=subject)
+        if partition is not None and state.partition != partition:
+            state.partition = partition
+            self.dirty.add(key)
         if source is not None and offset is not None:
             if offset <= state.offsets.get(source, -1):
                 return "duplicate"
@@ -591,17 +613,44 @@ class Engine:
             evidence=ev,
         )
 
+    def partition_keys(self, partitions: Collection[int]) -> list[str]:
+        """Entity keys fed from the given input partitions."""
+        return [
+            k
+            for k, s in self.keys.items()
+            if s.kind is KeyKind.ENTITY and s.partition is not None and s.partition in partitions
+        ]
+
+    def drop_partitions(self, partitions: Collection[int]) -> int:
+        """Forget the entity keys of input partitions another replica owns now; returns how many.
+
+        Only the memory: their changelog records stay, for the new owner to restore.
+        """
+        keys = self.partition_keys(partitions)
+        for key in keys:
+            del self.keys[key]
+            self.dirty.discard(key)
+        return len(keys)
+
     @staticmethod
     def dump(state: KeyState) -> bytes:
         """Changelog value of a key."""
         return state.__pydantic_serializer__.to_json(state)
 
-    def restore(self, value: bytes) -> None:
-        """Load one changelog value (the newest per key wins: call in log order)."""
+    @staticmethod
+    def load(value: bytes) -> KeyState:
+        """Parse one changelog value (raises ValueError on a state version this code does not read)."""
         data = orjson.loads(value)
         if data.get("v") != STATE_VERSION:
             msg = f"changelog state version {data.get('v')!r} is not {STATE_VERSION}"
             raise ValueError(msg)
-        state = KeyState.model_validate(data)
+        return KeyState.model_validate(data)
+
+    def install(self, state: KeyState) -> None:
+        """Put a restored state in place of this key's (the newest per key wins: call in log order)."""
         self.keys[state.key] = state
         self.max_time = max(self.max_time, state.max_time)
+
+    def restore(self, value: bytes) -> None:
+        """Load one changelog value (the newest per key wins: call in log order)."""
+        self.install(self.load(value))

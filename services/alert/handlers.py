@@ -2,7 +2,9 @@
 
 Both topics are consumed in batches by one consumer group; a batch is
 committed only after the handler returned, i.e. after its state, alerts and
-dead letters were acknowledged by the broker. ``delivery=exactly_once``: each
+dead letters were acknowledged by the broker. The rebalance listener
+(:class:`~.partitions.PartitionState`) moves the entity state with the
+partitions of ``entity.mentions``. ``delivery=exactly_once``: each
 input partition's share of a poll is one Kafka transaction holding the state
 changelog, the alerts, the dead letters and the offsets
 (:mod:`textpulse.kafka.transactions`); an abort rebuilds the engine from the
@@ -11,6 +13,7 @@ committed changelog.
 
 from __future__ import annotations
 
+from aiokafka import ConsumerRebalanceListener
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.alerts import FinancialAlert
@@ -24,9 +27,16 @@ SERVICE = "alert"
 
 
 def register(
-    broker: KafkaBroker, settings: AlertSettings, processor: Processor, runner: BatchRunner | None = None
+    broker: KafkaBroker,
+    settings: AlertSettings,
+    processor: Processor,
+    runner: BatchRunner | None = None,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> None:
-    """Subscribe ``entity.mentions`` (and ``text.enriched``) on ``broker``; ``runner`` applies ``settings.delivery``."""
+    """Subscribe ``entity.mentions`` (and ``text.enriched``) on ``broker``; ``runner`` applies ``settings.delivery``.
+
+    ``listener`` hears the group's revocations and assignments (None for in-memory brokers).
+    """
     run = runner or AtLeastOnce()
     topics = [settings.topic_mentions]
     if settings.consume_enriched:
@@ -39,6 +49,7 @@ def register(
         service=SERVICE,
         title="alert.inputs",
         description="Entity mentions (entity windows) and enriched events (topic windows, evidence texts).",
+        listener=listener,
     )
     async def on_records(msg: KafkaMessage) -> None:
         await run.process(msg, processor.handle)

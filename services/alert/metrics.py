@@ -29,3 +29,9 @@ class AlertMetrics(ServiceMetrics):
         self.mentions = self.counter("textpulse_alert_mentions", "Mentions by outcome.", ["kind", "outcome"])
         self.push_failures = self.counter("textpulse_alert_push_failures", "Failed pushes.", ["target"])
         self.keys = Gauge("textpulse_alert_keys", "Keys with state.", ["service"], registry=self.registry)
+        self.partitions = Gauge(
+            "textpulse_alert_partitions",
+            "entity.mentions partitions whose entity state this replica holds (follows rebalances).",
+            ["service"],
+            registry=self.registry,
+        )

@@ -13,6 +13,11 @@ Per consumed batch (under one lock, so the two input topics never interleave):
 5. the emptied outboxes are written to the changelog again;
 6. the handler returns and the input offsets are committed.
 
+Entity keys are co-partitioned with ``entity.mentions``: a key fed from input
+partition p writes its changelog records to changelog partition p, so the
+replica a rebalance gives p to restores exactly that changelog partition
+(:mod:`.partitions`). Topic keys are written by key hash.
+
 A crash before 3 replays the batch from Kafka into the restored state (nothing
 was decided twice because nothing was saved); between 3 and 5 the restored
 outbox is published on restart (an alert is never lost); a crash between 4
@@ -33,7 +38,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +51,7 @@ from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.kafka.writer import OutRecord, RecordWriter, WriteError
 from textpulse.settings import KafkaSettings
 
-from .engine import Engine
+from .engine import Engine, KeyState
 from .metrics import AlertMetrics
 from .notify import Notifier
 
@@ -95,7 +100,9 @@ class Processor:
         topic_kind: dict[str, str],
         dedup_offsets: bool = True,
     ) -> None:
-        """``dedup_offsets=False`` only for in-memory brokers, whose records all have offset 0."""
+        """``dedup_offsets=False`` only for in-memory brokers, whose records all have offset 0
+        (and no meaningful partition: their entity keys are then not co-partitioned either).
+        """
         self.engine = engine
         self.texts = texts
         self.metrics = metrics
@@ -104,6 +111,8 @@ class Processor:
         self.lock = asyncio.Lock()
         self.dedup_offsets = dedup_offsets
         self.retry_backoff_s = 1.0
+        #: Called with each batch under the lock before it is applied (see :mod:`.partitions`).
+        self.before_batch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
 
     # -- input -------------------------------------------------------------------
 
@@ -120,6 +129,7 @@ class Processor:
             text=self.texts.get(m.event_id),
             source=f"{rec.topic}:{rec.partition}" if self.dedup_offsets else None,
             offset=rec.offset,
+            partition=rec.partition if self.dedup_offsets else None,
         )
 
     def _enriched(self, rec: Any) -> str:
@@ -146,6 +156,8 @@ class Processor:
         m, svc = self.metrics, SERVICE
         started = time.perf_counter()
         async with self.lock:
+            if self.before_batch is not None:
+                await self.before_batch(records)
             for rec in records:
                 kind = self.topic_kind.get(rec.topic, "mention")
                 m.received.labels(svc, rec.topic).inc()
@@ -180,13 +192,24 @@ class Processor:
         assert self.outputs is not None
         states = self.engine.take_dirty()
         await self.outputs.state.write(
-            [OutRecord(Engine.dump(s), s.key.encode(), {"content-type": "application/json"}) for s in states]
+            [
+                OutRecord(
+                    Engine.dump(s),
+                    s.key.encode(),
+                    {"content-type": "application/json"},
+                    partition=s.partition if s.kind is KeyKind.ENTITY else None,
+                )
+                for s in states
+            ]
         )
 
-    async def flush(self) -> None:
-        """Evaluate, save, publish, save again (see the module docstring)."""
+    async def flush(self, *, evaluate: bool = True) -> None:
+        """Evaluate, save, publish, save again (see the module docstring).
+
+        ``evaluate=False``: only publish the outboxes already decided (restored ones), decide nothing new.
+        """
         assert self.outputs is not None
-        notes = self.engine.advance()
+        notes = self.engine.advance() if evaluate else []
         await self._write_state()
         pending = self.engine.pending()
         if not pending:
@@ -240,10 +263,36 @@ class Processor:
             self.metrics.push_failures.labels(SERVICE, target).inc()
 
 
-async def restore(settings: KafkaSettings, topic: str, engine: Engine, timeout_s: float) -> int:
-    """Replay the whole (committed) changelog into ``engine``; returns the number of records read.
+def _everything(_state: KeyState) -> bool:
+    return True
 
-    ``read_committed``: changelog writes of aborted exactly-once transactions never count.
+
+def _apply(engine: Engine, rec: Any, select: Callable[[KeyState], bool]) -> None:
+    """One changelog record: install the state, or remove the key for a tombstone (where ``select`` accepts)."""
+    if rec.value is None:
+        key = (rec.key or b"").decode()
+        if key in engine.keys and select(engine.keys[key]):
+            del engine.keys[key]
+        return
+    state = Engine.load(rec.value)
+    if select(state):
+        engine.install(state)
+
+
+async def restore(
+    settings: KafkaSettings,
+    topic: str,
+    engine: Engine,
+    timeout_s: float,
+    *,
+    partitions: Collection[int] | None = None,
+    select: Callable[[KeyState], bool] = _everything,
+) -> int:
+    """Replay the (committed) changelog into ``engine``; returns the number of records read.
+
+    ``partitions``: only these changelog partitions (None: all). ``select``: only the states it
+    accepts are installed (a tombstone removes its key only where ``select`` accepts the copy in
+    ``engine``). ``read_committed``: changelog writes of aborted exactly-once transactions never count.
     """
     consumer = AIOKafkaConsumer(
         **client_options(settings),  # type: ignore[arg-type]
@@ -258,6 +307,10 @@ async def restore(settings: KafkaSettings, topic: str, engine: Engine, timeout_s
             if not tps:
                 msg = f"changelog topic {topic!r} does not exist (create it: textpulse topics create)"
                 raise RuntimeError(msg)
+            if partitions is not None:
+                tps = [tp for tp in tps if tp.partition in partitions]
+            if not tps:
+                return 0
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
@@ -266,10 +319,7 @@ async def restore(settings: KafkaSettings, topic: str, engine: Engine, timeout_s
                 batch = await consumer.getmany(*remaining, timeout_ms=500)
                 for tp, records in batch.items():
                     for rec in records:
-                        if rec.value is None:
-                            engine.keys.pop((rec.key or b"").decode(), None)
-                        else:
-                            engine.restore(rec.value)
+                        _apply(engine, rec, select)
                         count += 1
                     if records and records[-1].offset + 1 >= ends[tp]:
                         remaining.discard(tp)
