@@ -38,6 +38,22 @@ log = logging.getLogger(__name__)
 SERVICE = "index"
 #: Records built between two yields to the event loop (keeps the bulk in flight moving).
 YIELD_EVERY = 64
+#: Documents in a batch's first bulk request. Between two batches nothing is in flight
+#: (the batch is committed when all its writes are acknowledged), so Elasticsearch idles
+#: while the next batch's first chunk is built: a small first chunk keeps that gap short
+#: (building costs about 65 µs a document here, so 1,000 documents leave it idle ~65 ms a batch).
+FIRST_CHUNK = 200
+
+
+def chunk_bounds(n: int, step: int, first: int = FIRST_CHUNK) -> list[tuple[int, int]]:
+    """``[start, end)`` of each chunk of ``n`` records: a short first chunk, then ``step``-sized ones."""
+    if n <= 0:
+        return []
+    bounds = [(0, min(n, max(1, min(first, step))))]
+    while bounds[-1][1] < n:
+        start = bounds[-1][1]
+        bounds.append((start, min(n, start + step)))
+    return bounds
 
 
 def utcnow() -> datetime:
@@ -90,8 +106,8 @@ class Indexer:
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]] = []
         flights: deque[_Flight] = deque()
         try:
-            for first in range(0, len(records), step):
-                docs, sources = await self._build(records[first : first + step], build, now, invalid)
+            for first, last in chunk_bounds(len(records), step, FIRST_CHUNK):
+                docs, sources = await self._build(records[first:last], build, now, invalid)
                 if not docs:
                     continue
                 flight = _Flight(docs, sources)

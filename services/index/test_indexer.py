@@ -98,3 +98,20 @@ async def test_invalid_records_are_dead_lettered_and_the_rest_indexed() -> None:
     await idx.handle(records, "events")
     assert len(writer.order) == 3
     assert len(sent) == 2
+
+
+def test_chunk_bounds_short_first_chunk_then_full_steps() -> None:
+    import itertools
+
+    from services.index.indexer import chunk_bounds
+
+    assert chunk_bounds(0, 1000, 200) == []
+    assert chunk_bounds(150, 1000, 200) == [(0, 150)]
+    assert chunk_bounds(2500, 1000, 200) == [(0, 200), (200, 1200), (1200, 2200), (2200, 2500)]
+    # a step smaller than the first chunk: every chunk is one step
+    assert chunk_bounds(5, 2, 200) == [(0, 2), (2, 4), (4, 5)]
+    for n in (1, 7, 1000, 5001):
+        bounds = chunk_bounds(n, 1000, 200)
+        assert bounds[0][0] == 0
+        assert bounds[-1][1] == n
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
