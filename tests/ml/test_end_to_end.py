@@ -49,7 +49,9 @@ class _FakeTensor:
         return cls(name, torch.utils.dlpack.from_dlpack(capsule).numpy().copy())
 
 
-def _load_triton_model(version_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def _load_triton_model(
+    version_dir: Path, monkeypatch: pytest.MonkeyPatch, precision: str | None = None, kind: str = "CPU"
+) -> Any:
     """Import the exported model.py with a stand-in for Triton's pb_utils module."""
     fake = types.ModuleType("triton_python_backend_utils")
     fake.Tensor = _FakeTensor  # type: ignore[attr-defined]
@@ -62,13 +64,15 @@ def _load_triton_model(version_dir: Path, monkeypatch: pytest.MonkeyPatch) -> An
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     instance = module.TritonPythonModel()
-    config = {"parameters": {"torch_threads": {"string_value": "1"}, "max_sequence_length": {"string_value": "64"}}}
+    params = {"torch_threads": {"string_value": "1"}, "max_sequence_length": {"string_value": "64"}}
+    if precision:
+        params["precision"] = {"string_value": precision}
     instance.initialize(
         {
-            "model_config": json.dumps(config),
+            "model_config": json.dumps({"parameters": params}),
             "model_repository": str(version_dir.parent),
             "model_version": version_dir.name,
-            "model_instance_kind": "CPU",
+            "model_instance_kind": kind,
         },
     )
     return instance
@@ -153,12 +157,39 @@ def test_sequence_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Mon
         single = exported_torch.encode([text])
         np.testing.assert_allclose(logits, exported_torch.logits(single.input_ids, single.attention_mask), atol=1e-4)
 
-    again = export_model(model_dir, repo, "sentiment", onnx=False)
+    _check_int8(version_dir, exported_torch, in_memory, monkeypatch)
+    cpu_config = (repo / "sentiment" / "config.pbtxt").read_text()
+    assert 'key: "precision"\n  value: { string_value: "fp32" }' in cpu_config
+    assert 'string_value: "bf16"' in (repo / "sentiment" / "config.gpu.pbtxt").read_text()
+
+    again = export_model(model_dir, repo, "sentiment", onnx=False, precision="int8")
+    assert 'string_value: "int8"' in (repo / "sentiment" / "config.pbtxt").read_text()
     assert again["version"] == 2
     manifest = json.loads((repo / "manifest.json").read_text())
     assert manifest["models"]["sentiment"]["latest"] == 2
     assert [v["version"] for v in manifest["models"]["sentiment"]["versions"]] == [1, 2]
     assert "accuracy" in manifest["models"]["sentiment"]["versions"][0]["metrics"]
+
+
+def _check_int8(version_dir: Path, fp32: Predictor, fp32_logits: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 (in-process and Triton ``precision``) runs, returns FP32 logits of the same shape, near FP32's.
+
+    Not equal: dynamic quantisation is a different model numerically (the label effect
+    is measured on dev data with ``textpulse eval --backend torch-int8``, not here).
+    """
+    batch = fp32.encode(TEXTS)
+    int8 = Predictor(version_dir, backend="torch-int8").logits(batch.input_ids, batch.attention_mask)
+    assert int8.dtype == np.float32
+    assert int8.shape == fp32_logits.shape
+    assert np.abs(int8 - fp32_logits).max() < 0.5  # logit units: a loose sanity bound
+    triton = _load_triton_model(version_dir, monkeypatch, precision="int8")
+    for text, logits in zip(TEXTS, _triton_logits(triton, fp32, TEXTS), strict=True):
+        single = fp32.encode([text])
+        np.testing.assert_allclose(logits, fp32.logits(single.input_ids, single.attention_mask), atol=0.5)
+    with pytest.raises(ValueError, match="needs a KIND_GPU instance"):
+        _load_triton_model(version_dir, monkeypatch, precision="bf16")
+    with pytest.raises(ValueError, match="unknown precision"):
+        _load_triton_model(version_dir, monkeypatch, precision="int4")
 
 
 @pytest.mark.timeout(300)

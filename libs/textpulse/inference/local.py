@@ -38,7 +38,7 @@ class LocalBackend:
         self,
         model_repo: Path,
         *,
-        runtime: Literal["torch", "onnx"] = "torch",
+        runtime: Literal["torch", "torch-int8", "onnx"] = "torch",
         threads: int | None = None,
         batch_size: int = 64,
         versions: dict[str, str] | None = None,

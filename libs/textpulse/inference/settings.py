@@ -36,7 +36,13 @@ class InferenceSettings(BaseSettings):
     triton_breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open the circuit.")
     triton_breaker_reset_s: float = Field(5.0, gt=0, description="How long the circuit stays open.")
     triton_max_inflight: int = Field(8, ge=1, description="Concurrent Triton requests per process.")
-    local_runtime: Literal["torch", "onnx"] = Field("torch", description="In-process runtime.")
+    local_runtime: Literal["torch", "torch-int8", "onnx"] = Field(
+        "torch",
+        description=(
+            "In-process runtime: torch (FP32), torch-int8 (dynamic int8 Linear layers: faster on CPU, a few per cent "
+            "of labels differ; measure with `textpulse eval --backend torch-int8`), onnx (ONNX Runtime)."
+        ),
+    )
     local_threads: int | None = Field(None, ge=1, description="torch / ORT intra-op threads (default: library's).")
 
 

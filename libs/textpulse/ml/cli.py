@@ -133,7 +133,7 @@ def evaluate(
         str | None, typer.Option(help="Split inside multi-split files (clinc150: train|val|test).")
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Where the PNG and card go (default <model>/eval-<file>).")] = None,
-    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch | torch-int8 | onnx")] = "torch",
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[int | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -155,6 +155,9 @@ def export(
     max_batch_size: Annotated[int, typer.Option()] = 64,
     torch_threads: Annotated[int, typer.Option(help="torch threads per Triton instance.")] = 2,
     instances: Annotated[int, typer.Option(help="Triton instance count.")] = 1,
+    precision: Annotated[
+        str, typer.Option(help="CPU config precision: fp32, or int8 (dynamic quantisation; the GPU variant is bf16).")
+    ] = "fp32",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Export MODEL as the next version of NAME in the Triton repository; prints the manifest entry."""
@@ -171,6 +174,7 @@ def export(
         max_batch_size=max_batch_size,
         torch_threads=torch_threads,
         instances=instances,
+        precision=precision,
     )
     entry["repository"] = str(target)
     _emit(entry)
@@ -181,7 +185,7 @@ def bench(
     model: Annotated[Path, typer.Option(help="Model dir (trained, version or Triton model dir).")],
     batch_size: Annotated[int, typer.Option()] = 32,
     batches: Annotated[int, typer.Option(help="Timed batches after one warm-up.")] = 8,
-    backend: Annotated[str, typer.Option(help="torch | onnx")] = "torch",
+    backend: Annotated[str, typer.Option(help="torch | torch-int8 | onnx")] = "torch",
     threads: Annotated[int | None, typer.Option()] = None,
 ) -> None:
     """CPU inference speed (sentences/s) on dev-like tweets, and the parameter count."""

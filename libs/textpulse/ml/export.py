@@ -76,8 +76,11 @@ def render_config_pbtxt(
     max_queue_delay_us: int = 2000,
     max_sequence_length: int = 512,
     extra_heads: dict[str, int] | None = None,
+    precision: str | None = None,
 ) -> str:
     """Triton model configuration for the python backend.
+
+    ``precision`` (``model.py``): default fp32 on the CPU and bf16 on the GPU variant.
 
     Inputs are ``[-1]`` per batch row with ``allow_ragged_batch`` so requests
     padded to different lengths still share one dynamic batch (``model.py``
@@ -85,6 +88,7 @@ def render_config_pbtxt(
     """
     output_dims = f"[ -1, {num_labels} ]" if kind == "token" else f"[ {num_labels} ]"
     kind_name = "KIND_GPU" if gpu else "KIND_CPU"
+    precision = precision or ("bf16" if gpu else "fp32")
     extra_outputs = "".join(
         f""",
   {{
@@ -131,6 +135,10 @@ version_policy: {{ latest: {{ num_versions: 1 }} }}
 parameters: {{
   key: "torch_threads"
   value: {{ string_value: "{torch_threads}" }}
+}}
+parameters: {{
+  key: "precision"
+  value: {{ string_value: "{precision}" }}
 }}
 parameters: {{
   key: "max_sequence_length"
@@ -221,8 +229,15 @@ def export_model(
     max_batch_size: int = 64,
     torch_threads: int = 2,
     instances: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Write ``<repo>/<name>/<next version>/`` plus configs and update the manifest."""
+    """Write ``<repo>/<name>/<next version>/`` plus configs and update the manifest.
+
+    ``precision`` goes into the CPU ``config.pbtxt`` (fp32 or int8); the GPU variant serves bf16.
+    """
+    if precision not in {"fp32", "int8"}:
+        msg = f"CPU precision must be fp32 or int8, not {precision!r}"
+        raise ValueError(msg)
     model, tokenizer, meta = load_model(model_dir)
     labels = labels_of(model.encoder.config)
     model_root = repo / name
@@ -250,7 +265,8 @@ def export_model(
         "extra_heads": {name: len(labels) for name, labels in (meta.get("extra_heads") or {}).items()},
     }
     kind = meta["kind"]
-    (model_root / "config.pbtxt").write_text(render_config_pbtxt(name, kind, len(labels), **options), "utf-8")
+    cpu_config = render_config_pbtxt(name, kind, len(labels), precision=precision, **options)
+    (model_root / "config.pbtxt").write_text(cpu_config, "utf-8")
     gpu_config = render_config_pbtxt(name, kind, len(labels), gpu=True, **options)
     (model_root / "config.gpu.pbtxt").write_text(gpu_config, "utf-8")
     (model_root / "configs").mkdir(exist_ok=True)  # Triton's --model-config-name=gpu location

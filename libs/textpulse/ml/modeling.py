@@ -164,6 +164,23 @@ def load_model(directory: Path, device: str = "cpu") -> tuple[TextPulseModel, An
     return model, tokenizer, meta
 
 
+def quantize_int8(model: TextPulseModel) -> TextPulseModel:
+    """Dynamic int8 quantisation of every ``Linear`` layer, for CPU serving.
+
+    Weights are stored as int8, activations are quantised per batch at run time
+    (``torch.ao.quantization.quantize_dynamic``); embeddings and layer norms stay
+    FP32. It is a different model numerically: a few per cent of labels change,
+    so measure it (``textpulse eval … --backend torch-int8``) before serving it.
+    """
+    import torch
+
+    # torch ships quantize_dynamic without annotations
+    quantized: TextPulseModel = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+        model, {nn.Linear}, dtype=torch.qint8
+    )
+    return quantized
+
+
 def count_parameters(model: nn.Module) -> int:
     """Total parameters (encoder + head)."""
     return sum(p.numel() for p in model.parameters())

@@ -18,7 +18,8 @@ from textpulse.ml.inference import softmax
 from textpulse.ml.settings import offline_hub
 from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
-Backend = Literal["torch", "onnx"]
+#: torch (FP32, or the device's dtype), torch-int8 (dynamic int8 Linear layers, CPU only), onnx (ONNX Runtime).
+Backend = Literal["torch", "torch-int8", "onnx"]
 
 
 @dataclass(slots=True)
@@ -87,11 +88,16 @@ class Predictor:
         else:
             import torch
 
-            from textpulse.ml.modeling import load_model
+            from textpulse.ml.modeling import load_model, quantize_int8
 
             if threads:
                 torch.set_num_threads(threads)
             self._model, _, _ = load_model(self.directory, device)
+            if backend == "torch-int8":
+                if device != "cpu":
+                    msg = "torch-int8 runs on the CPU only (use torch on a GPU)"
+                    raise ValueError(msg)
+                self._model = quantize_int8(self._model)
             self._device = device
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:

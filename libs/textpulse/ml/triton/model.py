@@ -12,6 +12,10 @@ DLPack only, so the model is immune to the stub's numpy ABI. Output
 ``logits`` FP32: ``[batch, labels]`` (sequence) or ``[batch, seq, labels]``
 (token; ``seq`` of that request); a multi-head model adds ``logits_<head>``
 per extra head.
+
+Parameter ``precision``: ``fp32`` (default), ``bf16`` / ``fp16`` (GPU instances:
+the weights are cast, logits still return as FP32), ``int8`` (CPU instances:
+dynamic int8 ``Linear`` layers; a few per cent of labels differ from FP32).
 """
 
 from __future__ import annotations
@@ -60,6 +64,29 @@ def _parameters(model_config: dict[str, Any]) -> dict[str, str]:
     return {k: str(v.get("string_value", "")) for k, v in (model_config.get("parameters") or {}).items()}
 
 
+def _with_precision(model: torch.nn.Module, precision: str, gpu: bool) -> torch.nn.Module:
+    """Cast (GPU: bf16/fp16) or quantise (CPU: int8) the loaded FP32 model; errors name the bad pairing."""
+    precision = precision.lower()
+    if precision == "fp32":
+        return model
+    if precision in {"bf16", "fp16"}:
+        if not gpu:
+            msg = f"precision {precision!r} needs a KIND_GPU instance with CUDA (use fp32 or int8 on the CPU)"
+            raise ValueError(msg)
+        return model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
+    if precision == "int8":
+        if gpu:
+            msg = "precision 'int8' (dynamic quantisation) runs on KIND_CPU instances only (use bf16 on a GPU)"
+            raise ValueError(msg)
+        # torch ships quantize_dynamic without annotations
+        quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
+            model, {torch.nn.Linear}, dtype=torch.qint8
+        )
+        return quantized
+    msg = f"unknown precision {precision!r}: fp32, bf16, fp16 or int8"
+    raise ValueError(msg)
+
+
 class TritonPythonModel:
     """Entry point Triton's python backend instantiates once per model instance."""
 
@@ -86,7 +113,7 @@ class TritonPythonModel:
         )
         state = load_file(str(version_dir / "model.safetensors"))
         model.load_state_dict(state)
-        self.model = model.to(self.device).eval()
+        self.model = _with_precision(model.to(self.device).eval(), params.get("precision") or "fp32", use_gpu)
         self.kind = meta.get("kind", "sequence")
         self.pad_id = int(getattr(config, "pad_token_id", 0) or 0)
         self.max_length = int(params.get("max_sequence_length") or 512)
@@ -112,8 +139,9 @@ class TritonPythonModel:
         ids = [self._input(r, "input_ids") for r in requests]
         masks = [self._input(r, "attention_mask") for r in requests]
         with torch.inference_mode():
+            # .float(): bf16/fp16 instances still answer the config's TYPE_FP32
             outputs = [
-                o.cpu()
+                o.float().cpu()
                 for o in self.model(self._pad(ids, self.pad_id).to(self.device), self._pad(masks, 0).to(self.device))
             ]
         responses, row = [], 0
