@@ -1,8 +1,11 @@
 """End-to-end pipeline benchmark: ingest → classify → NER on the real Kafka.
 
 Replays N real tweets (``twitter_fin_sentiment``) through the three services,
-each its own process, once per backend (in-process torch, and Triton when
-requested), and prints in the same run:
+each in its own processes (``--replicas``, default two classify workers in one
+consumer group: a social event needs two classify forward passes and one NER
+pass, so with one single-thread process per service the classify core is the
+bottleneck while the NER core idles half the time), once per backend
+(in-process torch, and Triton when requested), and prints in the same run:
 
 * events/s at saturation (first ingest time → last enriched record);
 * end-to-end latency p50/p95/p99 (ingest time → enriched record's broker
@@ -15,6 +18,10 @@ requested), and prints in the same run:
   ceiling (sentiment + topic + NER forward passes, batches of 64, one process)
   and a naive baseline: a Hugging Face ``pipeline()`` call per message and
   model (each model's encoder as a feature-extraction pipeline, its head on top).
+
+``--runtime int8`` serves every model (ceiling, in-process services, Triton's
+``precision`` parameter) with dynamic int8 Linear layers; the naive baseline
+stays FP32, and ``make bench-int8`` measures what int8 costs on the dev splits.
 
 Targets (2-core CPU): pipeline ≥ 0.7× the raw ceiling, ≥ 5× the naive
 baseline, p99 ≤ 500 ms at half the maximum rate. Not a timed test.
@@ -31,7 +38,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +54,9 @@ from textpulse.settings import KafkaSettings
 from bench.common import REPO, real_kafka, start_service, stop_service, table, wait_ready
 
 MODELS = ("sentiment", "topic", "intent", "ner")
+#: --runtime → the in-process backend's runtime (TEXTPULSE_LOCAL_RUNTIME); Triton gets it as the ``precision`` parameter
+LOCAL_RUNTIME: dict[str, Any] = {"fp32": "torch", "int8": "torch-int8"}
+SERVICES = ("ingest", "classify", "ner")
 console = Console(width=150)  # wide table even when stdout is not a terminal
 
 
@@ -76,12 +86,12 @@ def tweets(n: int, prefix: str) -> list[dict[str, Any]]:
 # -- reference figures ---------------------------------------------------------------
 
 
-def raw_ceiling(repo: Path, texts: Sequence[str], threads: int) -> float:
+def raw_ceiling(repo: Path, texts: Sequence[str], threads: int, runtime: str = "fp32") -> float:
     """Events/s of the bare batched forward passes a social event needs (sentiment + topic + NER)."""
     from textpulse.inference.local import LocalBackend
 
     async def go() -> float:
-        backend = LocalBackend(repo, threads=threads, batch_size=64)
+        backend = LocalBackend(repo, runtime=LOCAL_RUNTIME[runtime], threads=threads, batch_size=64)
         await backend.start(["sentiment", "topic", "ner"])
         await backend.classify("sentiment", texts[:64])  # warm-up
         started = time.perf_counter()
@@ -211,14 +221,42 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
+def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp32") -> Path:
+    """A copy of ``repo``'s model configs with ``torch_threads`` and ``precision`` set, versions linked, not copied.
+
+    Every instance of every model runs its own torch pool; the three models of a
+    social event run at once, so at 2 threads each they ask for 6 threads on 2 cores.
+    """
+    import re
+    import shutil
+
+    shutil.rmtree(target, ignore_errors=True)
+    for model in MODELS:
+        src, dst = repo / model, target / model
+        dst.mkdir(parents=True)
+        config = (src / "config.pbtxt").read_text()
+        config = re.sub(r'(key: "torch_threads"\s*value: \{ string_value: ")\d+(")', rf"\g<1>{threads}\g<2>", config)
+        config = re.sub(r'parameters: \{\s*key: "precision"\s*value: \{ string_value: "\w+" \}\s*\}\s*', "", config)
+        config += f'parameters: {{\n  key: "precision"\n  value: {{ string_value: "{precision}" }}\n}}\n'
+        (dst / "config.pbtxt").write_text(config)
+        for version in src.iterdir():
+            if version.is_dir() and version.name.isdigit():
+                (dst / version.name).symlink_to(version.resolve(), target_is_directory=True)
+    return target
+
+
 @contextmanager
-def triton_server(repo: Path) -> Iterator[tuple[str, str, int]]:
-    """A tritonserver over ``repo`` on free ports (deploy/triton); yields (grpc url, metrics url, pid)."""
+def triton_server(repo: Path, threads: int, precision: str = "fp32") -> Iterator[tuple[str, str, int]]:
+    """A tritonserver over ``repo`` (``threads`` torch threads per model instance) on free ports (deploy/triton).
+
+    Yields (grpc url, metrics url, pid).
+    """
     ports = [_free_port() for _ in range(3)]
     run_dir = REPO / ".run" / "triton-bench"
+    served = threads_overlay(repo, run_dir / "model-repo", threads, precision)
     env = {
         **os.environ,
-        "TRITON_MODEL_REPO": str(repo),
+        "TRITON_MODEL_REPO": str(served),
         "TRITON_MODELS": ",".join(MODELS),
         "TRITON_HTTP_PORT": str(ports[0]),
         "TRITON_GRPC_PORT": str(ports[1]),
@@ -234,23 +272,49 @@ def triton_server(repo: Path) -> Iterator[tuple[str, str, int]]:
         subprocess.run(["bash", str(REPO / "deploy/triton/stop.sh")], env=env, check=False)
 
 
+def instances(replicas: dict[str, int]) -> list[str]:
+    """Process names: ``ingest``, ``classify``, ``classify-2`` … (one consumer group per service)."""
+    return [name if i == 0 else f"{name}-{i + 1}" for name in SERVICES for i in range(replicas.get(name, 1))]
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``classify=2,ner=1`` → ``{"classify": 2, "ner": 1}``."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, count = part.partition("=")
+        if name not in SERVICES or not count.isdigit() or int(count) < 1:
+            msg = f"--replicas: expected SERVICE=N with SERVICE in {SERVICES} and N >= 1, got {part!r}"
+            raise argparse.ArgumentTypeError(msg)
+        out[name] = int(count)
+    return out
+
+
 async def pipeline(
-    backend: str, kafka: str, repo: Path, n: int, latency_n: int, threads: int, triton: tuple[str, str, int] | None
+    backend: str,
+    kafka: str,
+    repo: Path,
+    n: int,
+    latency_n: int,
+    threads: int,
+    triton: tuple[str, str, int] | None,
+    replicas: dict[str, int],
+    runtime: str = "fp32",
 ) -> Run:
-    """Start ingest, classify, NER; saturate; then replay at half the rate for latency."""
+    """Start ingest, classify, NER (``replicas`` processes each); saturate; then replay at half the rate."""
     from textpulse.replay import replay
 
     settings = KafkaSettings(bootstrap_servers=kafka)
     tag = uuid.uuid4().hex[:8]
     topics = {spec.name: f"bench.{tag}.{spec.name}" for spec in ALL_TOPICS}
     await create_topics(settings, ALL_TOPICS, rename=topics)
-    ports = {s: _free_port() for s in ("ingest", "classify", "ner")}
-    envs = service_envs(kafka, repo, threads, topics, ports, tag, triton[0] if triton else None)
+    ports = {s: _free_port() for s in instances(replicas)}
+    envs = service_envs(kafka, repo, threads, topics, ports, tag, triton[0] if triton else None, runtime)
     logs = REPO / ".run" / "bench"
     procs = {
-        s: start_service(f"services.{s}.app", env, logs / f"pipeline-{backend}-{s}.log") for s, env in envs.items()
+        s: start_service(f"services.{s.split('-')[0]}.app", env, logs / f"pipeline-{backend}-{s}.log")
+        for s, env in envs.items()
     }
-    run = Run(backend)
+    run = Run(backend if runtime == "fp32" else f"{backend} {runtime}")
     ingest_url = f"http://127.0.0.1:{ports['ingest']}"
     try:
         for port in ports.values():
@@ -288,28 +352,28 @@ def service_envs(
     ports: dict[str, int],
     tag: str,
     triton_url: str | None,
+    runtime: str = "fp32",
 ) -> dict[str, dict[str, str]]:
     """Environment of each service process: its own topics, group, port; the chosen backend."""
     common = {
         "TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS": kafka,
         "TEXTPULSE_MODEL_REPO": str(repo),
         "TEXTPULSE_LOCAL_THREADS": str(threads),
+        "TEXTPULSE_LOCAL_RUNTIME": LOCAL_RUNTIME[runtime],
         "PYTHONPATH": f"{REPO / 'libs'}:{REPO}",
     }
     if triton_url:
         common["TEXTPULSE_TRITON_URL"] = triton_url
     c, n = "TEXTPULSE_CLASSIFY_", "TEXTPULSE_NER_"
-    return {
+    base = {
         "ingest": {
             **common,
-            "TEXTPULSE_INGEST_HTTP_PORT": str(ports["ingest"]),
             "TEXTPULSE_INGEST_TOPIC_OUT": topics["text.raw"],
             "TEXTPULSE_INGEST_CONSUME_TEXT_IN": "false",
             "TEXTPULSE_INGEST_LOG_LEVEL": "WARNING",
         },
         "classify": {
             **common,
-            f"{c}HTTP_PORT": str(ports["classify"]),
             f"{c}TOPIC_IN": topics["text.raw"],
             f"{c}TOPIC_OUT": topics["text.classified"],
             f"{c}TOPIC_DLQ": topics["dlq.classify"],
@@ -318,7 +382,6 @@ def service_envs(
         },
         "ner": {
             **common,
-            f"{n}HTTP_PORT": str(ports["ner"]),
             f"{n}TOPIC_IN": topics["text.classified"],
             f"{n}TOPIC_OUT": topics["text.enriched"],
             f"{n}TOPIC_MENTIONS": topics["entity.mentions"],
@@ -327,15 +390,21 @@ def service_envs(
             f"{n}LOG_LEVEL": "WARNING",
         },
     }
+    prefix = {"ingest": "TEXTPULSE_INGEST_", "classify": c, "ner": n}
+    envs = {}
+    for name, port in ports.items():
+        service = name.split("-")[0]
+        envs[name] = {**base[service], f"{prefix[service]}HTTP_PORT": str(port)}
+    return envs
 
 
 def collect_metrics(run: Run, ports: dict[str, int], triton: tuple[str, str, int] | None) -> None:
     """Client latency from the services' histograms; Triton's average executed batch size."""
     for service in ("classify", "ner"):
-        text = scrape(f"http://127.0.0.1:{ports[service]}/metrics")
-        count = metric_sum(text, "textpulse_inference_duration_seconds_count")
-        seconds = metric_sum(text, "textpulse_inference_duration_seconds_sum")
-        size = metric_sum(text, "textpulse_inference_batch_size_sum")
+        texts = [scrape(f"http://127.0.0.1:{port}/metrics") for name, port in ports.items() if name.startswith(service)]
+        count = sum(metric_sum(t, "textpulse_inference_duration_seconds_count") for t in texts)
+        seconds = sum(metric_sum(t, "textpulse_inference_duration_seconds_sum") for t in texts)
+        size = sum(metric_sum(t, "textpulse_inference_batch_size_sum") for t in texts)
         run.client_ms[f"{service} mean request"] = seconds / count * 1000 if count else float("nan")
         run.client_ms[f"{service} texts/request"] = size / count if count else float("nan")
     if triton:
@@ -346,10 +415,10 @@ def collect_metrics(run: Run, ports: dict[str, int], triton: tuple[str, str, int
             run.server_batch[model] = items / execs if execs else float("nan")
 
 
-def report(runs: list[Run], ceiling: float, naive: float, n_ref: int) -> None:
+def report(runs: list[Run], ceiling: float, naive: float, n_ref: int, runtime: str = "fp32") -> None:
     rows: list[tuple[str, str, str, str]] = [
-        ("raw batched in-process ceiling", f"{ceiling:,.1f} ev/s", "reference", f"{n_ref} tweets"),
-        ("naive HF pipeline() per message", f"{naive:,.1f} ev/s", "reference", "1 call per message per model"),
+        (f"raw batched in-process ceiling ({runtime})", f"{ceiling:,.1f} ev/s", "reference", f"{n_ref} tweets"),
+        ("naive HF pipeline() per message (fp32)", f"{naive:,.1f} ev/s", "reference", "1 call per message per model"),
     ]
     for run in runs:
         b = run.backend
@@ -391,10 +460,35 @@ def main() -> None:
     parser.add_argument("--backends", default="local,triton", help="comma-separated: local, triton")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per service process")
     parser.add_argument(
+        "--replicas",
+        type=parse_replicas,
+        default=None,
+        help=(
+            "processes per service, e.g. classify=2,ner=1. Default for the in-process backend classify=2: a social "
+            "event costs classify two forward passes and NER one, so two single-thread classify workers and one "
+            "NER worker share the cores in proportion to their work; for Triton one of each (the server computes)"
+        ),
+    )
+    parser.add_argument(
+        "--triton-threads",
+        type=int,
+        default=1,
+        help="torch threads per Triton model instance (the bench serves a copy of the configs with this value)",
+    )
+    parser.add_argument(
         "--reference-threads",
         type=int,
         default=len(os.sched_getaffinity(0)),
         help="torch threads of the reference measurements (default: the usable cores)",
+    )
+    parser.add_argument(
+        "--runtime",
+        choices=sorted(LOCAL_RUNTIME),
+        default="fp32",
+        help=(
+            "model precision on the CPU for the ceiling and both backends: fp32, or int8 (dynamic int8 Linear layers; "
+            "its dev-accuracy cost is measured by `make bench-int8`). The naive baseline stays FP32"
+        ),
     )
     parser.add_argument(
         "--model-repo",
@@ -408,8 +502,12 @@ def main() -> None:
         parser.error(f"{args.model_repo} lacks models {missing}: run `make models` or pass --model-repo")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     texts = [e["text"] for e in tweets(args.reference_events, "ref")]
-    console.print(f"models: {args.model_repo}  events: {args.events}  threads/service: {args.threads}")
-    ceiling = raw_ceiling(args.model_repo, texts, threads=args.reference_threads)
+    console.print(
+        f"models: {args.model_repo} ({args.runtime})  events: {args.events}  threads/process: {args.threads}  "
+        f"processes: {', '.join(instances(args.replicas or {'classify': 2}))} (in-process), "
+        f"{', '.join(instances(args.replicas or {}))} (Triton, {args.triton_threads} torch thread(s) per instance)"
+    )
+    ceiling = raw_ceiling(args.model_repo, texts, threads=args.reference_threads, runtime=args.runtime)
     naive, agreement = naive_baseline(args.model_repo, texts[: args.naive_events], threads=args.reference_threads)
     console.print(
         f"raw ceiling {ceiling:.1f} ev/s, naive pipeline() {naive:.1f} ev/s "
@@ -418,23 +516,14 @@ def main() -> None:
     runs = []
     with real_kafka() as kafka:
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-            if backend == "triton":
-                with triton_server(args.model_repo) as server:
-                    runs.append(
-                        asyncio.run(
-                            pipeline(
-                                backend, kafka, args.model_repo, args.events, args.latency_events, args.threads, server
-                            )
-                        )
-                    )
-            else:
-                runs.append(
-                    asyncio.run(
-                        pipeline(backend, kafka, args.model_repo, args.events, args.latency_events, args.threads, None)
-                    )
-                )
+            triton = backend == "triton"
+            server_cm = triton_server(args.model_repo, args.triton_threads, args.runtime) if triton else nullcontext()
+            with server_cm as server:
+                replicas = args.replicas or ({} if triton else {"classify": 2})
+                options = (args.model_repo, args.events, args.latency_events, args.threads)
+                runs.append(asyncio.run(pipeline(backend, kafka, *options, server, replicas, args.runtime)))
             console.print(runs[-1])
-    report(runs, ceiling, naive, len(texts))
+    report(runs, ceiling, naive, len(texts), args.runtime)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,13 @@ async def wait_ready(url: str, timeout_s: float = 90) -> None:
     raise TimeoutError(url)
 
 
-def table(title: str, rows: list[tuple[str, str, str, str]]) -> Table:
+def table(
+    title: str,
+    rows: list[tuple[str, str, str, str]],
+    columns: tuple[str, str, str, str] = ("measure", "value", "target", "verdict"),
+) -> Table:
     t = Table(title=title)
-    for col in ("measure", "value", "target", "verdict"):
+    for col in columns:
         t.add_column(col)
     for row in rows:
         t.add_row(*row)

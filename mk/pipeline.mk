@@ -1,15 +1,20 @@
 # Enrichment pipeline (classify + NER) — included by the main Makefile (-include mk/*.mk).
 #   make bench-pipeline                       # full run: local + Triton, 2000 events
 #   make bench-pipeline BENCH_PIPELINE_ARGS="--events 300 --backends local"
+#   make bench-pipeline BENCH_PIPELINE_ARGS="--runtime int8"   # dynamic int8 on the CPU (cost: make bench-int8)
+#   make bench-int8                           # FP32 vs int8: dev metrics, label agreement, sentences/s
 #   make test-pipeline                        # unit + in-memory + Kafka + Triton tests of classify/NER
 
 PIPELINE_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 BENCH_PIPELINE_ARGS ?=
 
-.PHONY: bench-pipeline test-pipeline test-pipeline-fast classify-run ner-run
+.PHONY: bench-pipeline bench-int8 test-pipeline test-pipeline-fast classify-run ner-run
 
 bench-pipeline: ## Pipeline benchmark: ingest -> classify -> NER on real Kafka, in-process and Triton backends
 	$(PIPELINE_PY) -m bench.bench_pipeline $(BENCH_PIPELINE_ARGS)
+
+bench-int8: install models-if-missing ## FP32 vs dynamic int8 of the served models on their dev splits (metrics, agreement, speed)
+	PYTHONPATH=libs:. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PIPELINE_PY) -m bench.bench_int8 $(BENCH_INT8_ARGS)
 
 test-pipeline-fast: ## classify/NER unit + in-memory tests (no broker, no models)
 	$(PIPELINE_PY) -m pytest -q services/classify services/ner libs/textpulse/inference/test_resilience.py tests/inmemory/test_classify_ner_inmemory.py
