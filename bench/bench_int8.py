@@ -71,7 +71,8 @@ def throughput(predictor: Predictor, texts: list[str]) -> float:
 
 
 def text_of(example: Any) -> str:
-    return example.text if hasattr(example, "text") else " ".join(example.tokens)
+    """A sequence example's text, or a token example's tokens joined as the model sees them."""
+    return example.text() if callable(example.text) else str(example.text)
 
 
 def run(repo: Path, models: list[str], threads: int, rounds: int) -> list[dict[str, Any]]:
