@@ -132,6 +132,14 @@ async def replay_kafka(plan: Sequence[Planned], config_path: Path | None) -> tup
             while (registry.get_sample_value(done, labels) or 0) < len(plan) + 1:  # noqa: ASYNC110 - polls a metric
                 await asyncio.sleep(0.1)
             elapsed = time.perf_counter() - started
+            outcomes = {
+                s.labels["outcome"]: int(s.value)
+                for metric in registry.collect()
+                if metric.name == "textpulse_alert_mentions"
+                for s in metric.samples
+                if s.name.endswith("_total") and s.labels.get("kind") == "mention"
+            }
+            console.print(f"mentions by outcome in the service: {outcomes}")
             records = await read_all(kafka, settings.topic_out, idle_s=2.0, timeout_s=120)
     fired = []
     for r in records:
