@@ -277,6 +277,11 @@ def instances(replicas: dict[str, int]) -> list[str]:
     return [name if i == 0 else f"{name}-{i + 1}" for name in SERVICES for i in range(replicas.get(name, 1))]
 
 
+def default_replicas(backend: str) -> dict[str, int]:
+    """In-process: two classify workers (a social event costs classify two passes, NER one); Triton: one each."""
+    return {} if backend == "triton" else {"classify": 2}
+
+
 def parse_replicas(text: str) -> dict[str, int]:
     """``classify=2,ner=1`` → ``{"classify": 2, "ner": 1}``."""
     out: dict[str, int] = {}
@@ -502,10 +507,10 @@ def main() -> None:
         parser.error(f"{args.model_repo} lacks models {missing}: run `make models` or pass --model-repo")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     texts = [e["text"] for e in tweets(args.reference_events, "ref")]
+    local, triton = (", ".join(instances(args.replicas or default_replicas(b))) for b in ("local", "triton"))
     console.print(
         f"models: {args.model_repo} ({args.runtime})  events: {args.events}  threads/process: {args.threads}  "
-        f"processes: {', '.join(instances(args.replicas or {'classify': 2}))} (in-process), "
-        f"{', '.join(instances(args.replicas or {}))} (Triton, {args.triton_threads} torch thread(s) per instance)"
+        f"processes: {local} (in-process), {triton} (Triton, {args.triton_threads} torch thread(s) per instance)"
     )
     ceiling = raw_ceiling(args.model_repo, texts, threads=args.reference_threads, runtime=args.runtime)
     naive, agreement = naive_baseline(args.model_repo, texts[: args.naive_events], threads=args.reference_threads)
@@ -519,7 +524,7 @@ def main() -> None:
             triton = backend == "triton"
             server_cm = triton_server(args.model_repo, args.triton_threads, args.runtime) if triton else nullcontext()
             with server_cm as server:
-                replicas = args.replicas or ({} if triton else {"classify": 2})
+                replicas = args.replicas or default_replicas(backend)
                 options = (args.model_repo, args.events, args.latency_events, args.threads)
                 runs.append(asyncio.run(pipeline(backend, kafka, *options, server, replicas, args.runtime)))
             console.print(runs[-1])

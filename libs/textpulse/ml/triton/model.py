@@ -78,7 +78,9 @@ def _with_precision(model: torch.nn.Module, precision: str, gpu: bool) -> torch.
         if gpu:
             msg = "precision 'int8' (dynamic quantisation) runs on KIND_CPU instances only (use bf16 on a GPU)"
             raise ValueError(msg)
-        # torch ships quantize_dynamic without annotations
+        # Same call as textpulse.ml.modeling.quantize_int8: this file runs in Triton's stub, which
+        # may not have textpulse installed (the official container), so it imports torch only.
+        # torch ships quantize_dynamic without annotations.
         quantized: torch.nn.Module = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
             model, {torch.nn.Linear}, dtype=torch.qint8
         )
