@@ -20,7 +20,7 @@ import httpx
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.kafka import DeadLetters, make_broker
-from textpulse.kafka.transactions import batch_runner, settings_or_exit
+from textpulse.kafka.transactions import BatchRunner, batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
 from textpulse.observability.http import serve
@@ -59,7 +59,7 @@ def create_app(
     processor = Processor(engine, texts, metrics, topic_kind=kinds, dedup_offsets=real_kafka)
     partitions = PartitionState(processor, settings) if real_kafka else None
     if partitions is not None:
-        processor.before_batch = partitions.before_batch
+        partitions.hook()
     group_id = settings.group_id or "textpulse-alert"
     runner = batch_runner(
         settings,
@@ -93,7 +93,7 @@ def create_app(
         # The broker is connected now: publish outboxes restored from the changelog, start the re-push.
         async with processor.lock:
             await processor.flush()
-        app_tasks.append(asyncio.create_task(_repush(processor, settings.push_interval_s), name="alert-repush"))
+        app_tasks.extend(_timers(processor, runner, settings))
         if real_kafka and settings.kafka.flavor == "apache":
             topics = [settings.topic_mentions] + ([settings.topic_enriched] if settings.consume_enriched else [])
             monitor = LagMonitor(settings.kafka, metrics, group_id, topics, settings.lag_refresh_s)
@@ -184,6 +184,23 @@ async def _repush(processor: Processor, interval_s: float) -> None:
             await processor.repush_open()
         except Exception:
             log.exception("re-push of open alerts failed")
+
+
+def _timers(processor: Processor, runner: BatchRunner, settings: AlertSettings) -> list[asyncio.Task[None]]:
+    """The Alertmanager re-push and the timer-driven window evaluation."""
+    return [
+        asyncio.create_task(_repush(processor, settings.push_interval_s), name="alert-repush"),
+        asyncio.create_task(_tick(processor, runner, settings.tick_interval_s), name="alert-tick"),
+    ]
+
+
+async def _tick(processor: Processor, runner: BatchRunner, interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await processor.tick(runner.run_alone)
+        except Exception:
+            log.exception("timer evaluation failed; the next tick or batch retries it")
 
 
 def main() -> None:

@@ -8,7 +8,13 @@ Time model
     once, when the watermark passes its end. The watermark is the *slowest*
     input partition's newest event time minus ``allowed_lateness_s`` (as in
     Flink or Kafka Streams): replaying a backlog, one partition read far ahead
-    of the others must not make their events late. A partition silent for
+    of the others must not make their events late. Every *assigned* partition
+    counts from its assignment (:meth:`Engine.hold_sources`), before it has
+    delivered anything: on a backlog the first fetches may come from a few
+    partitions only, and the others must not find the watermark already past
+    their records. A partition that has not delivered yet stops holding it
+    back once the consumer shows it has nothing to read
+    (:meth:`Engine.release_sources`); any partition silent for
     ``idle_source_s`` (wall clock) stops holding it back. Events behind the
     watermark are dropped as late (counted, never silently). The watermark is
     per instance, not per key, so a quiet key's windows still close (and its
@@ -191,6 +197,36 @@ class Engine:
         base = min(active) if active else max(self.source_max.values())
         # Never moves back: windows already evaluated stay evaluated.
         self._watermark = max(self._watermark, base - window.allowed_lateness_s)
+
+    def hold_sources(self, sources: Iterable[str]) -> None:
+        """Assigned input partitions (``topic:partition``) hold the watermark from now on.
+
+        Until a source delivers its first record it holds the watermark where it is; it stops
+        when it delivers, when :meth:`release_sources` says it is empty, or after ``idle_source_s``.
+        Sources already tracked keep their figures.
+        """
+        now = time.monotonic()
+        for source in sources:
+            if source not in self.source_max:
+                self.source_max[source] = -math.inf
+                self._source_seen[source] = now
+
+    def waiting_sources(self) -> list[str]:
+        """Sources that hold the watermark without having delivered a record yet."""
+        idle = self.config.window.idle_source_s
+        now = time.monotonic()
+        return [s for s, t in self.source_max.items() if t == -math.inf and now - self._source_seen[s] <= idle]
+
+    def release_sources(self, sources: Iterable[str]) -> None:
+        """Sources that have not delivered and have nothing to read (caught up, empty) stop holding."""
+        self.forget_sources(s for s in sources if self.source_max.get(s) == -math.inf)
+
+    def due(self) -> bool:
+        """Whether :meth:`advance` would evaluate windows now (the watermark passed a new window end)."""
+        self._update_watermark()
+        if not math.isfinite(self.watermark):
+            return False
+        return math.floor(self.watermark / self.config.window.slide_s) != self._advanced_to
 
     def forget_sources(self, sources: Iterable[str]) -> None:
         """Stop tracking input partitions (``topic:partition``) this instance no longer reads.

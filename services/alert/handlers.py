@@ -52,6 +52,8 @@ def register(
         listener=listener,
     )
     async def on_records(msg: KafkaMessage) -> None:
+        # The timer evaluation asks it which assigned partitions are empty (processor.tick).
+        processor.consumer = getattr(msg, "consumer", None)
         await run.process(msg, processor.handle)
 
 

@@ -9,7 +9,8 @@ group's assignment:
 - revocation: wait for the batch in flight (``processor.lock``), so its state is
   in the changelog before the group moves the partitions on;
 - assignment, under the lock: forget the entity keys of the partitions no longer
-  owned (and their watermark sources), restore the changelog partitions of the
+  owned (and their watermark sources), make every assigned partition hold the
+  watermark until it delivers or shows empty, restore the changelog partitions of the
   newly owned ones (``read_committed``, the newest copy of a key wins), publish
   restored outboxes, refresh the gauges.
 
@@ -102,6 +103,11 @@ class PartitionState(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         s = self._settings
         return await restore(s.kafka, s.topic_state, engine, s.restore_timeout_s, partitions=partitions, select=select)
 
+    def hook(self) -> None:
+        """Make the processor check each batch against the assignment and pause its timer while rebalancing."""
+        self.processor.before_batch = self.before_batch
+        self.processor.may_tick = lambda: self.assigned is not None
+
     # -- start-up and rebuild ------------------------------------------------------
 
     async def check_topics(self) -> None:
@@ -142,6 +148,8 @@ class PartitionState(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
         records = await self._read(engine, None, startup_state)
         self.adopt_legacy(engine)
         keep_only(engine, self.owned)
+        if self.assigned is not None:
+            engine.hold_sources(sources(self.assigned))
         if self.owned:
             records += await self._read(engine, self.owned, owned_by(self.owned))
         return records
@@ -165,9 +173,12 @@ class PartitionState(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokaf
             # Not only the lost partitions: legacy keys adopted at start-up may belong to any partition.
             dropped = keep_only(engine, mine)
             self.owned -= lost
-            # Input partitions (either topic) read before and not assigned now no longer hold the watermark.
-            now = {f"{tp.topic}:{tp.partition}" for tp in assigned}
+            # Input partitions (either topic) read before and not assigned now no longer hold the watermark;
+            # the assigned ones hold it from now on, before their first record (a backlog's first fetches
+            # may come from a few partitions only: the others' records must not be late by then).
+            now = sources(assigned)
             engine.forget_sources([s for s in engine.source_max if s not in now])
+            engine.hold_sources(now)
             restored = keys = 0
             if new:
                 try:
@@ -241,6 +252,11 @@ def keep_only(engine: Engine, partitions: Collection[int]) -> int:
     """Drop the entity keys of every other partition; returns how many were dropped."""
     others = {s.partition for s in engine.keys.values() if s.kind is KeyKind.ENTITY and s.partition is not None}
     return engine.drop_partitions(others - set(partitions))
+
+
+def sources(tps: Collection[TopicPartition]) -> set[str]:
+    """Watermark source names (``topic:partition``, as the processor names them) of partitions."""
+    return {f"{tp.topic}:{tp.partition}" for tp in tps}
 
 
 def _names(tps: Collection[TopicPartition]) -> list[str]:

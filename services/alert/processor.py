@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 from textpulse.contracts.alerts import AlertStatus, Detector, FinancialAlert, KeyKind
 from textpulse.contracts.events import EnrichedEvent, EntityMention, encode
@@ -113,6 +113,10 @@ class Processor:
         self.retry_backoff_s = 1.0
         #: Called with each batch under the lock before it is applied (see :mod:`.partitions`).
         self.before_batch: Callable[[Sequence[Any]], Awaitable[None]] | None = None
+        #: Whether a timer evaluation may run now (False while the group rebalances; see :mod:`.partitions`).
+        self.may_tick: Callable[[], bool] = lambda: True
+        #: The aiokafka consumer of the input topics (set from the first batch): tells empty partitions apart.
+        self.consumer: Any = None
 
     # -- input -------------------------------------------------------------------
 
@@ -185,6 +189,57 @@ class Processor:
             for topic in {r.topic for r in records}:
                 m.processed.labels(svc, topic).inc(sum(r.topic == topic for r in records))
                 m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
+
+    # -- timer -------------------------------------------------------------------
+
+    async def tick(self, run_alone: Callable[[Callable[[], Awaitable[None]]], Awaitable[None]]) -> bool:
+        """Timer-driven evaluation: close the windows the watermark passed while no batch arrives.
+
+        Windows are otherwise evaluated per consumed batch; without this, partitions that
+        stop delivering (the end of a burst, an empty partition releasing the watermark)
+        would hold the last windows — and their alerts and resolutions — until the next
+        record. ``run_alone`` runs the flush (in a transaction of its own with exactly-once
+        delivery). Returns whether it flushed.
+        """
+        async with self.lock:
+            if not self.may_tick():
+                return False
+            await self._release_empty()
+            if not (self.engine.due() or self.engine.pending()):
+                return False
+        await run_alone(self._flush_tick)
+        return True
+
+    async def _flush_tick(self) -> None:
+        async with self.lock:
+            if self.may_tick():
+                await self.flush()
+
+    async def _release_empty(self) -> None:
+        """Partitions assigned but not delivering, with nothing to read, stop holding the watermark."""
+        waiting = self.engine.waiting_sources()
+        if not waiting or self.consumer is None:
+            return
+        empty = []
+        for source in waiting:
+            topic, _, partition = source.rpartition(":")
+            tp = TopicPartition(topic, int(partition))
+            try:
+                # read_committed (the services' consumers): readable up to the last stable offset;
+                # -1 or None where the broker gives none: the high watermark.
+                lso = self.consumer.last_stable_offset(tp)
+                end = lso if lso is not None and lso >= 0 else self.consumer.highwater(tp)
+                if end is None:  # not fetched yet: unknown, keeps holding
+                    continue
+                position = await asyncio.wait_for(self.consumer.position(tp), timeout=1.0)
+            except Exception as exc:  # noqa: BLE001 - unassigned meanwhile, no position yet: decide next tick
+                log.debug("partition lag unknown", extra={"partition": source, "error": repr(exc)})
+                continue
+            if position >= end:
+                empty.append(source)
+        if empty:
+            self.engine.release_sources(empty)
+            log.info("empty partitions no longer hold the watermark", extra={"partitions": sorted(empty)})
 
     # -- output ------------------------------------------------------------------
 

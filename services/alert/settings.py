@@ -33,6 +33,9 @@ class AlertSettings(ServiceSettings):
     )
     webhook_url: str | None = Field(None, description="Optional URL that receives every notification as JSON.")
     push_interval_s: float = Field(60.0, gt=0, description="Open alerts are re-pushed to Alertmanager this often.")
+    tick_interval_s: float = Field(
+        1.0, gt=0, description="Windows the watermark passed are evaluated this often while no batch arrives."
+    )
     push_timeout_s: float = Field(5.0, gt=0, description="Timeout of one Alertmanager / webhook request.")
     external_url: str = Field("http://127.0.0.1:8083", description="generatorURL of pushed alerts.")
     text_cache_size: int = Field(200_000, ge=0, description="Event texts kept for evidence (from text.enriched).")

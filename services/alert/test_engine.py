@@ -269,3 +269,47 @@ def test_idle_partition_stops_holding_the_watermark(monkeypatch: pytest.MonkeyPa
     engine.add(key="entity:a", subject="a", event_id="a1", event_time=T0 + timedelta(hours=1), source="p0", **kw)
     engine.advance()
     assert engine.watermark == (T0 + timedelta(minutes=59)).timestamp()
+
+
+def test_assigned_partition_holds_the_watermark_before_its_first_record() -> None:
+    """A backlog: p0's records arrive first; p1 (assigned, not fetched yet) must not find them late."""
+    engine = Engine(AlertConfig())
+    kw: dict[str, Any] = {"kind": KeyKind.ENTITY, "sentiment": sentiment("Neutral", 0.9)}
+    engine.hold_sources(["p0", "p1"])
+    assert engine.waiting_sources() == ["p0", "p1"]
+    engine.add(key="entity:a", subject="a", event_id="a1", event_time=T0 + timedelta(hours=5), source="p0", **kw)
+    assert engine.advance() == []
+    assert engine.watermark == float("-inf")
+    assert engine.waiting_sources() == ["p1"]
+    assert engine.add(key="entity:b", subject="b", event_id="b1", event_time=T0, source="p1", **kw) == "added"
+    engine.advance()
+    assert engine.watermark == (T0 - timedelta(seconds=60)).timestamp()
+    engine.hold_sources(["p0", "p1"])  # re-assigned: tracked sources keep their figures
+    assert engine.waiting_sources() == []
+    assert engine.watermark == (T0 - timedelta(seconds=60)).timestamp()
+
+
+def test_waiting_partition_stops_holding_when_empty_or_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    kw: dict[str, Any] = {"kind": KeyKind.ENTITY, "sentiment": sentiment("Neutral", 0.9)}
+    later = T0 + timedelta(hours=1)
+    for release in ("empty", "idle"):
+        engine = Engine(AlertConfig())
+        engine.hold_sources(["p0", "p1", "p2"])
+        engine.add(key="entity:a", subject="a", event_id="a1", event_time=later, source="p0", **kw)
+        engine.add(key="entity:b", subject="b", event_id="b1", event_time=T0, source="p2", **kw)
+        assert not engine.due()
+        if release == "empty":
+            engine.release_sources(["p1", "p2"])  # p2 delivered: releasing only applies to waiting sources
+            assert "p2" in engine.source_max
+        else:
+            clock[0] += 31
+            engine.add(key="entity:b", subject="b", event_id="b2", event_time=T0, source="p2", **kw)
+        assert engine.waiting_sources() == []
+        assert engine.due()
+        engine.advance()
+        assert engine.watermark == (T0 - timedelta(seconds=60)).timestamp()
+        assert not engine.due()

@@ -363,3 +363,59 @@ async def test_writer_explicit_partition_and_partitioner() -> None:
     assert producer.sent[entity_partition("foobar", range(6))] == [(b"foobar", b"2")]
     with pytest.raises(Exception, match="partition 6 of state does not exist"):
         await writer.write([OutRecord(b"3", b"k", {}, partition=6)])
+
+
+class FakeConsumer:
+    """What the timer asks the consumer: the readable end and the position per partition."""
+
+    def __init__(self, ends: dict[TopicPartition, int | None], positions: dict[TopicPartition, int]) -> None:
+        self.ends, self.positions = ends, positions
+
+    def last_stable_offset(self, tp: TopicPartition) -> int | None:
+        return -1  # as aiokafka reports it where the broker gives none
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return self.ends[tp]
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+
+async def _alone(work: Callable[[], Any]) -> None:
+    await work()
+
+
+async def test_timer_releases_empty_partitions_and_closes_windows() -> None:
+    """Only p0 has records: p1 is empty, p2 not fetched yet (holds until it is), the enriched one caught up."""
+    ps, processor, written = fixture(Changelog())
+    await ps.on_partitions_assigned(tps(0, 1, 2) | tps(0, topic=E))
+    eng = processor.engine
+    assert sorted(eng.waiting_sources()) == sorted([f"{M}:0", f"{M}:1", f"{M}:2", f"{E}:0"])
+    for offset in range(30):
+        add(eng, "A", 0, offset, minute=offset / 3)
+    assert not await processor.tick(_alone)  # no consumer known yet: the three keep holding
+    ends: dict[TopicPartition, int | None] = {TopicPartition(M, 1): 0, TopicPartition(M, 2): None}
+    ends[TopicPartition(E, 0)] = 7
+    processor.consumer = FakeConsumer(ends, dict.fromkeys(ends, 0) | {TopicPartition(E, 0): 7})
+    assert not await processor.tick(_alone)  # p2 is still unknown
+    assert eng.waiting_sources() == [f"{M}:2"]
+    ends[TopicPartition(M, 2)] = 0
+    written.clear()
+    assert await processor.tick(_alone)
+    assert eng.waiting_sources() == []
+    assert eng.watermark == (T0 + timedelta(minutes=29 / 3, seconds=-60)).timestamp()
+    assert eng.keys["entity:A"].last_end is not None
+    assert [w["topic"] for w in written] == ["state"]  # the evaluated key's state
+    assert not await processor.tick(_alone)  # nothing new to evaluate
+
+
+async def test_timer_waits_while_the_group_rebalances() -> None:
+    ps, processor, written = fixture(Changelog())
+    ps.hook()
+    await ps.on_partitions_assigned(tps(0))
+    add(processor.engine, "A", 0, 1, minute=10)
+    await ps.on_partitions_revoked(tps(0))
+    assert not await processor.tick(_alone)
+    await ps.on_partitions_assigned(tps(0))
+    assert await processor.tick(_alone)
+    assert written

@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from typing import Any, Literal, TypeVar
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 
 Delivery = Literal["at_least_once", "exactly_once"]
 Handle = Callable[[Sequence[Any]], Awaitable[None]]
+Work = Callable[[], Awaitable[None]]
 
 _ACTIVE: ContextVar[AIOKafkaProducer | None] = ContextVar("textpulse_txn_producer", default=None)
 
@@ -80,6 +82,10 @@ class AtLeastOnce:
 
     async def process(self, msg: Any, handle: Handle) -> None:
         await handle(batch_records(msg.raw_message))
+
+    async def run_alone(self, work: Work) -> None:
+        """Writes decided without input (e.g. a timer): plain acknowledged writes."""
+        await work()
 
     async def close(self) -> None:
         return None
@@ -116,6 +122,39 @@ class ExactlyOnce:
         self.aborted_transactions = 0
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._failures = 0
+        # run_alone's transactions consume no input, so no partition's id fences them: the id is
+        # this process's own (a restart starts a new one; Kafka expires unused ids).
+        self._alone_tp = TopicPartition(f"{service}-alone-{uuid.uuid4().hex[:12]}", 0)
+
+    async def run_alone(self, work: Work) -> None:
+        """Run ``work`` (writes decided without consuming input, e.g. a timer) in one transaction.
+
+        No offsets are part of it. On failure the transaction is aborted, ``on_abort`` rolls
+        the in-memory state back to the committed one, and the error is raised.
+        """
+        tp = self._alone_tp
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                producer = await self._producer(tp)
+                await producer.begin_transaction()
+                token = _ACTIVE.set(producer)
+                try:
+                    await work()
+                    await producer.commit_transaction()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(5):
+                            await producer.abort_transaction()
+                    raise
+                finally:
+                    _ACTIVE.reset(token)
+        except Exception:
+            self.aborted_transactions += 1
+            await self._drop(tp)
+            if self.on_abort is not None:
+                await self.on_abort()
+            raise
+        self.committed_transactions += 1
 
     def transactional_id(self, tp: TopicPartition) -> str:
         """Stable per input partition, so the next owner of the partition fences the previous one."""
@@ -174,7 +213,7 @@ class ExactlyOnce:
         consumer = msg.consumer
         groups = by_partition(batch_records(msg.raw_message))
         assigned = set(consumer.assignment())
-        for tp in [tp for tp in self._producers if tp not in assigned]:
+        for tp in [tp for tp in self._producers if tp not in assigned and tp != self._alone_tp]:
             # Revoked: its new owner re-initialises the id; ours would only be fenced.
             await self._drop(tp)
         pending = [tp for tp in groups if tp in assigned]
