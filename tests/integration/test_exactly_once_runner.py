@@ -146,3 +146,36 @@ async def test_new_owner_fences_zombie(kafka_settings: KafkaSettings) -> None:
         await zombie.close()
         await owner.close()
     assert await _read(kafka_settings, dst, "read_committed") == Counter({b"owner": 1})
+
+
+async def test_run_alone_commits_its_writes_or_none(kafka_settings: KafkaSettings) -> None:
+    """Writes decided without input (alert's timer): one transaction; a failure aborts it and rolls back."""
+    _src, dst = await _topics(kafka_settings, partitions=1)
+    rollbacks: list[int] = []
+
+    async def rollback() -> None:
+        rollbacks.append(1)
+
+    runner = ExactlyOnce(kafka_settings, group_id=f"g-{uuid.uuid4().hex[:6]}", service="alone", on_abort=rollback)
+    out = RecordWriter(lambda *_a, **_k: asyncio.sleep(0), dst)
+
+    async def good() -> None:
+        assert active_producer() is not None
+        await out.write([OutRecord(b"kept-1", b"k", {}), OutRecord(b"kept-2", b"k", {})])
+
+    async def bad() -> None:
+        await out.write([OutRecord(b"aborted", b"k", {})])
+        raise RuntimeError("decided, then failed")
+
+    try:
+        await runner.run_alone(good)
+        with pytest.raises(RuntimeError, match="then failed"):
+            await runner.run_alone(bad)
+        await runner.run_alone(good)  # a fresh producer after the failure
+    finally:
+        await runner.close()
+    assert active_producer() is None
+    assert rollbacks == [1]
+    assert (runner.committed_transactions, runner.aborted_transactions) == (2, 1)
+    assert await _read(kafka_settings, dst, "read_committed") == Counter({b"kept-1": 2, b"kept-2": 2})
+    assert (await _read(kafka_settings, dst, "read_uncommitted"))[b"aborted"] == 1
