@@ -27,6 +27,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 from textpulse.contracts.events import encode
 from textpulse.contracts.topics import STREAM_PARTITIONS, TopicSpec
 from textpulse.datasets import data_dir, load_text_examples
@@ -36,6 +37,7 @@ from textpulse.settings import KafkaSettings
 
 from services.alert.app import create_app
 from services.alert.config import ConfigError
+from services.alert.partitions import entity_partition
 from services.alert.settings import AlertSettings
 from services.alert.synth import Planned, surge_scenario
 from tests.conftest import REPO, missing, port_open
@@ -270,6 +272,44 @@ async def test_kill9_mid_surge_keeps_exactly_one_alert(
     restored = [line for line in log.read_text().splitlines() if "alert state restored" in line]
     assert len(restored) == 2
     assert orjson.loads(restored[1])["open"] == 1  # the second start found the open alert in the changelog
+
+
+async def test_backlog_on_start_loses_no_mention_as_late(
+    kafka_settings: KafkaSettings, kafka_topics: dict[str, str], tweets: list[Any]
+) -> None:
+    """The service starts on a backlog whose partitions are hours apart in event time.
+
+    Calm entities on other partitions run two hours ahead of the surge entity: whichever
+    partitions the first fetches bring, none may push the watermark past the others'
+    records (every assigned partition holds it until it delivers or shows empty), and the
+    timer closes the last windows once the backlog is read.
+    """
+    entity = f"LAG{uuid.uuid4().hex[:6].upper()}"
+    surge_part = entity_partition(entity, range(STREAM_PARTITIONS))
+    calm = [
+        e
+        for e in (f"CALM{i}{uuid.uuid4().hex[:4].upper()}" for i in range(40))
+        if entity_partition(e, range(STREAM_PARTITIONS)) != surge_part
+    ][:5]
+    settings = await _settings(kafka_settings, kafka_topics, alertmanager_url=None)
+    plan = surge_scenario(tweets, entity=entity, start=T0)
+    ahead = T0.replace(hour=11)
+    for i, name in enumerate(calm):
+        plan += surge_scenario(tweets, entity=name, start=ahead, minutes=(86, 0, 0), seed=100 + i)
+    async with producer(kafka_settings) as prod:
+        await _send(prod, settings.topic_mentions, plan)
+    app = create_app(settings)
+    async with app.start_lifespan_context():
+        surge = await _alerts(settings, until=2)
+        metrics = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=app)).get("http://a/metrics")).text
+    assert [(a["status"], a["subject"]) for a in surge] == [("firing", entity), ("resolved", entity)]
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "textpulse_alert_mentions_total" and sample.labels.get("kind") == "mention"
+    }
+    assert outcomes == {"added": len(plan)}
 
 
 async def test_malformed_records_go_to_dlq(kafka_settings: KafkaSettings, kafka_topics: dict[str, str]) -> None:
