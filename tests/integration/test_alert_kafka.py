@@ -3,7 +3,8 @@
 A surge of real Bearish tweets about one entity produces exactly one alert
 with the right evidence, pushed to Alertmanager and the webhook, and resolves
 when the surge ends; ``kill -9`` mid-surge and a restart keep exactly one
-alert; malformed records go to the DLQ; a bad detector file stops start-up.
+alert; a start on a backlog loses no mention as late; malformed records go to
+the DLQ; a bad detector file stops start-up.
 """
 
 from __future__ import annotations
