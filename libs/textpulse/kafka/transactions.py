@@ -41,6 +41,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -135,19 +136,7 @@ class ExactlyOnce:
         tp = self._alone_tp
         try:
             async with asyncio.timeout(self.timeout_s):
-                producer = await self._producer(tp)
-                await producer.begin_transaction()
-                token = _ACTIVE.set(producer)
-                try:
-                    await work()
-                    await producer.commit_transaction()
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(5):
-                            await producer.abort_transaction()
-                    raise
-                finally:
-                    _ACTIVE.reset(token)
+                await self._transaction(tp, work)
         except Exception:
             self.aborted_transactions += 1
             await self._drop(tp)
@@ -190,13 +179,17 @@ class ExactlyOnce:
                 async with asyncio.timeout(10):
                     await producer.stop()
 
-    async def _transaction(self, tp: TopicPartition, records: Sequence[Any], handle: Handle) -> None:
+    async def _transaction(
+        self, tp: TopicPartition, work: Work, offsets: dict[TopicPartition, int] | None = None
+    ) -> None:
+        """``work`` and the consumed ``offsets`` (None: none) in one transaction of ``tp``'s producer."""
         producer = await self._producer(tp)
         await producer.begin_transaction()
         token = _ACTIVE.set(producer)
         try:
-            await handle(records)
-            await producer.send_offsets_to_transaction({tp: records[-1].offset + 1}, self.group_id)
+            await work()
+            if offsets:
+                await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
         except BaseException:
             # Abort explicitly when possible so read_committed readers move on at once; when the producer
@@ -222,7 +215,7 @@ class ExactlyOnce:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if tp in self._producers or await self._at_committed(consumer, tp, groups[tp][0].offset):
-                        await self._transaction(tp, groups[tp], handle)
+                        await self._transaction(tp, partial(handle, groups[tp]), {tp: groups[tp][-1].offset + 1})
                         self.committed_transactions += 1
             except Exception as exc:
                 self.aborted_transactions += 1
