@@ -44,7 +44,7 @@ from textpulse.ml.settings import default_base_model, offline_hub
 from textpulse.ml.tokenization import IGNORE_INDEX
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -129,43 +129,91 @@ def _merge_lora(model: TextPulseModel) -> None:
 
 
 class _Progress:
-    """rich progress bar with ETA on stderr (silent when disabled)."""
+    """Progress with ETA on stderr: a rich bar on a terminal, a log line a minute otherwise.
 
-    def __init__(self, total: int, *, enabled: bool) -> None:
+    rich draws nothing until ``stop`` when stderr is not a terminal (nohup,
+    CI, ``make ... 2> log``), so hour-long runs there would be silent between
+    dev evaluations; they get periodic ``train step n/N ... eta`` log lines.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        *,
+        enabled: bool,
+        terminal: bool | None = None,
+        log_every_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.enabled = enabled
+        self.total = total
+        self.done = 0
         self._bar: Any = None
-        if enabled:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+        self._clock = clock
+        self._log_every_s = log_every_s
+        self._started = self._last_log = clock()
+        if not enabled:
+            return
+        from rich.console import Console
 
-            self._bar = Progress(
-                TextColumn("[bold]train"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("eta"),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._task = self._bar.add_task("train", total=total, status="")
-            self._bar.start()
+        console = Console(stderr=True)
+        self._plain = not (console.is_terminal if terminal is None else terminal)
+        if self._plain:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=console,
+            transient=False,
+        )
+        self._task = self._bar.add_task("train", total=total, status="")
+        self._bar.start()
 
     def advance(self, status: str) -> None:
+        self.done += 1
         if self._bar is not None:
             self._bar.update(self._task, advance=1, status=status)
+        elif self.enabled and self._plain:
+            now = self._clock()
+            if now - self._last_log >= self._log_every_s or self.done == self.total:
+                self._last_log = now
+                log.info("%s", self.line(now, status))
+
+    def line(self, now: float, status: str) -> str:
+        """``train step n/N (p%) elapsed 12m03s eta 40m10s <status>``."""
+        elapsed = now - self._started
+        eta = elapsed / self.done * (self.total - self.done) if self.done else math.inf
+        percent = 100 * self.done / self.total if self.total else 100.0
+        return (
+            f"train step {self.done}/{self.total} ({percent:.0f}%) "
+            f"elapsed {_duration(elapsed)} eta {_duration(eta)} {status}".rstrip()
+        )
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _evaluate(
