@@ -152,6 +152,7 @@ class _Progress:
         self._clock = clock
         self._log_every_s = log_every_s
         self._started = self._last_log = clock()
+        self._plain = False
         if not enabled:
             return
         from rich.console import Console
@@ -187,7 +188,7 @@ class _Progress:
         self.done += 1
         if self._bar is not None:
             self._bar.update(self._task, advance=1, status=status)
-        elif self.enabled and self._plain:
+        elif self._plain:
             now = self._clock()
             if now - self._last_log >= self._log_every_s or self.done == self.total:
                 self._last_log = now
