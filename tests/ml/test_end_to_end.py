@@ -245,6 +245,23 @@ def test_token_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.mark.timeout(300)
+def test_auxiliary_task_trains_a_head_but_selects_on_the_primary(tmp_path: Path) -> None:
+    from textpulse.ml.train import fit
+
+    config = TrainConfig(
+        task="sentiment", extra_tasks=["phrasebank"], select_on="primary", output_dir=tmp_path / "aux",
+        limit_train=64, limit_dev=32, max_steps=4, eval_every=2, batch_size=16, max_length=32, threads=2,
+        progress=False,
+    )  # fmt: skip
+    summary = fit(config).summary
+    assert summary["select_metric"] == "macro_f1"
+    assert [h["step"] for h in summary["history"]] == [2, 4]
+    # the auxiliary head is trained and saved, and scored once at the end
+    assert set(summary["dev_by_task"]) == {"sentiment", "phrasebank"}
+    assert summary["dev"] == summary["dev_by_task"]["sentiment"]
+
+
+@pytest.mark.timeout(300)
 def test_multi_head_one_pass_serves_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from textpulse.ml.export import export_model
     from textpulse.ml.train import fit

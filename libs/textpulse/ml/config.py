@@ -114,6 +114,13 @@ class TrainConfig(BaseModel):
         default_factory=list,
         description="More sequence tasks trained as extra heads on the shared encoder (multi-task).",
     )
+    select_on: Literal["mean", "primary"] = Field(
+        "mean",
+        description=(
+            "Checkpoint selection with extra tasks: 'mean' of every task's dev metric (a multi-head model "
+            "serving all heads), or 'primary' only (extra tasks as auxiliary data for the primary task)."
+        ),
+    )
     output_dir: Path
     base_model: str | None = Field(None, description="HF name or path; default the bundled all-MiniLM-L6-v2.")
     train_file: str | None = None

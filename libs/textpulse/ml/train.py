@@ -382,7 +382,9 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         optimizer, int(config.warmup_ratio * total_steps), total_steps
     )
     loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX, label_smoothing=config.label_smoothing)
-    select = primary.select if len(tasks) == 1 else "mean(" + ", ".join(f"{t.name}.{t.select}" for t in tasks) + ")"
+    # auxiliary extra tasks are still trained but neither scored nor selected on until the end
+    scored = tasks if config.select_on == "mean" else tasks[:1]
+    select = primary.select if len(scored) == 1 else "mean(" + ", ".join(f"{t.name}.{t.select}" for t in scored) + ")"
     use_amp = config.amp and device.startswith("cuda")
     eval_points = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch)) | {total_steps}
     if config.eval_every:
@@ -413,7 +415,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
                 seen += len(chunk)
                 progress.advance(f"loss {loss.item():.3f} best {max(best_score, 0):.4f}")
                 if step in eval_points:
-                    score, _, _ = _evaluate_all(model, tokenizer, tasks, config, device)
+                    score, _, _ = _evaluate_all(model, tokenizer, scored, config, device)
                     history.append({"step": step, "score": score, "loss": float(loss.item())})
                     log.info("step %d: dev %s %.4f", step, select, score)
                     if score > best_score:
@@ -466,6 +468,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
     summary = {
         "task": primary.name,
         "dev": final_metrics,
+        "select_metric": select,
         "best_step": best_step,
         "steps": step,
         "train_seconds": round(elapsed, 1),
