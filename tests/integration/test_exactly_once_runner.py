@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -179,3 +180,51 @@ async def test_run_alone_commits_its_writes_or_none(kafka_settings: KafkaSetting
     assert (runner.committed_transactions, runner.aborted_transactions) == (2, 1)
     assert await _read(kafka_settings, dst, "read_committed") == Counter({b"kept-1": 2, b"kept-2": 2})
     assert (await _read(kafka_settings, dst, "read_uncommitted"))[b"aborted"] == 1
+
+
+@dataclass
+class Holding:
+    """A consumer as far as ``run_alone`` looks at one: the partitions it holds now."""
+
+    partitions: set[TopicPartition]
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.partitions
+
+
+async def test_timer_transaction_left_open_is_aborted_by_the_next_holder(kafka_settings: KafkaSettings) -> None:
+    """A process killed inside ``run_alone``: the next holder of its lowest partition aborts the open transaction.
+
+    Without that, the open transaction would hold the output partition's last stable offset back
+    (read_committed readers, and a restart restoring state, see nothing after it) until the
+    broker's transaction timeout.
+    """
+    src, dst = await _topics(kafka_settings, partitions=2)
+    group = f"eos-alone-{uuid.uuid4().hex[:8]}"
+    held = Holding({TopicPartition(src, 1), TopicPartition(src, 0)})
+    out = RecordWriter(lambda *_a, **_k: asyncio.sleep(0), dst)
+    killed = ExactlyOnce(kafka_settings, group_id=group, service="test")
+    restarted = ExactlyOnce(kafka_settings, group_id=group, service="test")
+    killed._consumer = restarted._consumer = held
+    written = asyncio.Event()
+
+    async def hangs() -> None:
+        await out.write([OutRecord(b"left-open", b"k", {})])
+        written.set()
+        await asyncio.Event().wait()  # killed here: neither committed nor aborted
+
+    async def after() -> None:
+        await out.write([OutRecord(b"after-restart", b"k", {})])
+
+    stuck = asyncio.create_task(killed.run_alone(hangs))
+    try:
+        await asyncio.wait_for(written.wait(), 20)
+        await restarted.run_alone(after)
+        assert await _read(kafka_settings, dst, "read_committed") == Counter({b"after-restart": 1})
+        assert (await _read(kafka_settings, dst, "read_uncommitted"))[b"left-open"] == 1
+    finally:
+        stuck.cancel()
+        with contextlib.suppress(BaseException):
+            await stuck
+        await killed.close()
+        await restarted.close()

@@ -30,6 +30,15 @@ Before the first transaction on a partition (after an assignment, a restart or
 a failure) the position is checked against the committed offset read *after*
 the producer's initialisation, so a commit whose answer was lost is never
 processed twice. Offsets are never committed outside a transaction in this mode.
+
+Writes decided without consuming input (alert's timer, :meth:`ExactlyOnce.run_alone`)
+run in a transaction of the producer of the lowest input partition this process
+holds, so they are fenced like the rest: whoever holds that partition next
+aborts a timer transaction a SIGKILLed predecessor left open, instead of the
+open transaction holding every reader's last stable offset back until the
+broker's transaction timeout. A process runs one transaction at a time, so a
+predecessor's open transaction is always its last one and the committed
+records before it are all a restart (restoring state ``read_committed``) sees.
 """
 
 from __future__ import annotations
@@ -122,10 +131,15 @@ class ExactlyOnce:
         self.committed_transactions = 0
         self.aborted_transactions = 0
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
+        # Partitions whose position was checked against the committed offset since their producer started.
+        self._verified: set[TopicPartition] = set()
         self._failures = 0
-        # run_alone's transactions consume no input, so no partition's id fences them: the id is
-        # this process's own (a restart starts a new one; Kafka expires unused ids).
-        self._alone_tp = TopicPartition(f"{service}-alone-{uuid.uuid4().hex[:12]}", 0)
+        self._consumer: Any = None
+        # One transaction at a time: a timer transaction may share a partition's producer.
+        self._lock = asyncio.Lock()
+        # Only before this process holds any partition: an id of its own, which nothing fences
+        # (a restart starts a new one; Kafka expires unused ids).
+        self._own_tp = TopicPartition(f"{service}-alone-{uuid.uuid4().hex[:12]}", 0)
 
     async def run_alone(self, work: Work) -> None:
         """Run ``work`` (writes decided without consuming input, e.g. a timer) in one transaction.
@@ -133,17 +147,28 @@ class ExactlyOnce:
         No offsets are part of it. On failure the transaction is aborted, ``on_abort`` rolls
         the in-memory state back to the committed one, and the error is raised.
         """
-        tp = self._alone_tp
+        tp = self._own_tp
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self.timeout_s), self._lock:
+                tp = self._alone_partition()
                 await self._transaction(tp, work)
         except Exception:
             self.aborted_transactions += 1
-            await self._drop(tp)
+            async with self._lock:
+                await self._drop(tp)
             if self.on_abort is not None:
                 await self.on_abort()
             raise
         self.committed_transactions += 1
+
+    def _alone_partition(self) -> TopicPartition:
+        """The partition whose producer runs a transaction without input: the lowest held now.
+
+        The consumer's live assignment, not the last batch's: a partition revoked since would
+        re-initialise its id and fence the new owner.
+        """
+        assigned = self._consumer.assignment() if self._consumer is not None else ()
+        return min(assigned, default=self._own_tp)
 
     def transactional_id(self, tp: TopicPartition) -> str:
         """Stable per input partition, so the next owner of the partition fences the previous one."""
@@ -173,6 +198,7 @@ class ExactlyOnce:
         return producer
 
     async def _drop(self, tp: TopicPartition) -> None:
+        self._verified.discard(tp)
         producer = self._producers.pop(tp, None)
         if producer is not None:
             with contextlib.suppress(Exception):
@@ -203,24 +229,27 @@ class ExactlyOnce:
 
     async def process(self, msg: Any, handle: Handle) -> None:
         """Process one polled batch; never raises (a failed batch is rewound and polled again)."""
-        consumer = msg.consumer
+        consumer = self._consumer = msg.consumer
         groups = by_partition(batch_records(msg.raw_message))
         assigned = set(consumer.assignment())
-        for tp in [tp for tp in self._producers if tp not in assigned and tp != self._alone_tp]:
-            # Revoked: its new owner re-initialises the id; ours would only be fenced.
-            await self._drop(tp)
+        async with self._lock:
+            for tp in [tp for tp in self._producers if tp not in assigned and tp != self._own_tp]:
+                # Revoked: its new owner re-initialises the id; ours would only be fenced.
+                await self._drop(tp)
         pending = [tp for tp in groups if tp in assigned]
         while pending:
             tp = pending[0]
             try:
-                async with asyncio.timeout(self.timeout_s):
-                    if tp in self._producers or await self._at_committed(consumer, tp, groups[tp][0].offset):
+                async with asyncio.timeout(self.timeout_s), self._lock:
+                    if tp in self._verified or await self._at_committed(consumer, tp, groups[tp][0].offset):
+                        self._verified.add(tp)
                         await self._transaction(tp, partial(handle, groups[tp]), {tp: groups[tp][-1].offset + 1})
                         self.committed_transactions += 1
             except Exception as exc:
                 self.aborted_transactions += 1
                 self._failures += 1
-                await self._drop(tp)
+                async with self._lock:
+                    await self._drop(tp)
                 for p in pending:
                     # Never run ahead of what is committed; the next poll re-checks the committed offset.
                     with contextlib.suppress(Exception):
@@ -260,8 +289,9 @@ class ExactlyOnce:
 
     async def close(self) -> None:
         """Stop every producer (an open transaction is aborted by the next owner's InitProducerId)."""
-        for tp in list(self._producers):
-            await self._drop(tp)
+        async with self._lock:
+            for tp in list(self._producers):
+                await self._drop(tp)
 
 
 BatchRunner = AtLeastOnce | ExactlyOnce
