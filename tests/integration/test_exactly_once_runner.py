@@ -228,3 +228,49 @@ async def test_timer_transaction_left_open_is_aborted_by_the_next_holder(kafka_s
             await stuck
         await killed.close()
         await restarted.close()
+
+
+async def test_restart_on_transactional_input_resumes_past_the_commit_marker(kafka_settings: KafkaSettings) -> None:
+    """Input written in transactions: the committed offset points at a commit marker, the next record is after it.
+
+    A restarted runner checks its first batch against the committed offset once, seeks there, and
+    then processes the batch that starts past the marker (it must not seek forever).
+    """
+    src, dst = await _topics(kafka_settings, partitions=1)
+    txn = AIOKafkaProducer(**client_options(kafka_settings), transactional_id=f"src-{uuid.uuid4().hex[:8]}")  # type: ignore[arg-type]
+    await txn.start()
+    try:
+        for part in ("a", "b"):
+            async with txn.transaction():
+                for i in range(5):
+                    await txn.send_and_wait(src, f"{part}{i}".encode(), key=b"k")
+    finally:
+        await txn.stop()
+    group = f"eos-marker-{uuid.uuid4().hex[:8]}"
+    writer = RecordWriter(lambda *a, **k: asyncio.sleep(0), dst)
+
+    async def handle(records: Sequence[Any]) -> None:
+        await writer.write([OutRecord(r.value, r.key, {}) for r in records])
+
+    async def run_one_transaction(max_records: int) -> None:
+        runner = ExactlyOnce(kafka_settings, group_id=group, service="test")
+        consumer = _consumer(kafka_settings, group)
+        consumer.subscribe([src])
+        await consumer.start()
+        try:
+            for _ in range(60):
+                batch = await consumer.getmany(timeout_ms=300, max_records=max_records)
+                records = tuple(r for recs in batch.values() for r in recs)
+                if records:
+                    await runner.process(Msg(records, consumer), handle)
+                if runner.committed_transactions:
+                    break
+        finally:
+            await runner.close()
+            await consumer.stop()
+
+    await run_one_transaction(max_records=5)  # a0-a4 (offsets 0-4): committed offset 5, the marker
+    await run_one_transaction(max_records=10)  # restart: b0-b4 start at offset 6
+    assert await _read(kafka_settings, dst, "read_committed") == Counter(
+        f"{part}{i}".encode() for part in ("a", "b") for i in range(5)
+    )

@@ -241,8 +241,11 @@ class ExactlyOnce:
             tp = pending[0]
             try:
                 async with asyncio.timeout(self.timeout_s), self._lock:
-                    if tp in self._verified or await self._at_committed(consumer, tp, groups[tp][0].offset):
-                        self._verified.add(tp)
+                    # Checked once per producer, as a seek's next batch may start past the committed
+                    # offset (a transaction marker there, or aborted records read_committed skips).
+                    fresh = tp not in self._verified
+                    self._verified.add(tp)
+                    if not fresh or await self._at_committed(consumer, tp, groups[tp][0].offset):
                         await self._transaction(tp, partial(handle, groups[tp]), {tp: groups[tp][-1].offset + 1})
                         self.committed_transactions += 1
             except Exception as exc:
