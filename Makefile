@@ -30,7 +30,9 @@ lint: install ## ruff (broad rule set) + mypy --strict on libs/
 test-models: install ## Train + export the tiny test models once (.cache/test-model-repo, ~5 min on 2 cores)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from textpulse.inference.testing import build_tiny_repo; print(build_tiny_repo())"
 
-test: install kafka-fetch es-fetch triton-fetch test-models ## All tests (fetches Kafka, Elasticsearch and Triton, builds the tiny test models once)
+# Everything the tests need is provided here, so a developer's `make test` runs the tests CI runs
+# (under CI=true, tests/ci.py fails a session that skipped or deselected any test).
+test: install kafka-fetch es-fetch triton-fetch prom-install test-models ## All tests (fetches Kafka, Elasticsearch and Triton, installs Prometheus, builds the tiny test models once)
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)

@@ -19,4 +19,4 @@ triton-status: ## Show the local tritonserver and its models
 	bash $(TRITON_DEPLOY)/status.sh
 
 test-triton: ## Integration tests of the Triton deployment (starts its own server on free ports)
-	$(or $(PYTHON),.venv/bin/python) -m pytest -m triton tests/integration/test_triton_deploy.py
+	$(or $(PYTHON),.venv/bin/python) -m pytest -m triton tests/integration/test_triton_deploy.py tests/integration/test_recommend_triton.py

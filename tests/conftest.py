@@ -1,7 +1,9 @@
-"""Shared fixtures: real components (Kafka, Tansu), per-test topic names, the CI rule.
+"""Shared fixtures: real components (Kafka, Tansu), per-test topic names.
 
-With ``CI=true`` a test whose component is missing FAILS; locally it is skipped
-with the command that would start the component.
+The CI rule (with ``CI=true`` a test whose component is missing FAILS; locally it
+is skipped with the command that would start the component) lives in
+:mod:`tests.ci`; ``missing`` and ``in_ci`` are re-exported here for the tests
+that import them from this module.
 """
 
 from __future__ import annotations
@@ -20,17 +22,12 @@ from textpulse.kafka.admin import create_topics, wait_for_broker
 from textpulse.kafka.tansu import TansuBroker
 from textpulse.settings import KafkaSettings
 
+from tests.ci import in_ci, missing
+
+__all__ = ["REPO", "in_ci", "make_topics", "missing", "port_open"]
+
 REPO = Path(__file__).resolve().parents[1]
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 KAFKA_PORT = int(os.environ.get("KAFKA_PORT", "9092"))
-
-
-def missing(component: str, how: str) -> None:
-    """Fail under CI, skip locally: a missing component never passes silently in CI."""
-    msg = f"{component} is not available ({how})"
-    if IN_CI:
-        pytest.fail(msg, pytrace=False)
-    pytest.skip(msg)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -20,6 +20,7 @@ from textpulse.kafka.broker import raw_decoder
 from services.alert.app import create_app
 from services.alert.settings import AlertSettings
 from services.alert.synth import surge_scenario
+from tests.ci import missing
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -59,8 +60,12 @@ async def harness() -> AsyncIterator[Harness]:
 
 @pytest.fixture(scope="module")
 def tweets() -> list[Any]:
-    if not (data_dir() / "twitter_fin_sentiment").exists():
-        pytest.skip("twitter_fin_sentiment is not staged")
+    try:
+        staged = (data_dir() / "twitter_fin_sentiment").exists()
+    except FileNotFoundError as exc:
+        missing("the shared datasets", str(exc))
+    if not staged:
+        missing("twitter_fin_sentiment", f"not staged in {data_dir()}")
     return load_text_examples("twitter_fin_sentiment/sent_train.csv")
 
 

@@ -28,9 +28,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+from tests.ci import missing
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterator
@@ -43,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy" / "elasticsearch"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 # The first run downloads ~41 MB of jars; later starts take 10-20 s.
 START_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 90
@@ -73,11 +74,9 @@ MAPPINGS: dict[str, Any] = {
 }
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     """Fail in CI (a missing piece there is a broken setup), skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"Elasticsearch deployment prerequisite missing in CI: {reason}")
-    pytest.skip(reason)
+    missing("an Elasticsearch deployment prerequisite", reason)
 
 
 def _free_ports(count: int) -> list[int]:

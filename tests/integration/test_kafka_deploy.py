@@ -25,11 +25,13 @@ import urllib.request
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from tests.ci import missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -40,7 +42,6 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy" / "kafka"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 # First run may download ~50 MB of jars; later starts take seconds.
 START_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 90
@@ -82,11 +83,9 @@ class Broker:
         assert result.returncode == 0, f"stop.sh failed ({result.returncode}):\n{result.stderr}"
 
 
-def _missing(reason: str) -> None:
+def _missing(reason: str) -> NoReturn:
     """Fail in CI (a missing piece there is a broken setup), skip elsewhere."""
-    if IN_CI:
-        pytest.fail(f"Kafka deployment prerequisite missing in CI: {reason}")
-    pytest.skip(reason)
+    missing("a Kafka deployment prerequisite", reason)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -55,7 +55,7 @@ from textpulse.kafka.admin import client_options, create_topics, end_offsets
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
-from tests.conftest import IN_CI, REPO, make_topics, missing, port_open
+from tests.conftest import REPO, in_ci, make_topics, missing, port_open
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.timeout(300)]
 
@@ -611,6 +611,6 @@ def _report(
         lines.append("Listed as not emitted but present in this run: " + ", ".join(unused))
     text = "\n".join(lines) + "\n"
     (RUN_DIR / "report.md").write_text(text)
-    if not IN_CI:
+    if not in_ci():
         sys.stderr.write(text)
     return text

