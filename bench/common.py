@@ -8,11 +8,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
+from typing import Any, Literal
 
 import httpx
+import uvicorn
 from rich.console import Console
 from rich.table import Table
 
@@ -98,3 +101,98 @@ def table(
     for row in rows:
         t.add_row(*row)
     return t
+
+
+def _loopback_socket() -> socket.socket:
+    """A socket bound to a free 127.0.0.1 port, handed to uvicorn as is (no free-port-then-bind race)."""
+    # proto IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say so (accepted ones
+    # inherit it), and without it Nagle + delayed ACKs add ~40 ms to every keep-alive request.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _uvicorn_config(app: Any, lifespan: Literal["on", "off", "auto"], log_level: str) -> uvicorn.Config:
+    # The services' own ``serve`` (textpulse.observability.http): default loop and HTTP parser
+    # (uvloop / httptools when installed), no access log, logging left as configured.
+    return uvicorn.Config(app, lifespan=lifespan, log_level=log_level, log_config=None, access_log=False)
+
+
+@contextlib.contextmanager
+def serve_uvicorn(
+    app: Any,
+    *,
+    lifespan: Literal["on", "off", "auto"] = "on",
+    log_level: str = "warning",
+    startup_timeout_s: float = 120.0,
+) -> Iterator[str]:
+    """Serve the ASGI ``app`` with a real uvicorn server on loopback; yields its base URL.
+
+    ``with serve_uvicorn(app) as url:`` → ``url`` is ``"http://127.0.0.1:<free port>"``; measure
+    latencies with an ``httpx`` client over TCP against it (not ``httpx.ASGITransport``, which skips
+    the socket, the HTTP parser and uvicorn). The server runs in a daemon thread with its own event
+    loop, configured like the services' ``serve`` (uvicorn defaults, no access log), and runs the
+    app's lifespan there (``lifespan="on"``): the app's clients (Kafka, Elasticsearch, …) are then
+    created in that loop, so do not also start the lifespan in the caller's loop. The block's exit
+    stops the server gracefully (lifespan shutdown included) and waits for the thread.
+    Raises ``RuntimeError`` when the server does not start (e.g. the lifespan startup failed).
+
+    For an app whose lifespan already runs in the caller's event loop (e.g. ``tests.helpers.running``
+    to reach its ``app.state``), use :func:`serve_uvicorn_here` instead: same server, in that loop.
+    """
+    sock = _loopback_socket()
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(_uvicorn_config(app, lifespan, log_level))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=f"uvicorn:{port}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                msg = f"uvicorn on 127.0.0.1:{port} did not start (lifespan failed or timed out)"
+                raise RuntimeError(msg)
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        sock.close()
+
+
+class _NoSignalServer(uvicorn.Server):
+    """A uvicorn server that leaves the process's signal handlers alone (it is not the process's server)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.asynccontextmanager
+async def serve_uvicorn_here(
+    app: Any, *, lifespan: Literal["on", "off", "auto"] = "off", log_level: str = "warning"
+) -> AsyncIterator[str]:
+    """:func:`serve_uvicorn` in the caller's running event loop; yields the base URL.
+
+    For an app already started in this loop (``lifespan="off"``, the default: e.g. inside
+    ``tests.helpers.running(app)``, whose clients belong to this loop). The server shares the loop
+    with the caller, as a service's HTTP API shares its loop with its Kafka consumers; measure
+    sequential requests so that the client's own waiting does not queue behind the server's work.
+    """
+    sock = _loopback_socket()
+    port = sock.getsockname()[1]
+    server = _NoSignalServer(_uvicorn_config(app, lifespan, log_level))
+    task = asyncio.create_task(server.serve(sockets=[sock]), name=f"uvicorn:{port}")
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # re-raises the server's error, if any
+                msg = f"uvicorn on 127.0.0.1:{port} did not start"
+                raise RuntimeError(msg)
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()

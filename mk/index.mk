@@ -18,5 +18,5 @@ test-index: ## Unit tests of services/index, then its integration tests (real El
 	$(INDEX_PYTHON) -m pytest services/index
 	$(INDEX_PYTHON) -m pytest -m "es and kafka" tests/integration/test_index_es.py
 
-bench-index: ## Index benchmark: service docs/s vs raw async_bulk (target ≥ 0.8×), search p95 (BENCH_INDEX_DOCS=100000)
+bench-index: ## Index benchmark: service docs/s vs raw async_streaming_bulk at the service's chunking and concurrency (target ≥ 0.8×), search p50/p95 over uvicorn vs direct ES (BENCH_INDEX_DOCS=100000)
 	$(INDEX_PYTHON) -m bench.bench_index --docs $(BENCH_INDEX_DOCS) --queries $(BENCH_INDEX_QUERIES) --rounds $(BENCH_INDEX_ROUNDS) $(BENCH_INDEX_ARGS)
