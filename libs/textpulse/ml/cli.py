@@ -128,21 +128,45 @@ def train(
 def evaluate(
     task: Annotated[str, typer.Argument(help=_TASK_HELP)],
     model: Annotated[Path, typer.Option(help="Trained model dir, exported version dir or Triton model dir.")],
-    data: Annotated[str, typer.Option(help="File in the staged format (path, or relative to the data dir).")],
-    split: Annotated[
-        str | None, typer.Option(help="Split inside multi-split files (clinc150: train|val|test).")
+    data: Annotated[str, typer.Option(help="Labelled file (path, or relative to the data dir); see docs/models.md.")],
+    head: Annotated[
+        str | None,
+        typer.Option(help="Head of a multi-head model to score, by its task name (default: the one trained for TASK)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Where the PNG and card go (default <model>/eval-<file>).")] = None,
+    split: Annotated[str | None, typer.Option(help="Split of CLINC150's data_full.json: train|val|test.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Folder for the PNG, card and metrics (default: a new temp dir; never inside the model)."),
+    ] = None,
     backend: Annotated[str, typer.Option(help="torch | torch-int8 | onnx")] = "torch",
     batch_size: Annotated[int, typer.Option()] = 64,
     threads: Annotated[int | None, typer.Option()] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Score MODEL on DATA: JSON metrics on stdout, confusion-matrix PNG and model card on disk."""
-    _setup_logging(verbose)
-    from textpulse.ml.evaluation_cli import run_eval
+    """Score one head of MODEL on DATA: JSON metrics on stdout, confusion-matrix PNG, card and metrics on disk.
 
-    result = run_eval(task, model, data, split=split, out=out, backend=backend, batch_size=batch_size, threads=threads)
+    Refused (one line on stderr, exit code 2): a model or head trained for another task, gold labels
+    outside the head's label set, an --out inside the model or its repository.
+    """
+    _setup_logging(verbose)
+    from textpulse.ml.evaluation_cli import EvalError, run_eval
+
+    try:
+        result = run_eval(
+            task,
+            model,
+            data,
+            head=head,
+            split=split,
+            out=out,
+            backend=backend,
+            batch_size=batch_size,
+            threads=threads,
+        )
+    except EvalError as exc:
+        # one plain line: typer's error panel wraps long paths and label lists over several lines
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(2) from None
     _emit(result)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,10 +19,21 @@ from textpulse.ml.metrics import (
 from textpulse.ml.tokenization import first_subtoken_positions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
     from pathlib import Path
 
     from textpulse.datasets import TextExample, TokenExample
+
+
+def unknown_labels(gold: Iterable[str], known: Sequence[str]) -> dict[str, int]:
+    """Gold labels the model cannot predict, with their counts (most frequent first).
+
+    Scored anyway they would count as plain errors, so a file labelled for
+    another task (or with a typo) would pass as a bad model; callers refuse it.
+    """
+    allowed = set(known)
+    counts = Counter(label for label in gold if label not in allowed)
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def sequence_probs(
