@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from textpulse.contracts.topics import ALL_TOPICS, TEXT_RAW
 from textpulse.datasets import load_text_examples
-from textpulse.kafka.admin import client_options, create_topics, topic_partitions
+from textpulse.kafka.admin import client_options, create_topics, delete_topics, list_topics, topic_partitions
 from textpulse.kafka.broker import producer_options
 from textpulse.kafka.tansu import free_port
 from textpulse.settings import KafkaSettings
@@ -337,6 +337,15 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+async def _delete_run_topics(kafka: KafkaSettings, prefix: str) -> None:
+    """Delete the topics this run created; a failure is reported, never fatal to the figures."""
+    try:
+        deleted = await delete_topics(kafka, await list_topics(kafka, prefix))
+        console.print(f"deleted {len(deleted)} benchmark topic(s) under {prefix}*")
+    except Exception as exc:  # the measurements are done: report and go on
+        console.print(f"[yellow]could not delete the benchmark topics under {prefix}*: {exc!r}[/]")
+
+
 def _fmt(xs: list[float], spec: str) -> str:
     return ", ".join(format(x, spec) for x in xs)
 
@@ -345,40 +354,44 @@ async def main(n: int, batch: int, concurrency: int, rounds: int) -> dict[str, o
     with real_kafka() as bootstrap:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         tag = uuid.uuid4().hex[:6]
-        # Every topic up front: a topic just created answers NotLeaderForPartition for a moment
-        # (after its leaders appear in the metadata), and those retries must not land in a clock.
-        tags = [f"{tag}{r}" for r in range(rounds)] + [f"{tag}h"]
-        for t in tags:
-            await _fresh_topics(kafka, t)
-        for t in [f"{tag}w", *(f"{tag}r{r}" for r in range(rounds))]:
-            await create_topics(kafka, [TEXT_RAW], rename={TEXT_RAW.name: raw_topic(t)})
-        await asyncio.sleep(3)
-        await raw_round(kafka, bootstrap, min(n, 5000), f"{tag}w")  # warm-up: broker caches, page cache
-        raw: list[Round] = []
-        edge: list[Round] = []
-        http: list[Round] = []
-        for r in range(rounds):
-            console.print(f"round {r + 1}/{rounds}: raw batching producer, then the Kafka edge ({n:,} events each)")
-            raw.append(await raw_round(kafka, bootstrap, n, f"{tag}r{r}"))
-            edge.append(await edge_round(kafka, bootstrap, n, f"{tag}{r}"))
-        names = await _fresh_topics(kafka, f"{tag}h")
-        port = free_port()
-        proc = start_service("services.ingest.app", _env(bootstrap, names, port, f"bench-{tag}h"), LOG)
         try:
-            url = f"http://127.0.0.1:{port}"
-            await wait_ready(url)
+            # Every topic up front: a topic just created answers NotLeaderForPartition for a moment
+            # (after its leaders appear in the metadata), and those retries must not land in a clock.
+            tags = [f"{tag}{r}" for r in range(rounds)] + [f"{tag}h"]
+            for t in tags:
+                await _fresh_topics(kafka, t)
+            for t in [f"{tag}w", *(f"{tag}r{r}" for r in range(rounds))]:
+                await create_topics(kafka, [TEXT_RAW], rename={TEXT_RAW.name: raw_topic(t)})
+            await asyncio.sleep(3)
+            await raw_round(kafka, bootstrap, min(n, 5000), f"{tag}w")  # warm-up: broker caches, page cache
+            raw: list[Round] = []
+            edge: list[Round] = []
+            http: list[Round] = []
             for r in range(rounds):
-                console.print(
-                    f"HTTP batch round {r + 1}/{rounds}: {n:,} events, batches of {batch}, {concurrency} clients"
-                )
-                http.append(
-                    await http_round(
-                        kafka, url, names["text.raw"], proc.pid, events(n, f"http{tag}{r}"), batch, concurrency
+                console.print(f"round {r + 1}/{rounds}: raw batching producer, then the Kafka edge ({n:,} events each)")
+                raw.append(await raw_round(kafka, bootstrap, n, f"{tag}r{r}"))
+                edge.append(await edge_round(kafka, bootstrap, n, f"{tag}{r}"))
+            names = await _fresh_topics(kafka, f"{tag}h")
+            port = free_port()
+            proc = start_service("services.ingest.app", _env(bootstrap, names, port, f"bench-{tag}h"), LOG)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                await wait_ready(url)
+                for r in range(rounds):
+                    console.print(
+                        f"HTTP batch round {r + 1}/{rounds}: {n:,} events, batches of {batch}, {concurrency} clients"
                     )
-                )
-            http_rss = peak_rss_mb(proc.pid)
+                    http.append(
+                        await http_round(
+                            kafka, url, names["text.raw"], proc.pid, events(n, f"http{tag}{r}"), batch, concurrency
+                        )
+                    )
+                http_rss = peak_rss_mb(proc.pid)
+            finally:
+                stop_service(proc)
         finally:
-            stop_service(proc)
+            # Every topic of this run is named bench.<tag>...: delete them, or each run leaves ~110 behind (3 rounds).
+            await _delete_run_topics(kafka, f"bench.{tag}")
     from services.ingest.settings import IngestSettings
 
     settings = IngestSettings()

@@ -6,7 +6,7 @@
 KAFKA_DEPLOY_DIR ?= deploy/kafka
 KAFKA_MK_PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 
-.PHONY: kafka-fetch kafka-up kafka-down kafka-kill kafka-status kafka-reset kafka-logs kafka-test
+.PHONY: kafka-fetch kafka-up kafka-down kafka-kill kafka-status kafka-reset kafka-logs kafka-test clean-topics
 
 kafka-fetch: ## Download Kafka + JMX exporter jars into .cache/kafka/<version> (idempotent)
 	bash $(KAFKA_DEPLOY_DIR)/fetch.sh
@@ -31,3 +31,8 @@ kafka-logs: ## Follow the broker log
 
 kafka-test: ## Integration test of the deployment (own broker on free ports)
 	$(KAFKA_MK_PYTHON) -m pytest tests/integration/test_kafka_deploy.py -v
+
+# CLEAN_PREFIX narrows it (e.g. CLEAN_PREFIX=t.mytest-); CLEAN_DRY_RUN=1 only lists.
+CLEAN_PREFIX ?= t.
+clean-topics: ## Delete leftover test topics (names starting with CLEAN_PREFIX, default t.) from the local broker
+	$(KAFKA_MK_PYTHON) -m textpulse.cli topics clean --prefix '$(CLEAN_PREFIX)' $(if $(CLEAN_DRY_RUN),--dry-run)

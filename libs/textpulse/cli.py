@@ -93,6 +93,44 @@ def topics_create(
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 
+@topics_app.command("clean")
+def topics_clean(
+    prefix: Annotated[
+        str, typer.Option(help="Delete the topics whose name starts with this (tests name theirs t.<test>-<id>.).")
+    ] = "t.",
+    bootstrap: Annotated[
+        str | None, typer.Option(help="host:port (default TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the topics that would go; delete nothing.")] = False,
+    wait_s: Annotated[float, typer.Option(help="Wait this long for the broker.")] = 30.0,
+) -> None:
+    """Delete leftover test topics (by name prefix) from the broker; the names go to stdout."""
+    from textpulse.contracts.topics import ALL_TOPICS
+    from textpulse.kafka.admin import delete_topics, list_topics, wait_for_broker
+
+    # An empty prefix (or one any declared topic starts with) would delete the platform's own topics.
+    if not prefix.strip():
+        raise typer.BadParameter(f"refusing prefix {prefix!r}: it matches every topic", param_hint="--prefix")
+    if any(spec.name.startswith(prefix) for spec in ALL_TOPICS):
+        raise typer.BadParameter(
+            f"refusing prefix {prefix!r}: it matches the platform's declared topics", param_hint="--prefix"
+        )
+    settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+
+    async def run() -> tuple[list[str], list[str]]:
+        await wait_for_broker(settings, wait_s)
+        found = await list_topics(settings, prefix)
+        return found, ([] if dry_run else await delete_topics(settings, found))
+
+    found, deleted = asyncio.run(run())
+    for name in found:
+        typer.echo(name)
+    if dry_run:
+        console.print(f"{len(found)} topic(s) start with {prefix!r} (dry run: nothing deleted)")
+    else:
+        console.print(f"deleted {len(deleted)} of {len(found)} topic(s) starting with {prefix!r}")
+
+
 @topics_app.command("list")
 def topics_list() -> None:
     """Print the declared topics (name, partitions, key, cleanup policy) as JSON lines."""

@@ -19,6 +19,8 @@ from textpulse.kafka.transactions import ExactlyOnce, active_producer
 from textpulse.kafka.writer import OutRecord, RecordWriter
 from textpulse.settings import KafkaSettings
 
+from tests.conftest import TEST_TOPICS
+
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
 
 
@@ -32,7 +34,8 @@ class Msg:
 
 async def _topics(kafka: KafkaSettings, partitions: int = 3) -> tuple[str, str]:
     tag = uuid.uuid4().hex[:8]
-    src, dst = f"t.eos-runner-{tag}.in", f"t.eos-runner-{tag}.out"
+    prefix = TEST_TOPICS.track(f"t.eos-runner-{tag}.")  # deleted at session end
+    src, dst = f"{prefix}in", f"{prefix}out"
     await create_topics(kafka, [TopicSpec(t, partitions, key="k", description="test") for t in (src, dst)])
     return src, dst
 

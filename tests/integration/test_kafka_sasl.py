@@ -30,7 +30,7 @@ from textpulse.settings import KafkaSettings
 from services.ingest.app import create_app
 from services.ingest.core import H_EVENT_ID
 from services.ingest.settings import IngestSettings
-from tests.conftest import REPO, missing, port_open
+from tests.conftest import REPO, TEST_TOPICS, missing, port_open
 from tests.helpers import headers, read_all, running
 from tests.ingest_cases import JSON, ev, js
 
@@ -82,6 +82,8 @@ def sasl_kafka() -> Iterator[KafkaSettings]:
     settings = read_client_env(client_env)
     asyncio.run(wait_for_broker(settings, 90))
     yield settings
+    # This broker keeps its data between runs: the session's test topics go before it stops.
+    asyncio.run(TEST_TOPICS.cleanup(settings))
     if started:
         subprocess.run(["bash", str(REPO / "deploy" / "kafka" / "stop.sh")], env=SCRIPT_ENV, timeout=120, check=False)
 
@@ -116,8 +118,9 @@ def ssl_socket(ctx: ssl.SSLContext) -> ssl.SSLSocket:
 async def test_ingest_end_to_end_over_sasl_ssl(sasl_kafka: KafkaSettings) -> None:
     """Topics created with credentials; ingest (HTTP with an API key, and text.in) writes text.raw and its DLQ."""
     tag = uuid.uuid4().hex[:8]
-    names = {spec.name: f"t.sasl-{tag}.{spec.name}" for spec in ALL_TOPICS if spec.name in {"text.in", "text.raw"}}
-    names["dlq.ingest"] = f"t.sasl-{tag}.dlq.ingest"
+    prefix = TEST_TOPICS.track(f"t.sasl-{tag}.")
+    names = {spec.name: f"{prefix}{spec.name}" for spec in ALL_TOPICS if spec.name in {"text.in", "text.raw"}}
+    names["dlq.ingest"] = f"{prefix}dlq.ingest"
     specs = [spec for spec in ALL_TOPICS if spec.name in names]
     assert sorted(await create_topics(sasl_kafka, specs, rename=names)) == sorted(names.values())
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from textpulse.contracts.topics import ALL_TOPICS, TopicSpec
 from textpulse.settings import KafkaSettings
@@ -84,6 +84,50 @@ async def create_topics(
         await admin.close()
     await wait_for_leaders(settings, [t.name for t in wanted])
     return [t.name for t in todo]
+
+
+async def list_topics(settings: KafkaSettings, prefix: str = "") -> list[str]:
+    """The topics on the broker whose name starts with ``prefix``, sorted; internal ``__*`` topics left out."""
+    admin = AIOKafkaAdminClient(**client_options(settings))  # type: ignore[arg-type]
+    await admin.start()
+    try:
+        names = await admin.list_topics()
+    finally:
+        await admin.close()
+    return sorted(n for n in names if n.startswith(prefix) and not n.startswith("__"))
+
+
+async def delete_topics(
+    settings: KafkaSettings, names: Iterable[str], *, timeout_s: float = 30.0, batch: int = 100
+) -> list[str]:
+    """Delete ``names``; returns the names the broker deleted.
+
+    A topic that is already gone is not an error (two cleanups may race); any other
+    per-topic error raises :class:`KafkaError` after every batch was tried.
+    ``batch`` bounds one request: the broker answers a DeleteTopics request only
+    once every topic in it is gone, and a few hundred at once can outlast ``timeout_s``.
+    """
+    todo = list(dict.fromkeys(names))
+    if not todo:
+        return []
+    deleted: list[str] = []
+    failed: dict[str, str] = {}
+    admin = AIOKafkaAdminClient(**client_options(settings))  # type: ignore[arg-type]
+    await admin.start()
+    try:
+        for i in range(0, len(todo), batch):
+            response = await admin.delete_topics(todo[i : i + batch], timeout_ms=int(timeout_s * 1000))
+            for topic, code in response.topic_error_codes:
+                if code == 0:
+                    deleted.append(topic)
+                elif code != UnknownTopicOrPartitionError.errno:
+                    failed[topic] = for_code(code).__name__
+    finally:
+        await admin.close()
+    if failed:
+        msg = f"could not delete {len(failed)} topic(s): {dict(list(failed.items())[:5])}"
+        raise KafkaError(msg)
+    return deleted
 
 
 async def wait_for_leaders(settings: KafkaSettings, topics: Iterable[str], timeout_s: float = 30.0) -> None:
