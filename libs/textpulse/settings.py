@@ -44,6 +44,15 @@ class KafkaSettings(BaseSettings):
     max_request_bytes: int = Field(4 * 1024 * 1024, description="Largest produce request.")
     request_timeout_ms: int = Field(15_000, ge=1000, description="Per-request timeout to the broker.")
     idempotence: bool = Field(True, description="Idempotent producer (applied only where the broker supports it).")
+    dlq_max_attempts: int = Field(
+        5,
+        ge=2,
+        le=1000,
+        description=(
+            "Tries of a batch that fails the same way at the same offsets before its records are retried one by "
+            "one and the one that still fails is dead-lettered ('retries exhausted'); outages are not counted."
+        ),
+    )
     session_timeout_ms: int | None = Field(
         None,
         ge=6000,

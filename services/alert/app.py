@@ -95,10 +95,7 @@ def create_app(
             await processor.flush()
         app_tasks.extend(_timers(processor, runner, settings))
         if real_kafka and settings.kafka.flavor == "apache":
-            topics = [settings.topic_mentions] + ([settings.topic_enriched] if settings.consume_enriched else [])
-            monitor = LagMonitor(settings.kafka, metrics, group_id, topics, settings.lag_refresh_s)
-            monitor.start()
-            app_monitors.append(monitor)
+            app_monitors.append(await _start_probes(processor, settings, metrics, group_id))
         log.info(
             "alert started",
             extra={"topics": list(kinds), "alertmanager": settings.alertmanager_url, "delivery": runner.delivery},
@@ -154,9 +151,21 @@ def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncCl
     return Outputs(
         state=writer(settings.topic_state),
         alerts=writer(settings.topic_out),
-        dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq),
+        dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq, kafka=settings.kafka),
         notifier=notifier,
     )
+
+
+async def _start_probes(
+    processor: Processor, settings: AlertSettings, metrics: AlertMetrics, group_id: str
+) -> LagMonitor:
+    """Read the DLQ topic's size limit and start the lag probe (real Apache Kafka only)."""
+    assert processor.outputs is not None, "outputs are set in the lifespan"
+    await processor.outputs.dead_letters.start()
+    topics = [settings.topic_mentions] + ([settings.topic_enriched] if settings.consume_enriched else [])
+    monitor = LagMonitor(settings.kafka, metrics, group_id, topics, settings.lag_refresh_s)
+    monitor.start()
+    return monitor
 
 
 async def _rebuild(processor: Processor, new_engine: Callable[[], Engine], partitions: PartitionState | None) -> None:

@@ -13,6 +13,9 @@ committed changelog.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from aiokafka import ConsumerRebalanceListener
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -54,7 +57,12 @@ def register(
     async def on_records(msg: KafkaMessage) -> None:
         # The timer evaluation asks it which assigned partitions are empty (processor.tick).
         processor.consumer = getattr(msg, "consumer", None)
-        await run.process(msg, processor.handle)
+        await run.process(msg, guarded)
+
+    async def guarded(records: Sequence[Any]) -> None:
+        # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
+        assert processor.outputs is not None, "outputs are set in the lifespan"
+        await processor.outputs.dead_letters.guard(records, processor.handle)
 
 
 def declare_outputs(broker: KafkaBroker, settings: AlertSettings) -> None:

@@ -54,6 +54,9 @@ Reader = Callable[[Engine, Collection[int] | None, Callable[[KeyState], bool]], 
 class PartitionsMoving(RuntimeError):
     """A batch arrived while the group is rebalancing, or from a partition no longer assigned: not applied."""
 
+    #: Not the records' fault: never counted towards ``retries exhausted``.
+    transient = True
+
 
 def entity_partition(entity_key: str, partitions: Sequence[int]) -> int:
     """The ``entity.mentions`` partition a producer keyed by ``entity_key`` writes to (Kafka's murmur2)."""

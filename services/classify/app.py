@@ -83,13 +83,16 @@ def create_app(
         deps_ref["deps"] = handlers.Deps(
             classifier=classifier,
             writer=writer,
-            dead_letters=DeadLetters(broker.publish, service=handlers.SERVICE, topic=settings.topic_dlq),
+            dead_letters=DeadLetters(
+                broker.publish, service=handlers.SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+            ),
             metrics=metrics,
             settings=settings,
             seen=RecentIds() if runner.delivery == "at_least_once" else None,
         )
         lag: LagMonitor | None = None
         if real_kafka and settings.kafka.flavor == "apache":
+            await deps_ref["deps"].dead_letters.start()
             lag = LagMonitor(settings.kafka, metrics, group_id, [settings.topic_in], settings.lag_refresh_s)
             lag.start()
         log.info(

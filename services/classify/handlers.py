@@ -110,6 +110,11 @@ def _observe(
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
+async def guarded(records: Sequence[Any], deps: Deps) -> None:
+    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
+    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+
+
 def register(
     broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
 ) -> None:
@@ -128,7 +133,7 @@ def register(
         description="Validated events; one poll is one inference batch.",
     )
     async def on_text_raw(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: handle_records(records, deps_ref["deps"]))
+        await run.process(msg, lambda records: guarded(records, deps_ref["deps"]))
 
     broker.publisher(
         settings.topic_out,

@@ -84,13 +84,16 @@ def create_app(
             )
             deps_ref["indexer"] = Indexer(
                 writer=writer,
-                dead_letters=DeadLetters(broker.publish, service=SERVICE, topic=settings.topic_dlq),
+                dead_letters=DeadLetters(
+                    broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+                ),
                 metrics=metrics,
                 options=BuildOptions(prefix=settings.index_prefix, redact=settings.redact_pii),
                 concurrency=settings.bulk_concurrency,
             )
             await start_with_retry(broker, connect_timeout_s)
             if lag_probe and settings.kafka.flavor == "apache":
+                await deps_ref["indexer"].dead_letters.start()
                 lag = LagMonitor(
                     settings.kafka,
                     metrics,

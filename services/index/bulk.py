@@ -73,6 +73,9 @@ class _Retry(Exception):
 class BulkRetryExhausted(RuntimeError):
     """Documents still not written after the retry deadline; do not commit."""
 
+    #: Elasticsearch is down or overloaded, not the records' fault: never counted towards ``retries exhausted``.
+    transient = True
+
 
 @dataclass
 class BulkOutcome:

@@ -37,7 +37,11 @@ def group_for(settings: IndexSettings, family: str) -> str:
 
 def _handler(family: str, deps_ref: dict[str, Indexer]) -> Any:
     async def on_batch(msg: KafkaMessage) -> None:
-        await deps_ref["indexer"].handle(batch_records(msg.raw_message), family)
+        indexer = deps_ref["indexer"]
+        # A record failing every try is dead-lettered (dlq_max_attempts); Elasticsearch outages are not counted.
+        await indexer.dead_letters.guard(
+            batch_records(msg.raw_message), lambda records: indexer.handle(records, family)
+        )
 
     on_batch.__name__ = f"on_{family}"
     return on_batch

@@ -84,7 +84,7 @@ def create_app(
         app.state.settings, app.state.ingestor, app.state.metrics = settings, ingestor, metrics
         deps_ref["edge"] = handlers.EdgeDeps(
             ingestor=ingestor,
-            dead_letters=DeadLetters(broker.publish, service="ingest", topic=settings.topic_dlq),
+            dead_letters=DeadLetters(broker.publish, service="ingest", topic=settings.topic_dlq, kafka=settings.kafka),
             metrics=metrics,
             topic=settings.topic_in,
         )
@@ -93,6 +93,9 @@ def create_app(
             # The warm-up's reader would report a refused login as a bare "Unable to bootstrap".
             await check_auth(client_options(settings.kafka))
             await warm_up(settings.kafka, settings.topic_out, store, per_partition=settings.dedup_warmup_records)
+            if settings.kafka.flavor == "apache":
+                # Dead letters are cut to the DLQ topic's own limit (Tansu keeps the 1 MiB default).
+                await deps_ref["edge"].dead_letters.start()
         await start_with_retry(broker, connect_timeout_s)
         # Tansu answers OffsetFetch in a form aiokafka cannot decode: no lag probe there.
         if real_kafka and settings.consume_text_in and settings.kafka.flavor == "apache":

@@ -95,7 +95,9 @@ def register(broker: KafkaBroker, settings: IngestSettings, deps_ref: dict[str, 
         description="Raw JSON events from other producers, validated like the HTTP API.",
     )
     async def on_text_in(msg: KafkaMessage) -> None:
-        await handle_records(batch_records(msg.raw_message), deps_ref["edge"])
+        deps = deps_ref["edge"]
+        # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
+        await deps.dead_letters.guard(batch_records(msg.raw_message), lambda records: handle_records(records, deps))
 
 
 def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:

@@ -111,6 +111,11 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
+async def guarded(records: Sequence[Any], deps: Deps) -> None:
+    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
+    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+
+
 def register(
     broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
 ) -> None:
@@ -129,7 +134,7 @@ def register(
         description="Classified events; one poll is one inference batch.",
     )
     async def on_text_classified(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: handle_records(records, deps_ref["deps"]))
+        await run.process(msg, lambda records: guarded(records, deps_ref["deps"]))
 
     broker.publisher(
         settings.topic_out,

@@ -97,13 +97,16 @@ def create_app(
                 Outputs(
                     profiles=writer(settings.topic_profiles),
                     recs=writer(settings.topic_out),
-                    dead_letters=DeadLetters(broker.publish, service=SERVICE, topic=settings.topic_dlq),
+                    dead_letters=DeadLetters(
+                        broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+                    ),
                 ),
                 settings,
             )
             await start_with_retry(broker, connect_timeout_s)
             background.append(asyncio.create_task(_cf_loop(state, settings.cf_refresh_s), name="recommend-cf"))
             if lag_probe and settings.kafka.flavor == "apache":
+                await ref["processor"].outputs.dead_letters.start()
                 lag = LagMonitor(
                     settings.kafka,
                     metrics,

@@ -32,7 +32,9 @@ def register(broker: KafkaBroker, settings: RecommendSettings, ref: dict[str, Pr
         ),
     )
     async def on_records(msg: KafkaMessage) -> None:
-        await ref["processor"].handle(batch_records(msg.raw_message))
+        processor = ref["processor"]
+        # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
+        await processor.outputs.dead_letters.guard(batch_records(msg.raw_message), processor.handle)
 
 
 def declare_outputs(broker: KafkaBroker, settings: RecommendSettings) -> None:

@@ -55,7 +55,7 @@ def create_app(
             rules=rules,
             routed=writer(settings.topic_out),
             queues={q: writer(f"{settings.queue_topic_prefix}{q}") for q in rules.queues},
-            dead_letters=DeadLetters(broker.publish, service="route", topic=settings.topic_dlq),
+            dead_letters=DeadLetters(broker.publish, service="route", topic=settings.topic_dlq, kafka=settings.kafka),
             metrics=metrics,
             topic=settings.topic_in,
             seen=RecentIds() if runner.delivery == "at_least_once" else None,
@@ -67,6 +67,7 @@ def create_app(
 
     async def after_startup() -> None:
         if real_kafka and settings.kafka.flavor == "apache":
+            await deps_ref["route"].dead_letters.start()
             group = settings.group_id or "textpulse-route"
             monitor = LagMonitor(settings.kafka, metrics, group, [settings.topic_in], settings.lag_refresh_s)
             monitor.start()

@@ -99,6 +99,11 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 
 
+async def guarded(records: Sequence[Any], deps: RouteDeps) -> None:
+    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
+    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+
+
 def register(
     broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps], runner: BatchRunner | None = None
 ) -> None:
@@ -117,7 +122,7 @@ def register(
         description="Enriched events; channel 'support' is routed, others skipped.",
     )
     async def on_enriched(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: handle_records(records, deps_ref["route"]))
+        await run.process(msg, lambda records: guarded(records, deps_ref["route"]))
 
 
 def declare_outputs(broker: KafkaBroker, settings: RouteSettings, rules: Rules) -> None:

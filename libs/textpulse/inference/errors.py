@@ -22,6 +22,9 @@ class ModelMismatch(InferenceError):
 class BackendUnavailable(InferenceError):
     """Transient failure: retry later, do not commit the input."""
 
+    #: Not the records' fault: ``DeadLetters.guard`` never counts it towards ``retries exhausted``.
+    transient = True
+
 
 class InputRejected(InferenceError):
     """The backend refused this input (e.g. invalid argument): dead-letter it."""

@@ -35,7 +35,13 @@ from .transactions import active_producer
 
 
 class WriteError(Exception):
-    """The broker did not acknowledge every record in time; nothing can be assumed written."""
+    """The broker did not acknowledge every record in time; nothing can be assumed written.
+
+    Transient (an outage), unless raised from a size or corruption error of one record
+    (:func:`~textpulse.kafka.dlq.is_transient` looks at the cause).
+    """
+
+    transient = True
 
 
 @dataclass(frozen=True, slots=True)
