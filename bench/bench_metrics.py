@@ -22,6 +22,25 @@ to back, so slow drift of the machine's load cancels), and each pipeline's CPU
 per second while idle (the time-driven part: scrapes, lag probe). Target:
 overhead ≤ 3 %.
 
+A failed scrape (error or non-200) fails the round and the run (exit 1): a
+pipeline whose ``/metrics`` does not answer is not paying for exposition.
+
+Then each component of the metric work is measured on its own, in the same
+run, and summed into an upper bound of the overhead (per event of the "off"
+pipeline's CPU cost):
+
+* per record: each service's metric updates per event, counted from its own
+  final ``/metrics`` (histogram observations exactly; counters as one update per
+  unit, an upper bound, since ``inc(n)`` is one call), times the CPU cost of one
+  labelled counter increment and one histogram observation, enabled minus
+  disabled, timed in the bench process;
+* per scrape: each service process's CPU seconds over a burst of scrapes (less
+  its idle CPU rate), on minus off, times the scrape rate;
+* lag probe: the CPU of :func:`textpulse.observability.lag.measure_lag` against
+  the "on" pipeline's groups, timed in the bench process, times the probes per
+  second of the services that export ``textpulse_consumer_lag`` (their
+  ``lag_refresh_s``).
+
 Run: ``make bench-metrics`` (``python -m bench.bench_metrics --help``).
 """
 
@@ -78,6 +97,7 @@ class Pipeline:
     cpu_per_1000: list[float] = field(default_factory=list)
     service_cpu_per_1000: dict[str, list[float]] = field(default_factory=dict)
     idle_cpu_per_s: float = 0.0
+    idle_service_cpu_per_s: dict[str, float] = field(default_factory=dict)
     delivered: int = 0
 
     @property
@@ -149,17 +169,34 @@ class _Counts:
         return sum((await self.consumer.end_offsets(self.partitions[topic])).values())
 
 
-async def _scraper(pipelines: Sequence[Pipeline], stop: asyncio.Event, interval_s: float) -> None:
-    """GET every service's /metrics every ``interval_s``, as Prometheus does."""
+class ScrapeFailed(RuntimeError):
+    """A ``/metrics`` scrape failed during a round: the round's figures do not include exposition."""
+
+
+class _Scrapes:
+    """Failed scrapes since the last check (the scraper records them; each round checks)."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def check(self, when: str) -> None:
+        if self.failures:
+            failures, self.failures = self.failures, []
+            msg = f"{when}: {len(failures)} scrape(s) failed, the round fails: " + "; ".join(failures[:5])
+            raise ScrapeFailed(msg)
+
+
+async def _scraper(pipelines: Sequence[Pipeline], stop: asyncio.Event, interval_s: float, scrapes: _Scrapes) -> None:
+    """GET every service's /metrics every ``interval_s``, as Prometheus does; record every failure."""
     async with httpx.AsyncClient(timeout=10.0) as client:
         while not stop.is_set():
             for p in pipelines:
-                for port in p.ports.values():
+                for service, port in p.ports.items():
+                    url = f"http://127.0.0.1:{port}/metrics"
                     try:
-                        await client.get(f"http://127.0.0.1:{port}/metrics")
-                    except httpx.HTTPError:
-                        # A scrape that times out under load is what Prometheus would see too: go on.
-                        continue
+                        (await client.get(url)).raise_for_status()
+                    except httpx.HTTPError as exc:
+                        scrapes.failures.append(f"{p.name}/{service} {url}: {exc!r}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)
 
@@ -196,19 +233,28 @@ async def _round(counts: _Counts, p: Pipeline, events: list[dict[str, Any]], tim
 
 async def _idle(pipelines: Sequence[Pipeline], seconds: float) -> None:
     """CPU per second of each pipeline with no events: the time-driven part (scrapes, lag probe, polls)."""
-    before = {p.name: sum(cpu_seconds(proc.pid) for proc in p.procs.values()) for p in pipelines}
+    before = {(p.name, s): cpu_seconds(proc.pid) for p in pipelines for s, proc in p.procs.items()}
+    started = time.monotonic()
     await asyncio.sleep(seconds)
+    elapsed = time.monotonic() - started
     for p in pipelines:
-        p.idle_cpu_per_s = (sum(cpu_seconds(proc.pid) for proc in p.procs.values()) - before[p.name]) / seconds
+        p.idle_service_cpu_per_s = {
+            s: (cpu_seconds(proc.pid) - before[p.name, s]) / elapsed for s, proc in p.procs.items()
+        }
+        p.idle_cpu_per_s = sum(p.idle_service_cpu_per_s.values())
 
 
-async def _measure(counts: _Counts, pipelines: list[Pipeline], args: argparse.Namespace, tag: str) -> list[float]:
+async def _measure(
+    counts: _Counts, pipelines: list[Pipeline], args: argparse.Namespace, tag: str, scrapes: _Scrapes
+) -> list[float]:
     """Warm-up, then alternating rounds; returns the on/off throughput ratio of each round."""
     on, off = pipelines
     for p in pipelines:  # warm-up: lazy imports, first batches, consumer group joins
         await _round(counts, p, _tweets(args.events, f"{tag}-{p.name}-warm"), args.round_timeout)
         p.service_cpu_per_1000.clear()
+    scrapes.check("warm-up")
     await _idle(pipelines, args.idle_s)
+    scrapes.check("idle window")
     pair_ratios = []
     for r in range(args.rounds):
         figures = {}
@@ -217,6 +263,7 @@ async def _measure(counts: _Counts, pipelines: list[Pipeline], args: argparse.Na
             p.rates.append(rate)
             p.cpu_per_1000.append(cpu)
             figures[p.name] = rate
+        scrapes.check(f"round {r + 1}")
         pair_ratios.append(figures["on"] / figures["off"])
         console.print(
             f"round {r + 1}: on {figures['on']:.0f} ev/s ({on.cpu_per_1000[-1]:.2f} CPU-s/1k), "
@@ -241,6 +288,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
         pipelines.append(Pipeline(name, metrics, topics, ports))
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
+    scrapes = _Scrapes()
     scraper: asyncio.Task[None] | None = None
     try:
         for p in pipelines:
@@ -254,13 +302,18 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
         console.print(
             f"pipelines ready (models {repo}); {args.rounds} rounds x {args.events} events each, after a warm-up"
         )
-        scraper = asyncio.create_task(_scraper(pipelines, stop, args.scrape_interval))
+        scraper = asyncio.create_task(_scraper(pipelines, stop, args.scrape_interval, scrapes))
         counts = _Counts(kafka)
         await counts.consumer.start()
         try:
-            pair_ratios = await _measure(counts, pipelines, args, tag)
+            pair_ratios = await _measure(counts, pipelines, args, tag, scrapes)
         finally:
             await counts.consumer.stop()
+        stop.set()
+        await scraper
+        scrapes.check("last round")
+        # The components, with the pipelines quiet and nothing else of the bench running.
+        components = await _components(kafka, pipelines, args, tag)
     finally:
         stop.set()
         if scraper is not None:
@@ -268,49 +321,161 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
         for p in pipelines:
             for proc in p.procs.values():
                 stop_service(proc)
-    return report(*pipelines, pair_ratios, args)
+    on, off = pipelines
+    return report(on, off, pair_ratios, components, args)
 
 
 @dataclass
-class HotPath:
-    """In-process cost of the metric work itself (deterministic, unlike the pipeline rounds)."""
+class UpdateCost:
+    """CPU cost of one metric update in this process, enabled minus disabled (no-op stand-in)."""
 
-    per_event_us: float  # one service's metric updates per record (batch of BATCH records), on minus off
-    scrape_ms: float  # one /metrics exposition of a populated classify registry
-
-
-BATCH = 64
+    counter_us: float  # ``labels(...).inc()`` of a two-label counter
+    histogram_us: float  # ``labels(...).observe()`` of a two-label latency histogram
 
 
-def hot_path(repeats: int = 7, batches: int = 300) -> HotPath:
-    """What classify's handler does to its metrics per consumed batch, with metrics on and off."""
-    from prometheus_client import generate_latest
-    from textpulse.inference.metrics import InferenceMetrics
+def update_cost(repeats: int = 7, calls: int = 20_000) -> UpdateCost:
+    """Median over ``repeats`` of the process CPU time of ``calls`` updates, on minus off."""
+    from textpulse.observability.metrics import ServiceMetrics
 
-    def batch_cost(m: InferenceMetrics) -> float:
-        started = time.perf_counter()
-        for _ in range(batches):
-            m.received.labels("classify", "text.raw").inc(BATCH)
-            m.batch_size.labels("classify", "text.raw").observe(BATCH)
-            for model in ("sentiment", "topic", "intent"):
-                m.observe(model, 0.02, BATCH)
-            for _ in range(BATCH):
-                m.e2e_latency.labels("classify").observe(0.05)
-            m.processed.labels("classify", "text.raw").inc(BATCH)
-            m.handler_duration.labels("classify", "text.raw").observe(0.1)
-        return (time.perf_counter() - started) / (batches * BATCH)
+    def per_call(update: Any) -> float:
+        started = time.process_time()
+        for _ in range(calls):
+            update()
+        return (time.process_time() - started) / calls
 
-    on, off = InferenceMetrics("classify", enabled=True), InferenceMetrics("classify", enabled=False)
-    diffs = [batch_cost(on) - batch_cost(off) for _ in range(repeats)]
-    scrapes = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        generate_latest(on.registry)
-        scrapes.append(time.perf_counter() - started)
-    return HotPath(statistics.median(diffs) * 1e6, statistics.median(scrapes) * 1e3)
+    on, off = ServiceMetrics("bench", enabled=True), ServiceMetrics("bench", enabled=False)
+    counter = [
+        per_call(lambda: on.processed.labels("bench", "text.raw").inc())
+        - per_call(lambda: off.processed.labels("bench", "text.raw").inc())
+        for _ in range(repeats)
+    ]
+    histogram = [
+        per_call(lambda: on.handler_duration.labels("bench", "text.raw").observe(0.05))
+        - per_call(lambda: off.handler_duration.labels("bench", "text.raw").observe(0.05))
+        for _ in range(repeats)
+    ]
+    return UpdateCost(statistics.median(counter) * 1e6, statistics.median(histogram) * 1e6)
 
 
-def report(on: Pipeline, off: Pipeline, pair_ratios: list[float], args: argparse.Namespace) -> int:
+#: routes hit by the scraper and health checks: their HTTP metrics are scrape-driven, not per record
+_TIME_DRIVEN_ROUTES = {"/metrics", "/health", "/ready"}
+
+
+def updates_per_event(exposition: str, events: int) -> tuple[float, float, bool]:
+    """(counter updates, histogram observations) per event of one service's ``/metrics``; lag gauge present.
+
+    Histograms count observations exactly (``_count``); a counter's value is an
+    upper bound of its ``inc`` calls. Gauges are set by time-driven code (lag
+    probe) or read at scrape time; HTTP metrics of scrape and health routes are
+    counted with the scrapes.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counters = histograms = 0.0
+    lag = False
+    for family in text_string_to_metric_families(exposition):
+        if not family.name.startswith("textpulse_"):
+            continue
+        lag |= family.name == "textpulse_consumer_lag" and bool(family.samples)
+        for sample in family.samples:
+            if sample.labels.get("route") in _TIME_DRIVEN_ROUTES:
+                continue
+            if family.type == "counter" and sample.name.endswith("_total"):
+                counters += sample.value
+            elif family.type == "histogram" and sample.name.endswith("_count"):
+                histograms += sample.value
+    return counters / max(1, events), histograms / max(1, events), lag
+
+
+async def _scrape_cost(p: Pipeline, scrapes: int) -> tuple[dict[str, float], dict[str, str]]:
+    """Per service: CPU ms of one ``/metrics`` request (its process, less its idle rate); the last exposition."""
+    cost, text = {}, {}
+    async with httpx.AsyncClient(timeout=10.0) as client:
+        for s, proc in p.procs.items():
+            url = f"http://127.0.0.1:{p.ports[s]}/metrics"
+            cpu0, started = cpu_seconds(proc.pid), time.monotonic()
+            for _ in range(scrapes):
+                try:
+                    response = await client.get(url)
+                    response.raise_for_status()
+                except httpx.HTTPError as exc:
+                    msg = f"{p.name}/{s} {url}: scrape failed while measuring exposition: {exc!r}"
+                    raise ScrapeFailed(msg) from exc
+            idle = p.idle_service_cpu_per_s.get(s, 0.0) * (time.monotonic() - started)
+            cost[s] = max(0.0, cpu_seconds(proc.pid) - cpu0 - idle) / scrapes * 1000
+            text[s] = response.text
+    return cost, text
+
+
+async def _probe_cost(kafka: KafkaSettings, group: str, topic: str, probes: int) -> float:
+    """CPU ms of one consumer-lag probe (the services' own ``measure_lag``) against a live group, in this process."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from textpulse.observability.lag import measure_lag
+
+    admin = AIOKafkaAdminClient(**client_options(kafka))  # type: ignore[arg-type]
+    consumer = AIOKafkaConsumer(**client_options(kafka))  # type: ignore[arg-type]
+    await admin.start()
+    await consumer.start()
+    try:
+        await measure_lag(admin, consumer, group, [topic])  # first call: connections, metadata (once per service)
+        started = time.process_time()
+        for _ in range(probes):
+            await measure_lag(admin, consumer, group, [topic])
+        return (time.process_time() - started) / probes * 1000
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+@dataclass
+class Components:
+    """Each part of the metric work, measured in this run."""
+
+    updates: UpdateCost
+    #: service -> (counter updates, histogram observations) per event, from the "on" pipeline's exposition
+    per_event_updates: dict[str, tuple[float, float]]
+    #: service -> CPU ms of one scrape, on and off
+    scrape_ms: dict[str, tuple[float, float]]
+    probe_ms: float  # CPU of one lag probe
+    probing: list[str]  # services of the "on" pipeline that export the lag gauge
+    lag_period_s: float
+
+    def per_event_ms(self) -> float:
+        u = self.updates
+        return sum(c * u.counter_us + h * u.histogram_us for c, h in self.per_event_updates.values()) / 1000
+
+    def per_second_ms(self, scrape_interval_s: float) -> float:
+        scrapes = sum(on - off for on, off in self.scrape_ms.values()) / scrape_interval_s
+        return scrapes + len(self.probing) * self.probe_ms / self.lag_period_s
+
+
+async def _components(
+    kafka: KafkaSettings, pipelines: Sequence[Pipeline], args: argparse.Namespace, tag: str
+) -> Components:
+    from textpulse.settings import ServiceSettings
+
+    on, off = pipelines
+    scrape_on, texts = await _scrape_cost(on, args.cost_scrapes)
+    scrape_off, _ = await _scrape_cost(off, args.cost_scrapes)
+    per_event, probing = {}, []
+    for s in SERVICES:
+        counters, histograms, lag = updates_per_event(texts[s], on.delivered)
+        per_event[s] = (counters, histograms)
+        if lag:
+            probing.append(s)
+    group = f"{tag}-{on.name}-classify"  # the group _env gave the "on" classify
+    probe_ms = await _probe_cost(kafka, group, on.topics["text.raw"], args.cost_probes)
+    return Components(
+        updates=update_cost(),
+        per_event_updates=per_event,
+        scrape_ms={s: (scrape_on[s], scrape_off[s]) for s in SERVICES},
+        probe_ms=probe_ms,
+        probing=probing,
+        lag_period_s=float(ServiceSettings.model_fields["lag_refresh_s"].default),
+    )
+
+
+def report(on: Pipeline, off: Pipeline, pair_ratios: list[float], c: Components, args: argparse.Namespace) -> int:
     med = statistics.median
     rate_on, rate_off = med(on.rates), med(off.rates)
     cpu_on, cpu_off = med(on.cpu_per_1000), med(off.cpu_per_1000)
@@ -359,19 +524,47 @@ def report(on: Pipeline, off: Pipeline, pair_ratios: list[float], args: argparse
             rows,
         )
     )
-    hp = hot_path()
-    # Per event: each of the three services does about classify's metric work; per second: three
-    # expositions per scrape interval plus three lag probes (~1 ms each, measured) per 15 s.
-    per_event_ms = 3 * hp.per_event_us / 1000
-    per_second_ms = 3 * hp.scrape_ms / args.scrape_interval + 3 * 1.0 / 15
+    per_event_ms = c.per_event_ms()
+    per_second_ms = c.per_second_ms(args.scrape_interval)
     cpu_event_ms = cpu_off  # CPU-s per 1,000 events = ms per event
     bound = (per_event_ms + per_second_ms / rate_off) / cpu_event_ms
+    u = c.updates
     console.print(
         table(
-            "Metric work itself, measured in-process (deterministic): what the overhead can be at most",
+            "Metric work itself, each part measured in this run: what the overhead can be at most",
             [
-                (f"metric updates per record, one service (batches of {BATCH})", f"{hp.per_event_us:.2f} µs", "", ""),
-                ("one /metrics exposition (classify registry)", f"{hp.scrape_ms:.2f} ms", "", ""),
+                (
+                    "one update, enabled minus disabled: counter inc / histogram observe",
+                    f"{u.counter_us:.2f} / {u.histogram_us:.2f} µs",
+                    "",
+                    "bench process CPU",
+                ),
+                *(
+                    (
+                        f"  {s}: updates per event, counters (upper bound) + histograms",
+                        f"{cnt:.2f} + {hist:.2f}",
+                        "",
+                        f"{(cnt * u.counter_us + hist * u.histogram_us):.1f} µs CPU per event",
+                    )
+                    for s, (cnt, hist) in c.per_event_updates.items()
+                ),
+                *(
+                    (f"  {s}: one /metrics scrape, on / off", f"{son:.2f} / {soff:.2f} ms", "", "service process CPU")
+                    for s, (son, soff) in c.scrape_ms.items()
+                ),
+                (
+                    "one consumer-lag probe (measure_lag)",
+                    f"{c.probe_ms:.2f} ms",
+                    "",
+                    f"{len(c.probing)} service(s) every {c.lag_period_s:g} s: {', '.join(c.probing) or 'none'}",
+                ),
+                ("per event: metric updates, all services", f"{per_event_ms * 1000:.1f} µs", "", ""),
+                (
+                    "per second: scrapes (on - off) + lag probes",
+                    f"{per_second_ms:.2f} ms",
+                    "",
+                    f"idle window: on - off = {(on.idle_cpu_per_s - off.idle_cpu_per_s) * 1000:.1f} ms CPU per s",
+                ),
                 (
                     f"estimated overhead at {rate_off:.0f} ev/s and {cpu_event_ms:.1f} ms CPU per event",
                     f"{bound:.2%}",
@@ -395,15 +588,25 @@ def main(argv: list[str] | None = None) -> int:
         "--scrape-interval", type=float, default=5.0, help="seconds between scrapes (deploy/prometheus: 5)"
     )
     parser.add_argument("--idle-s", type=float, default=20.0, help="idle window measuring time-driven CPU")
-    parser.add_argument("--hot-path-only", action="store_true", help="only the in-process measurement (no Kafka)")
+    parser.add_argument("--cost-scrapes", type=int, default=100, help="scrapes per service timing one exposition's CPU")
+    parser.add_argument("--cost-probes", type=int, default=20, help="lag probes timing one probe's CPU")
+    parser.add_argument(
+        "--hot-path-only", action="store_true", help="only the in-process cost of one metric update (no Kafka)"
+    )
     parser.add_argument("--model-repo", help="exported model repository (default: the tiny test models)")
     args = parser.parse_args(argv)
     if args.hot_path_only:
-        hp = hot_path()
-        console.print(f"metric updates per record: {hp.per_event_us:.2f} µs; one exposition: {hp.scrape_ms:.2f} ms")
+        u = update_cost()
+        console.print(
+            f"one metric update, on minus off: counter {u.counter_us:.2f} µs, histogram {u.histogram_us:.2f} µs"
+        )
         return 0
     with real_kafka() as bootstrap:
-        return asyncio.run(run(args, bootstrap))
+        try:
+            return asyncio.run(run(args, bootstrap))
+        except ScrapeFailed as exc:
+            console.print(f"[red]FAILED[/]: {exc}")
+            return 1
 
 
 if __name__ == "__main__":

@@ -61,5 +61,5 @@ test-observability-live: ## Real pipeline on Kafka scraped by a real Prometheus 
 
 BENCH_METRICS_EVENTS ?= 600
 BENCH_METRICS_ROUNDS ?= 5
-bench-metrics: ## Metrics overhead: ingest→classify→NER with metrics on vs off, alternating rounds (target ≤ 3%)
+bench-metrics: ## Metrics overhead: ingest→classify→NER with metrics on vs off, alternating rounds, each part measured (target ≤ 3%; a failed scrape fails)
 	$(OBS_PYTHON) -m bench.bench_metrics --events $(BENCH_METRICS_EVENTS) --rounds $(BENCH_METRICS_ROUNDS)

@@ -1,7 +1,8 @@
 # Enrichment pipeline (classify + NER) — included by the main Makefile (-include mk/*.mk).
-#   make bench-pipeline                       # full run: local + Triton, 2000 events
-#   make bench-pipeline BENCH_PIPELINE_ARGS="--events 300 --backends local"
-#   make bench-pipeline BENCH_PIPELINE_ARGS="--runtime int8"   # dynamic int8 on the CPU (cost: make bench-int8)
+#   make bench-pipeline                       # full run: local + Triton, 2000 tweets (ceiling and naive on the same ones)
+#   make bench-pipeline BENCH_PIPELINE_ARGS="--events 300 --latency-events 150 --backends local"
+#   make bench-pipeline BENCH_PIPELINE_ARGS="--runtime int8"   # dynamic int8 everywhere, references too (cost: make bench-int8)
+#   exit 1 when an event is missing after --timeout or the pipeline beats its raw ceiling (the reference is too weak)
 #   make bench-int8                           # FP32 vs int8: dev metrics, label agreement, sentences/s
 #   make test-pipeline                        # unit + in-memory + Kafka + Triton tests of classify/NER
 

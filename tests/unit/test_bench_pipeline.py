@@ -53,3 +53,27 @@ def test_replicas() -> None:
     for bad in ("alert=2", "classify=0", "classify"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected SERVICE=N"):
             parse_replicas(bad)
+
+
+def test_missing_events_fail_the_report() -> None:
+    from bench.bench_pipeline import Reference, Run, report
+
+    ceiling = Reference("ceiling", 100, 2.0, 10.0)
+    naive = Reference("naive", 100, 10.0, 20.0)
+    complete = Run("local", events=100, sent=100, events_per_s=40.0, latency_events=50, latency_sent=50)
+    complete.latency_ms = {"p50": 100.0, "p95": 200.0, "p99": 300.0}
+    assert complete.missing == 0
+    assert report([complete], [ceiling], naive) == 0
+    short = Run("local", events=98, sent=100, events_per_s=40.0, latency_events=49, latency_sent=50)
+    assert short.missing == 3
+    assert report([short], [ceiling], naive) == 1
+
+
+def test_a_pipeline_faster_than_its_ceiling_fails_the_report() -> None:
+    from bench.bench_pipeline import Reference, Run, report
+
+    slow, fast = Reference("one process", 100, 4.0, 8.0), Reference("two processes", 100, 2.0, 8.0)
+    naive = Reference("naive", 100, 10.0, 20.0)
+    run = Run("local", events=100, sent=100, events_per_s=40.0, latency_events=50, latency_sent=50)
+    assert report([run], [slow, fast], naive) == 0  # the best ceiling (50 ev/s) is the reference
+    assert report([run], [slow], naive) == 1  # 40 ev/s beats 25 ev/s: the reference is too weak
