@@ -67,11 +67,23 @@ def _load(preset: TaskPreset, path: str, split: str | None) -> Examples:
     return texts
 
 
+def carves_dev(config: TrainConfig, preset: TaskPreset) -> bool:
+    """Whether dev is carved from train (:func:`dev_split`) rather than read from a dev file."""
+    if config.carve_dev is not None:
+        return config.carve_dev
+    return config.dev_file is None and (config.train_file is not None or preset.dev is None)
+
+
 def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Examples, str, str]:
     """Return (train, dev, train description, dev description)."""
     train_path = config.train_file or preset.train
-    train = _load(preset, train_path, preset.train_split if config.train_file is None else None)
-    dev_path = config.dev_file or (preset.dev if config.train_file is None else None)
+    train_split = preset.train_split if config.train_file is None else None
+    train = _load(preset, train_path, train_split)
+    carve = carves_dev(config, preset)
+    dev_path = None if carve else config.dev_file or preset.dev
+    if not carve and dev_path is None:
+        msg = f"task {config.task}: carve_dev is false but neither dev_file nor the preset names a dev file"
+        raise ValueError(msg)
     if dev_path is not None:
         dev = _load(preset, dev_path, preset.dev_split if config.dev_file is None else None)
         dev_desc = f"`{dev_path}`" + (
@@ -79,7 +91,8 @@ def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Exampl
         )
     else:
         train, dev = dev_split(train, config.dev_fraction, config.data_seed, stratify=preset.kind == "sequence")
-        dev_desc = f"{config.dev_fraction:.0%} of `{train_path}` (seed {config.data_seed}, stratified, dedup-aware)"
+        source = f"`{train_path}`" + (f" split `{train_split}`" if train_split else "")
+        dev_desc = f"{config.dev_fraction:.0%} of {source} (seed {config.data_seed}, stratified, dedup-aware)"
     rng = random.Random(config.seed)  # noqa: S311 - reproducible subsampling
     if config.limit_train and len(train) > config.limit_train:
         keep = sorted(rng.sample(range(len(train)), config.limit_train))
@@ -308,7 +321,9 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
             msg = f"multi-head training supports sequence tasks only; {name} / {config.task} is not"
             raise ValueError(msg)
         # files of extra tasks always come from their presets
-        task_config = config.model_copy(update={"train_file": None, "dev_file": None}) if index else config
+        task_config = (
+            config.model_copy(update={"train_file": None, "dev_file": None, "carve_dev": None}) if index else config
+        )
         labels = label_names(preset.dataset)
         train_examples, dev_examples, train_desc, dev_desc = load_data(task_config, preset)
         log.info(
@@ -479,7 +494,9 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
     }
     if len(tasks) > 1:
         summary["dev_by_task"] = all_metrics
-    (out / "training_config.json").write_text(config.model_dump_json(indent=2) + "\n", "utf-8")
+    # The resolved carve choice is saved: a later preset change must not rebuild another dev set.
+    resolved = config.model_copy(update={"carve_dev": carves_dev(config, primary.preset)})
+    (out / "training_config.json").write_text(resolved.model_dump_json(indent=2) + "\n", "utf-8")
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n", "utf-8")
     for task in tasks:
         y_true, y_pred = confusion[task.name]

@@ -18,7 +18,7 @@ import numpy as np
 
 from textpulse.contracts.recs import Interaction
 
-from .data import MovieLens, Rating, positives_by_user, seen_by_user, temporal_split
+from .data import MovieLens, Rating, positives_by_user, seen_by_user, tag_cutoffs, temporal_split
 from .metrics import mean_metrics
 from .profile import Profile
 from .recommender import DAY_S, Recommender, RecommenderConfig
@@ -49,8 +49,14 @@ class Split:
 def make_split(ml: MovieLens, fraction: float = 0.2) -> Split:
     """Temporal dev split of the shared ratings (which already lack the withheld test part)."""
     train, test = temporal_split(ml.ratings, fraction)
-    ids = sorted(ml.items, key=int) if all(i.isdigit() for i in ml.items) else sorted(ml.items)
-    return Split(train, test, ids, [ml.items[i].text() for i in ids], [ml.items[i].title for i in ids])
+    return split_of(ml, train, test)
+
+
+def split_of(ml: MovieLens, train: list[Rating], test: list[Rating]) -> Split:
+    """A split whose item text keeps only the tags written in the train part (:func:`tag_cutoffs`)."""
+    items = ml.items_as_of(tag_cutoffs(train))
+    ids = sorted(items, key=int) if all(i.isdigit() for i in items) else sorted(items)
+    return Split(train, test, ids, [items[i].text() for i in ids], [items[i].title for i in ids])
 
 
 def catalogue_of(split: Split, vectors: np.ndarray) -> Catalogue:

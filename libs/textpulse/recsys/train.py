@@ -4,7 +4,8 @@ Supervision: consecutive positives of a user (rating ≥ 4, ordered by time) on
 the train part of the temporal dev split; the text of one positive should be
 closer to the text of the user's next positive than to the other items of the
 batch (in-batch negatives, symmetric InfoNCE, scale 20). Item text = title,
-genres, tags. The encoder is mean-pooled and L2-normalised, exactly what the
+genres, tags written no later than their author's latest train rating
+(:func:`textpulse.recsys.data.tag_cutoffs`). The encoder is mean-pooled and L2-normalised, exactly what the
 service and the Triton model compute.
 
 Run: ``python -m textpulse.recsys.train`` (``make recommend-model``). Writes
@@ -72,7 +73,7 @@ def make_pairs(config: TrainConfig) -> tuple[list[tuple[str, str]], dict[str, An
     rng = random.Random(config.seed)  # noqa: S311 - reproducible sampling, not security
     rng.shuffle(pairs)
     chosen = pairs[: config.pairs]
-    texts = {i: ml.items[i].text() for i in ml.items}
+    texts = dict(zip(split.item_ids, split.texts, strict=True))  # tags of the train period only
     info = {"available_pairs": len(pairs), "used_pairs": len(chosen), "users": len(positives_by_user(split.train))}
     return [(texts[a], texts[b]) for a, b in chosen], info
 
@@ -166,7 +167,8 @@ def train(config: TrainConfig, out_dir: Path) -> dict[str, Any]:  # noqa: PLR091
         "dataset": DATASET,
         "max_length": config.max_length,
         "base_model": base,
-        "train_data": f"{DATASET}/ratings.csv: per-user earliest {1 - config.dev_fraction:.0%} (temporal dev split)",
+        "train_data": f"{DATASET}/ratings.csv: per-user earliest {1 - config.dev_fraction:.0%} (temporal dev split); "
+        "item text with the tags each author wrote by their latest train rating",
         "dev_data": f"{DATASET}/ratings.csv: per-user latest {config.dev_fraction:.0%}",
         "data_licence": LICENCE,
         "parameters": sum(p.numel() for p in model.parameters()),
