@@ -45,6 +45,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 from textpulse.contracts.alerts import AlertStatus, Detector, FinancialAlert, KeyKind
+from textpulse.contracts.errors import ErrorCode, error, reason, validation_errors
 from textpulse.contracts.events import EnrichedEvent, EntityMention, encode
 from textpulse.kafka import DeadLetters
 from textpulse.kafka.admin import client_options, topic_partitions
@@ -174,7 +175,16 @@ class Processor:
                         outcome = self._mention(rec) if kind == "mention" else self._enriched(rec)
                 except (ValidationError, ValueError) as exc:
                     m.dlq.labels(svc, rec.topic, "invalid").inc()
-                    await self.outputs.dead_letters.send(rec, f"not a valid {kind} record: {exc}", exc)
+                    # The shared vocabulary (x-dlq-code/-field); pydantic's own text would echo the input.
+                    if isinstance(exc, ValidationError):
+                        errs = validation_errors(exc)
+                    elif rec.value is None:
+                        errs = [error(ErrorCode.EMPTY_VALUE)]
+                    else:
+                        errs = [error(ErrorCode.INVALID_VALUE, why=type(exc).__name__)]
+                    await self.outputs.dead_letters.send(
+                        rec, f"not a valid {kind} record: {reason(errs)}", exc, errors=errs
+                    )
                     continue
                 m.mentions.labels(svc, kind, outcome).inc()
             try:

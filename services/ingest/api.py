@@ -1,21 +1,27 @@
 """The HTTP edge: ``POST /v1/events`` and ``POST /v1/events/batch``.
 
 Status codes (documented in the README):
-202 written (or a duplicate of an event already written) · 400 malformed JSON or
-invalid UTF-8 · 413 body or batch too large · 415 wrong content type · 422
-validation failed (field errors listed) · 503 broker unavailable (Retry-After).
+202 written (or a duplicate of an event already written) · 400 not JSON or not
+UTF-8 · 413 body or batch too large · 415 wrong content type · 422 wrong shape or
+invalid fields · 503 broker unavailable (Retry-After). Every error body is an RFC 9457
+problem (``application/problem+json``) whose ``errors`` use the codes, sentences and
+field paths of the dead letters (``textpulse.contracts.errors``); the same mistake has
+the same status on both endpoints.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, error, reason
 from textpulse.kafka.writer import WriteError
+from textpulse.observability.http import problem_response
 
 from .core import Ingestor, InvalidInput, Result, decode_json, now, parse_batch, validate_event
 from .metrics import IngestMetrics
@@ -40,12 +46,28 @@ class IngestResponse(BaseModel):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, error: str, detail: Any = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(error)
-        self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
+    """A refusal: its status and its mistakes (codes of ``textpulse.contracts.errors``), as a problem body."""
+
+    def __init__(
+        self,
+        status: int,
+        errors: Sequence[FieldError] = (),
+        *,
+        code: str | None = None,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or reason(errors))
+        self.status, self.errors, self.code, self.detail, self.headers = status, errors, code, detail, headers or {}
+
+    @classmethod
+    def of(cls, exc: InvalidInput) -> ApiError:
+        return cls(exc.status, exc.errors)
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.error, "detail": self.detail}, self.status, headers=self.headers)
+        return problem_response(  # type: ignore[no-any-return]
+            self.status, self.errors, code=self.code, detail=self.detail, headers=self.headers
+        )
 
 
 def settings_dep(request: Request) -> IngestSettings:
@@ -68,12 +90,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     """Read at most ``limit`` bytes; a larger body is refused without buffering it all."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "too_large", f"body of {declared} bytes exceeds {limit}")
+        raise ApiError(413, [error(ErrorCode.BODY_TOO_LARGE, limit=limit)])
     size, chunks = 0, []
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "too_large", f"body exceeds {limit} bytes")
+            raise ApiError(413, [error(ErrorCode.BODY_TOO_LARGE, limit=limit)])
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -84,10 +106,7 @@ async def _write(ingestor: Ingestor, events: list[Any], settings: IngestSettings
     except (WriteError, TimeoutError) as exc:
         log.warning("broker unavailable; answering 503", extra={"error": repr(exc)})
         raise ApiError(
-            503,
-            "broker_unavailable",
-            "the event store did not acknowledge the write; retry later",
-            headers={"Retry-After": str(settings.retry_after_s)},
+            503, [error(ErrorCode.BROKER_UNAVAILABLE)], headers={"Retry-After": str(settings.retry_after_s)}
         ) from exc
 
 
@@ -111,12 +130,19 @@ _BATCH_BODY = {
     "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/TextEventIn"}}},
     "application/x-ndjson": {"schema": {"type": "string", "description": "One TextEventIn JSON object per line."}},
 }
+_PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Malformed JSON or invalid UTF-8."},
-    413: {"description": "Body or batch too large."},
-    415: {"description": "Unsupported content type."},
-    422: {"description": "Validation failed; `detail` lists the failing fields."},
-    503: {"description": "Broker unavailable; retry after `Retry-After` seconds."},
+    400: {"description": "The body is not JSON or not UTF-8 (`not_json`, `invalid_utf8`).", "content": _PROBLEM},
+    401: {"description": "API key missing or invalid (`unauthorized`).", "content": _PROBLEM},
+    405: {"description": "Method not allowed (`method_not_allowed`).", "content": _PROBLEM},
+    413: {"description": "Body or batch too large (`body_too_large`, `too_many_events`).", "content": _PROBLEM},
+    415: {"description": "Unsupported content type (`unsupported_media_type`).", "content": _PROBLEM},
+    422: {
+        "description": "Wrong shape or invalid fields; `errors` lists each with code and field.",
+        "content": _PROBLEM,
+    },
+    429: {"description": "Rate limit; retry after `Retry-After` seconds (`rate_limited`).", "content": _PROBLEM},
+    503: {"description": "Broker unavailable; retry after `Retry-After` seconds.", "content": _PROBLEM},
 }
 
 
@@ -138,15 +164,12 @@ async def post_event(
     """Validate, normalise and write one event; 202 only after Kafka acknowledged it."""
     try:
         if _media_type(request) not in JSON_TYPES:
-            raise ApiError(415, "unsupported_media_type", "send application/json")
+            raise ApiError(415, [error(ErrorCode.UNSUPPORTED_MEDIA_TYPE, expected="application/json")])
         raw = await read_body(request, settings.max_event_bytes)
         try:
             event = validate_event(decode_json(raw), ingest_time=now(), fallback_id=idempotency_key)
         except InvalidInput as exc:
-            status, error = (
-                (422, "validation_failed") if exc.errors or "JSON object" in exc.reason else (400, "invalid_json")
-            )
-            raise ApiError(status, error, exc.errors or exc.reason) from exc
+            raise ApiError.of(exc) from exc
         results = await _write(ingestor, [event], settings)
         return _respond(results, [event], metrics)
     except ApiError as err:
@@ -173,28 +196,34 @@ async def post_batch(
     try:
         media = _media_type(request)
         if media not in JSON_TYPES | NDJSON_TYPES:
-            raise ApiError(415, "unsupported_media_type", "send application/json (array) or application/x-ndjson")
+            raise ApiError(
+                415,
+                [
+                    error(
+                        ErrorCode.UNSUPPORTED_MEDIA_TYPE, expected="application/json (an array) or application/x-ndjson"
+                    )
+                ],
+            )
         raw = await read_body(request, settings.max_batch_bytes)
         try:
             items = parse_batch(raw, ndjson=media in NDJSON_TYPES)
         except InvalidInput as exc:
-            raise ApiError(400 if "JSON" in exc.reason else 422, "invalid_json", exc.reason) from exc
+            raise ApiError.of(exc) from exc
         if not items:
-            raise ApiError(422, "validation_failed", "the batch is empty")
+            raise ApiError(422, [error(ErrorCode.BATCH_EMPTY)])
         if len(items) > settings.max_batch_events:
-            raise ApiError(413, "too_large", f"{len(items)} events exceed the limit of {settings.max_batch_events}")
+            raise ApiError(413, [error(ErrorCode.TOO_MANY_EVENTS, count=len(items), limit=settings.max_batch_events)])
         ingest_time = now()
-        events, errors = [], []
+        events: list[Any] = []
+        errors: list[FieldError] = []
         for index, item in enumerate(items):
             try:
                 events.append(validate_event(item, ingest_time=ingest_time))
             except InvalidInput as exc:
-                if exc.errors:
-                    errors.extend({**e, "loc": [index, *e["loc"]]} for e in exc.errors)
-                else:
-                    errors.append({"loc": [index], "msg": exc.reason, "type": "value_error"})
+                errors.extend(e.at(f"[{index}]") for e in exc.errors)
         if errors:
-            raise ApiError(422, "validation_failed", errors)
+            # The status of the first mistake: every item's shape and field errors are 422.
+            raise ApiError(InvalidInput(errors).status, errors)
         results = await _write(ingestor, events, settings)
         return _respond(results, events, metrics)
     except ApiError as err:

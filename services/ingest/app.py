@@ -14,10 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import textpulse
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.contracts import TextEventIn
@@ -28,7 +26,7 @@ from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import ops_routes, serve
+from textpulse.observability.http import PROBLEM_SCHEMA, install_problem_handlers, ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import api, handlers
@@ -127,17 +125,15 @@ def create_app(
     install_api_guard(app, _guard_settings(settings, api_security))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "validation_failed", "detail": exc.errors()}, 422)
+    # 422 of FastAPI's own checks (headers), 404 and 405: the same problem body as the routes' errors.
+    install_problem_handlers(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             defs = TextEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(defs.pop("$defs", {}))
-            components["TextEventIn"] = defs
+            components.update(defs.pop("$defs", {}), TextEventIn=defs, Problem=PROBLEM_SCHEMA)
             app.openapi_schema = schema
         return app.openapi_schema
 

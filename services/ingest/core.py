@@ -16,6 +16,8 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 from textpulse.contracts import SCHEMA_VERSION, TextEvent, TextEventIn, encode, utcnow
+from textpulse.contracts.errors import ErrorCode, FieldError, decode_error, error, json_type, validation_errors
+from textpulse.contracts.errors import reason as reason_of
 from textpulse.kafka.writer import OutRecord, RecordWriter
 
 from .dedup import IdempotencyStore
@@ -34,12 +36,29 @@ class Outcome(StrEnum):
 
 
 class InvalidInput(ValueError):
-    """The input cannot become an event. ``errors`` lists the failing fields."""
+    """The input cannot become an event. ``errors`` lists the mistakes (codes of ``contracts.errors``).
 
-    def __init__(self, reason: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.errors = errors or []
+    ``reason`` is the dead-letter reason; :attr:`status` the HTTP status of the same mistake.
+    """
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        self.reason = reason_of(self.errors)
+        super().__init__(self.reason)
+
+    @property
+    def code(self) -> str:
+        return self.errors[0].code.value if self.errors else ""
+
+    @property
+    def status(self) -> int:
+        """400 when the bytes are not JSON, 413 when too large, else 422 (the same on every endpoint)."""
+        codes = {e.code for e in self.errors}
+        if codes & {ErrorCode.INVALID_UTF8, ErrorCode.NOT_JSON, ErrorCode.EMPTY_VALUE}:
+            return 400
+        if codes & {ErrorCode.BODY_TOO_LARGE, ErrorCode.TOO_MANY_EVENTS}:
+            return 413
+        return 422
 
 
 def routing_key(event: TextEvent) -> str | None:
@@ -76,19 +95,17 @@ def to_record(event: TextEvent) -> OutRecord:
     return OutRecord(encode(event), key.encode() if key else None, headers_for(event))
 
 
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(err["loc"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
-
-
-def decode_json(raw: bytes) -> Any:
-    """Parse JSON bytes; invalid UTF-8 or syntax raises :class:`InvalidInput`."""
+def decode_json(raw: bytes, *, field: str = "") -> Any:
+    """Parse JSON bytes; invalid UTF-8 or syntax raises :class:`InvalidInput` (``field``: where, in a batch)."""
+    if not raw.strip():
+        # Nothing at all (an empty body or record) is its own mistake, not a JSON syntax error.
+        err = error(ErrorCode.EMPTY_VALUE)
+        raise InvalidInput([err.at(field) if field else err])
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"invalid JSON: {exc}") from exc
+        err = decode_error(exc)
+        raise InvalidInput([err.at(field) if field else err]) from exc
 
 
 #: Fields a client may send: the ``TextEventIn`` contract (the server fills schema_version, ingest_time).
@@ -104,13 +121,10 @@ def validate_event(obj: Any, *, ingest_time: datetime, fallback_id: str | None =
     same annotated types); a test keeps their verdicts identical.
     """
     if not isinstance(obj, dict):
-        raise InvalidInput(f"an event must be a JSON object, got {type(obj).__name__}")
+        raise InvalidInput([error(ErrorCode.NOT_AN_OBJECT, got=json_type(obj))])
     unknown = obj.keys() - CLIENT_FIELDS
     if unknown:
-        errors = [
-            {"loc": [k], "msg": "Extra inputs are not permitted", "type": "extra_forbidden"} for k in sorted(unknown)
-        ]
-        raise InvalidInput(f"validation failed: {', '.join(sorted(unknown))}", errors)
+        raise InvalidInput([error(ErrorCode.UNKNOWN_FIELD, str(k)) for k in sorted(unknown)])
     fields = dict(obj)
     if fields.get("id") is None:
         fields["id"] = fallback_id or _new_id()
@@ -120,9 +134,7 @@ def validate_event(obj: Any, *, ingest_time: datetime, fallback_id: str | None =
     try:
         return TextEvent.model_validate(fields)
     except ValidationError as exc:
-        errors = _errors(exc)
-        names = ", ".join(".".join(str(p) for p in e["loc"]) or "<root>" for e in errors)
-        raise InvalidInput(f"validation failed: {names}", errors) from exc
+        raise InvalidInput(validation_errors(exc)) from exc
 
 
 def _new_id() -> str:
@@ -132,18 +144,12 @@ def _new_id() -> str:
 def parse_batch(raw: bytes, *, ndjson: bool) -> list[Any]:
     """Split a batch body into decoded JSON values (NDJSON lines or a JSON array)."""
     if ndjson:
-        items = []
-        for lineno, line in enumerate(raw.split(b"\n"), start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInput(f"invalid JSON on line {lineno}: {exc}") from exc
-        return items
+        # Blank lines are skipped; ``[i]`` in an error is the event's position, as in a JSON array.
+        lines = [line for line in raw.split(b"\n") if line.strip()]
+        return [decode_json(line, field=f"[{i}]") for i, line in enumerate(lines)]
     value = decode_json(raw)
     if not isinstance(value, list):
-        raise InvalidInput("a JSON batch must be an array of events")
+        raise InvalidInput([error(ErrorCode.NOT_AN_ARRAY, got=json_type(value))])
     return value
 
 

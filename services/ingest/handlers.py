@@ -20,6 +20,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import TextEvent
+from textpulse.contracts.errors import ErrorCode, error
 from textpulse.kafka import DeadLetters
 from textpulse.kafka.broker import batch_records, batch_subscriber
 from textpulse.kafka.writer import WriteError
@@ -56,14 +57,15 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
     for rec in records:
         try:
             if rec.value is None:
-                raise InvalidInput("empty record value")
+                raise InvalidInput([error(ErrorCode.EMPTY_VALUE)])
             events.append(validate_event(decode_json(rec.value), ingest_time=ingest_time))
         except InvalidInput as exc:
             rejected.append((rec, exc))
     try:
         results = await deps.ingestor.ingest(events)
-        for rec, exc in rejected:
-            await deps.dead_letters.send(rec, exc.reason, exc)
+        for rec, invalid in rejected:
+            # Reason, x-dlq-code and x-dlq-field are those the HTTP API answers for the same bytes.
+            await deps.dead_letters.send(rec, invalid.reason, invalid, errors=invalid.errors)
     except WriteError:
         log.exception("text.in batch not written; it will be redelivered")
         m.failed.labels(svc, topic, "write_error").inc(len(records))

@@ -46,9 +46,11 @@ def test_headers() -> None:
 def test_parse_batch() -> None:
     assert parse_batch(b'{"a":1}\n\n{"b":2}\n', ndjson=True) == [{"a": 1}, {"b": 2}]
     assert parse_batch(b"[1,2]", ndjson=False) == [1, 2]
-    with pytest.raises(InvalidInput, match="line 2"):
-        parse_batch(b'{"a":1}\n{oops\n', ndjson=True)
-    with pytest.raises(InvalidInput, match="array"):
+    # The position of the event (blank lines skipped), as in a JSON array.
+    with pytest.raises(InvalidInput, match=r"^not_json at \[1\]: ") as bad_line:
+        parse_batch(b'{"a":1}\n\n{oops\n', ndjson=True)
+    assert bad_line.value.status == 400
+    with pytest.raises(InvalidInput, match=r"^not_an_array: a JSON batch must be an array of events, not an object$"):
         parse_batch(b'{"a":1}', ndjson=False)
 
 

@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import textpulse
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.kafka import DeadLetters, make_broker
@@ -25,7 +23,7 @@ from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import ops_routes, serve
+from textpulse.observability.http import install_problem_handlers, ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 from textpulse.recsys.embed import Embedder, make_embedder
 
@@ -152,9 +150,8 @@ def create_app(
     install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": "validation_failed", "detail": exc.errors()}, 422)
+    # Every error (422, 404, 405, 503 of HTTPException) is the shared RFC 9457 problem body.
+    install_problem_handlers(app)
 
     return app
 

@@ -30,6 +30,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 from textpulse.contracts import encode, utcnow
+from textpulse.contracts.errors import ErrorCode, FieldError, error, validation_errors
+from textpulse.contracts.errors import reason as reason_of
 from textpulse.contracts.recs import Interaction, Item, Recommendations, ScoredItem, UserProfileState
 from textpulse.inference.errors import BackendUnavailable, InputRejected
 from textpulse.kafka.admin import client_options, topic_partitions
@@ -187,8 +189,10 @@ class Processor:
             await self._interactions(interactions)
         self.metrics.handler_duration.labels(SERVICE, "all").observe(time.perf_counter() - started)
 
-    async def _dead_letter(self, rec: Any, reason: str, exc: BaseException | None = None) -> None:
-        await self.outputs.dead_letters.send(rec, reason, exc)
+    async def _dead_letter(
+        self, rec: Any, reason: str, exc: BaseException | None = None, errors: list[FieldError] | None = None
+    ) -> None:
+        await self.outputs.dead_letters.send(rec, reason, exc, errors=errors)
         self.metrics.dlq.labels(SERVICE, rec.topic, reason.split(":", 1)[0][:40]).inc()
 
     async def _items(self, records: Sequence[Any]) -> None:
@@ -199,12 +203,13 @@ class Processor:
                 if key:
                     latest[key] = (rec, None)
                 else:
-                    await self._dead_letter(rec, "tombstone without key")
+                    await self._dead_letter(rec, "tombstone without key", errors=[error(ErrorCode.EMPTY_VALUE)])
                 continue
             try:
                 item = Item.model_validate_json(rec.value)
             except ValidationError as exc:
-                await self._dead_letter(rec, f"invalid item: {exc.errors()[0].get('msg', '')}", exc)
+                errs = validation_errors(exc)
+                await self._dead_letter(rec, f"invalid item: {reason_of(errs)}", exc, errs)
                 continue
             latest[item.item_id] = (rec, item)
         upserts = [(rec, item) for rec, item in latest.values() if item is not None]
@@ -242,7 +247,8 @@ class Processor:
             try:
                 interaction = Interaction.model_validate_json(rec.value or b"")
             except ValidationError as exc:
-                await self._dead_letter(rec, f"invalid interaction: {exc.errors()[0].get('msg', '')}", exc)
+                errs = validation_errors(exc)
+                await self._dead_letter(rec, f"invalid interaction: {reason_of(errs)}", exc, errs)
                 continue
             if self.state.apply(interaction):
                 changed[interaction.user_id] = None

@@ -15,7 +15,7 @@ from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, T
 from textpulse.inference.testing import FakeBackend
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
-from textpulse.kafka.dlq import H_REASON
+from textpulse.kafka.dlq import H_CODE, H_REASON
 
 from services.classify.app import create_app as create_classify
 from services.classify.settings import ClassifySettings
@@ -120,17 +120,22 @@ async def test_classify_out_of_scope(classify: Harness) -> None:
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        (b"{not json", "undecodable"),
-        (b"[1, 2]", "expected a JSON object"),
-        (orjson.dumps({**orjson.loads(encode(event("x", "news", "t"))), "schema_version": 2}), "schema_version 2"),
-        (orjson.dumps({"schema_version": 1, "id": "x"}), "invalid TextEvent"),
+        (b"{not json", "not_json: "),
+        (b"[1, 2]", "not_an_object: the value must be a JSON object, not an array"),
+        (
+            orjson.dumps({**orjson.loads(encode(event("x", "news", "t"))), "schema_version": 2}),
+            "unsupported_schema_version at schema_version: schema_version 2",
+        ),
+        (orjson.dumps({"schema_version": 1, "id": "x"}), "missing_field at source: the field is required"),
     ],
 )
 async def test_classify_poison_to_dlq(classify: Harness, value: bytes, reason: str) -> None:
     await classify.broker.publish(value, "text.raw", key=b"k")
     (dead,) = classify.topics["dlq.classify"]
     assert dead.value == value
-    assert reason in dict(dead.headers)[H_REASON].decode()
+    headers = {k: v.decode() for k, v in dead.headers}
+    assert reason in headers[H_REASON]
+    assert headers[H_CODE] == reason.split(" ", 1)[0].rstrip(":")
     assert not classify.topics["text.classified"]
 
 
@@ -188,5 +193,5 @@ async def test_ner_poison_and_reject(ner: Harness, fake: FakeBackend) -> None:
     await ner.broker.publish(encode(classified("p1", "POISON Text")), "text.classified")
     await ner.broker.publish(encode(classified("ok", "Fine Text")), "text.classified")
     reasons = sorted(dict(r.headers)[H_REASON].decode()[:14] for r in ner.topics["dlq.ner"])
-    assert reasons == ["model rejected", "undecodable: i"]
+    assert reasons == ["invalid_utf8: ", "model rejected"]
     assert [EnrichedEvent.model_validate_json(r.value).event.id for r in ner.topics["text.enriched"]] == ["ok"]

@@ -111,6 +111,8 @@ async def test_bad_input_suite_counts_add_up(kafka_settings: KafkaSettings, kafk
     for rec in dlq:
         h = headers(rec)
         assert h["x-dlq-reason"]
+        # The shared vocabulary (textpulse.contracts.errors): the reason starts with the code.
+        assert h["x-dlq-reason"].startswith(h["x-dlq-code"])
         assert h["x-dlq-source-topic"] == kafka_topics["text.in"]
         assert int(h["x-dlq-source-offset"]) >= 0
 

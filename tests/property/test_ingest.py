@@ -113,7 +113,13 @@ def post(
             TextEvent.model_validate_json(rec.value)  # everything on text.raw keeps the contract
     else:
         assert new == [], "a refused request writes nothing"
-        assert "error" in resp.json()
+        problem = resp.json()
+        # One error shape for every refusal (RFC 9457 plus the shared codes of textpulse.contracts.errors).
+        assert resp.headers["content-type"].startswith("application/problem+json")
+        assert set(problem) == {"type", "title", "status", "detail", "error", "errors"}, problem
+        assert problem["status"] == resp.status_code
+        assert isinstance(problem["detail"], str)
+        assert all(set(e) == {"code", "field", "message"} for e in problem["errors"])
     if currently_in_test_context():
         event(f"{path} -> {resp.status_code}")
     return resp, new

@@ -16,42 +16,51 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from textpulse.contracts import SCHEMA_VERSION
+from textpulse.contracts.errors import (
+    ErrorCode,
+    FieldError,
+    decode_error,
+    error,
+    json_type,
+    reason,
+    validation_errors,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 
 class Poison(ValueError):
-    """A record that can never be processed; ``reason`` goes into the DLQ headers."""
+    """A record that can never be processed; ``reason`` goes into the DLQ headers.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    ``errors`` are the mistakes in the shared vocabulary (``textpulse.contracts.errors``): the
+    dead letter's ``x-dlq-code`` / ``x-dlq-field`` and the same codes an HTTP API would answer.
+    """
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        self.reason = reason(self.errors)
+        super().__init__(self.reason)
 
 
 def decode(raw: bytes | None, model: type[M]) -> M:
     """Parse and validate one record value; raise :class:`Poison` with a reason."""
-    if raw is None:
-        raise Poison("empty record value (tombstone)")
+    if raw is None or not raw.strip():
+        raise Poison([error(ErrorCode.EMPTY_VALUE)])
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        msg = f"undecodable: invalid JSON: {exc}"
-        raise Poison(msg) from exc
+        raise Poison([decode_error(exc)]) from exc
     if not isinstance(obj, dict):
-        msg = f"undecodable: expected a JSON object, got {type(obj).__name__}"
-        raise Poison(msg)
+        raise Poison([error(ErrorCode.NOT_AN_OBJECT, got=json_type(obj))])
     version = obj.get("schema_version")
     if version != SCHEMA_VERSION:
-        msg = f"unsupported schema_version {version!r} (this build reads {SCHEMA_VERSION})"
-        raise Poison(msg)
+        raise Poison(
+            [error(ErrorCode.UNSUPPORTED_SCHEMA_VERSION, "schema_version", got=repr(version), expected=SCHEMA_VERSION)]
+        )
     try:
         return model.model_validate(obj)
     except ValidationError as exc:
-        fields = ", ".join(
-            ".".join(str(p) for p in e["loc"]) or "<root>" for e in exc.errors(include_url=False, include_input=False)
-        )
-        msg = f"invalid {model.__name__}: {fields}"
-        raise Poison(msg) from exc
+        raise Poison(validation_errors(exc)) from exc
 
 
 @dataclass(slots=True)

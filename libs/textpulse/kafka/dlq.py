@@ -49,6 +49,7 @@ from aiokafka.errors import (
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from textpulse.contracts import dlq
+from textpulse.contracts.errors import ErrorCode, FieldError
 from textpulse.settings import KafkaSettings
 
 from .admin import client_options
@@ -64,6 +65,10 @@ H_SOURCE_PARTITION = "x-dlq-source-partition"
 H_SOURCE_OFFSET = "x-dlq-source-offset"
 H_TIME = "x-dlq-time"
 H_SERVICE = "x-dlq-service"
+#: The error code (``textpulse.contracts.errors.ErrorCode``, as in the HTTP ``errors`` list) of the
+#: first mistake, and its field path; present when the reason came from the shared vocabulary.
+H_CODE = "x-dlq-code"
+H_FIELD = "x-dlq-field"
 #: Only on a copy cut to fit the DLQ topic's limit.
 H_TRUNCATED = "x-dlq-truncated"
 H_ORIGINAL_SIZE = "x-dlq-original-size"
@@ -101,8 +106,15 @@ def clean_header(value: str, limit: int = MAX_REASON_CHARS) -> str:
     return _UNSAFE.sub(" ", value)[:limit]
 
 
-def dlq_headers(record: RecordLike, *, service: str, reason: str, exc: BaseException | None = None) -> dict[str, str]:
-    """Original headers (decoded leniently) plus the dead-letter headers."""
+def dlq_headers(
+    record: RecordLike,
+    *,
+    service: str,
+    reason: str,
+    exc: BaseException | None = None,
+    errors: Sequence[FieldError] = (),
+) -> dict[str, str]:
+    """Original headers (decoded leniently) plus the dead-letter headers (``errors``: code and field headers)."""
     headers: dict[str, str] = {}
     for name, raw in record.headers or ():
         if not name.startswith("x-dlq-"):
@@ -120,6 +132,9 @@ def dlq_headers(record: RecordLike, *, service: str, reason: str, exc: BaseExcep
             H_SERVICE: service,
         }
     )
+    if errors:
+        headers[H_CODE] = errors[0].code.value
+        headers[H_FIELD] = clean_header(errors[0].field, 256)
     return headers
 
 
@@ -279,10 +294,23 @@ class DeadLetters:
         return self.max_bytes
 
     async def send(
-        self, record: RecordLike, reason: str, exc: BaseException | None = None, *, attempts: int | None = None
+        self,
+        record: RecordLike,
+        reason: str,
+        exc: BaseException | None = None,
+        *,
+        attempts: int | None = None,
+        errors: Sequence[FieldError] | None = None,
     ) -> None:
-        """Republish ``record`` (value and key; cut to fit the DLQ topic's limit) with reason headers."""
-        headers = dlq_headers(record, service=self.service, reason=reason, exc=exc)
+        """Republish ``record`` (value and key; cut to fit the DLQ topic's limit) with reason headers.
+
+        ``errors`` (default: ``exc.errors`` when it is a list of :class:`FieldError`) adds
+        :data:`H_CODE` and :data:`H_FIELD`, the code and field the HTTP API would answer.
+        """
+        if errors is None:
+            found = getattr(exc, "errors", None)
+            errors = found if isinstance(found, list) and all(isinstance(e, FieldError) for e in found) else ()
+        headers = dlq_headers(record, service=self.service, reason=reason, exc=exc, errors=errors)
         if attempts is not None:
             headers[H_ATTEMPTS] = str(attempts)
         key, value, headers = fit_to_limit(record.key, record.value or b"", headers, self.max_bytes)
@@ -350,7 +378,11 @@ class DeadLetters:
                     raise
                 self.exhausted += 1
                 await self.send(
-                    rec, f"{RETRIES_EXHAUSTED} after {self.max_attempts} attempts: {exc!r}", exc, attempts=done + 1
+                    rec,
+                    f"{RETRIES_EXHAUSTED} after {self.max_attempts} attempts: {exc!r}",
+                    exc,
+                    attempts=done + 1,
+                    errors=[FieldError(ErrorCode.RETRIES_EXHAUSTED, "", f"processing failed {done + 1} times")],
                 )
         for tp in starts:
             self._failures.pop(tp, None)

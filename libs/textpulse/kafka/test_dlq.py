@@ -11,9 +11,13 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSize
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from textpulse.contracts.errors import ErrorCode, FieldError, error, reason
+
 from .dlq import (
     H_ATTEMPTS,
+    H_CODE,
     H_EXC_TYPE,
+    H_FIELD,
     H_HEADERS_DROPPED,
     H_KEY_SHA256,
     H_KEY_SIZE,
@@ -63,6 +67,29 @@ async def test_send_republishes_original_bytes() -> None:
     assert value == b"\xff raw"
     assert topic == "dlq.ner"
     assert kw["key"] == b"k"
+    assert H_CODE not in kw["headers"]  # a free-text reason has no code
+
+
+async def test_send_takes_code_and_field_from_the_exception() -> None:
+    sent: list[dict[str, str]] = []
+
+    async def publish(value: bytes, topic: str, **kw: Any) -> None:
+        sent.append(kw["headers"])
+
+    class Refused(ValueError):
+        def __init__(self, errors: list[FieldError]) -> None:
+            super().__init__(reason(errors))
+            self.errors = errors
+
+    errors = [error(ErrorCode.TEXT_TOO_LONG, "text", limit=10), error(ErrorCode.UNKNOWN_FIELD, "x\r\ny")]
+    exc = Refused(errors)
+    await DeadLetters(publish, service="ingest").send(Rec(), str(exc), exc)
+    (headers,) = sent
+    assert (headers[H_CODE], headers[H_FIELD]) == ("text_too_long", "text")
+    assert (
+        headers[H_REASON] == "text_too_long at text: the text is longer than 10 characters (after normalisation)"
+        "; unknown_field at x y: unknown field"
+    )
 
 
 # --- size limit -----------------------------------------------------------------------------------------------
@@ -200,6 +227,7 @@ async def test_a_record_failing_every_time_is_dead_lettered_after_n_tries() -> N
     assert (value, topic) == (b"v2", "dlq.route")
     assert kw["headers"][H_REASON].startswith(f"{RETRIES_EXHAUSTED} after 3 attempts: ValueError('cannot handle 2')")
     assert kw["headers"][H_ATTEMPTS] == "3"
+    assert kw["headers"][H_CODE] == ErrorCode.RETRIES_EXHAUSTED.value
     assert dl.exhausted == 1
 
 

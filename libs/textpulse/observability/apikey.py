@@ -41,6 +41,8 @@ from fastapi import HTTPException, Request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, message, problem
+
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
@@ -152,7 +154,11 @@ class Rejection:
     headers: tuple[tuple[str, str], ...] = ()
 
     def body(self) -> bytes:
-        return json.dumps({"error": self.error, "detail": self.detail}).encode()
+        """The RFC 9457 problem body every HTTP API answers errors with (``textpulse.contracts.errors``)."""
+        codes = {401: ErrorCode.UNAUTHORIZED, 413: ErrorCode.BODY_TOO_LARGE, 429: ErrorCode.RATE_LIMITED}
+        code = codes.get(self.status)
+        items = [FieldError(code, "", self.detail)] if code is not None else []
+        return json.dumps(problem(self.status, items, code=self.error, detail=self.detail)).encode()
 
 
 def _digest(value: bytes) -> bytes:
@@ -263,7 +269,7 @@ def _client_addr(scope: Scope) -> str:
 
 async def send_rejection(send: Send, rejection: Rejection) -> None:
     body = rejection.body()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     headers.extend((name.encode(), value.encode()) for name, value in rejection.headers)
     await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -320,7 +326,7 @@ class ApiGuardMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await send_rejection(send, Rejection(413, "too_large", f"body exceeds {limit} bytes"))
+            await send_rejection(send, Rejection(413, "too_large", message(ErrorCode.BODY_TOO_LARGE, limit=limit)))
 
 
 def _declared_too_large(scope: Scope, limit: int | None) -> Rejection | None:
@@ -328,7 +334,7 @@ def _declared_too_large(scope: Scope, limit: int | None) -> Rejection | None:
         return None
     declared = _header(scope, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        return Rejection(413, "too_large", f"body of {int(declared)} bytes exceeds {limit}")
+        return Rejection(413, "too_large", message(ErrorCode.BODY_TOO_LARGE, limit=limit))
     return None
 
 

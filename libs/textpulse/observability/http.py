@@ -7,11 +7,13 @@ broker answers), ``/metrics`` is the service's own Prometheus registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, error, from_error_dicts, problem
 from textpulse.settings import ServiceSettings
 
 from .metrics import ServiceMetrics
@@ -114,3 +116,66 @@ def serve(app: Any, settings: ServiceSettings) -> None:
     import uvicorn
 
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+
+
+def problem_response(
+    status: int,
+    errors: Sequence[FieldError] = (),
+    *,
+    code: str | None = None,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Any:
+    """An RFC 9457 ``application/problem+json`` response (the one error shape of every HTTP API)."""
+    from starlette.responses import JSONResponse
+
+    body = problem(status, errors, code=code, detail=detail)
+    return JSONResponse(body, status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+
+
+def install_problem_handlers(app: Any) -> None:
+    """Answer FastAPI's request validation errors and Starlette's 404/405/… with problem bodies."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    async def _validation(_: Any, exc: RequestValidationError) -> Any:
+        return problem_response(422, from_error_dicts(exc.errors()))
+
+    async def _http(_: Any, exc: HTTPException) -> Any:
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+            return problem_response(exc.status_code, [error(ErrorCode.METHOD_NOT_ALLOWED)], headers=exc.headers)
+        if exc.status_code == HTTPStatus.NOT_FOUND and detail == "Not Found":
+            return problem_response(exc.status_code, [error(ErrorCode.NOT_FOUND)], headers=exc.headers)
+        return problem_response(exc.status_code, detail=detail, headers=exc.headers)
+
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(HTTPException, _http)
+
+
+#: OpenAPI schema of a problem body (components/schemas/Problem).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "title": "Problem",
+    "description": "RFC 9457 problem details; `errors` use the codes of the dead letters (x-dlq-code).",
+    "required": ["type", "title", "status", "detail", "error", "errors"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:textpulse:problem:<error>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "The errors in one line (the dead-letter reason)."},
+        "error": {"type": "string", "description": "Problem type, e.g. validation_failed, too_large."},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "field", "message"],
+                "properties": {
+                    "code": {"type": "string", "enum": [c.value for c in ErrorCode]},
+                    "field": {"type": "string", "description": "Dotted path; [i] is a batch position; empty: all."},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+    },
+}
