@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -41,6 +42,19 @@ def missing(component: str, how: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"CI=true and {msg}", pytrace=False)
     pytest.skip(msg)
+
+
+def require_dataset(name: str | None = None) -> Path:
+    """The shared data directory (with ``name`` staged in it); :func:`missing` otherwise."""
+    from textpulse.datasets import data_dir
+
+    try:
+        root: Path = data_dir()
+    except FileNotFoundError as exc:
+        missing("the shared datasets", str(exc))
+    if name is not None and not (root / name).exists():
+        missing(name, f"not staged in {root}")
+    return root
 
 
 def _reason(report: pytest.CollectReport | pytest.TestReport) -> str:

@@ -1,12 +1,17 @@
-"""Test helpers: run an app's lifespan in-process, read whole topics back."""
+"""Test helpers: run an app's lifespan in-process, read whole topics back, a tritonserver on free ports."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
 
 import httpx
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -54,5 +59,84 @@ async def read_all(
     return out
 
 
+async def read_to_end(
+    settings: KafkaSettings, topic: str, *, isolation: str = "read_uncommitted"
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` up to its end offsets now, read with ``isolation``.
+
+    Unlike :func:`read_all` it does not wait for more: for topics whose writers are done
+    (a committed transaction's records are then all below the end offsets).
+    """
+    consumer = AIOKafkaConsumer(**client_options(settings), isolation_level=isolation, enable_auto_commit=False)  # type: ignore[arg-type]
+    await consumer.start()
+    out: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        tps = await topic_partitions(consumer, topic)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for _ in range(100):
+            if not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                break
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
 def headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+
+
+TRITON_DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "triton"
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all sockets held until every port is chosen)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class TritonServer:
+    """A tritonserver driven by ``deploy/triton/*.sh`` with its own ports, run directory and models."""
+
+    env: dict[str, str]
+    grpc_port: int
+
+    @classmethod
+    def on_free_ports(
+        cls, model_repo: Path, models: Iterable[str], run_dir: Path, start_timeout_s: int = 300
+    ) -> Self:
+        http, grpc, metrics = free_ports(3)
+        env = {
+            "TRITON_MODEL_REPO": str(model_repo),
+            "TRITON_MODELS": ",".join(models),
+            "TRITON_HTTP_PORT": str(http),
+            "TRITON_GRPC_PORT": str(grpc),
+            "TRITON_METRICS_PORT": str(metrics),
+            "TRITON_RUN_DIR": str(run_dir),
+            "TRITON_START_TIMEOUT": str(start_timeout_s),
+        }
+        return cls(env=env, grpc_port=grpc)
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def run(self, script: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(TRITON_DEPLOY / script)],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )

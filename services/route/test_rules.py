@@ -10,7 +10,7 @@ import yaml
 from textpulse.contracts.events import Classification, IntentResult, ModelRef
 from textpulse.contracts.routing import Priority
 
-from tests.ci import missing
+from tests.ci import require_dataset
 
 from .rules import DEFAULT_RULES, VOCABULARIES, RulesError, load_rules
 
@@ -126,14 +126,9 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 
 
 def test_vocabularies_match_the_data_sets() -> None:
-    from textpulse.datasets import data_dir, label_names
+    from textpulse.datasets import label_names
 
-    try:
-        staged = (data_dir() / "banking77").exists()
-    except FileNotFoundError as exc:
-        missing("the shared datasets", str(exc))
-    if not staged:
-        missing("banking77", f"not staged in {data_dir()}")
+    require_dataset("banking77")
     table = json.loads(VOCABULARIES.read_text())
     assert table == {"banking77": label_names("banking77"), "clinc150": label_names("clinc150")}
 

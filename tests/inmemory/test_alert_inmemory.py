@@ -13,14 +13,14 @@ import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.events import encode
-from textpulse.datasets import data_dir, load_text_examples
+from textpulse.datasets import load_text_examples
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
 
 from services.alert.app import create_app
 from services.alert.settings import AlertSettings
 from services.alert.synth import surge_scenario
-from tests.ci import missing
+from tests.ci import require_dataset
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -60,12 +60,7 @@ async def harness() -> AsyncIterator[Harness]:
 
 @pytest.fixture(scope="module")
 def tweets() -> list[Any]:
-    try:
-        staged = (data_dir() / "twitter_fin_sentiment").exists()
-    except FileNotFoundError as exc:
-        missing("the shared datasets", str(exc))
-    if not staged:
-        missing("twitter_fin_sentiment", f"not staged in {data_dir()}")
+    require_dataset("twitter_fin_sentiment")
     return load_text_examples("twitter_fin_sentiment/sent_train.csv")
 
 

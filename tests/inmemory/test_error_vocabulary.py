@@ -10,53 +10,26 @@ must have the same RFC 9457 body.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 import pytest
-from faststream.kafka import KafkaBroker, TestKafkaBroker
-from faststream.kafka.annotations import KafkaMessage
 from pydantic import SecretStr
 from textpulse.contracts import MAX_TEXT_CHARS
 from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, error, reason
-from textpulse.kafka import make_broker
-from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_CODE, H_FIELD, H_REASON
 from textpulse.observability.apikey import ApiSecuritySettings
 
-from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
-from tests.helpers import running
 from tests.ingest_cases import JSON, ev, js
+from tests.inmemory.test_ingest_inmemory import Harness, ingest_harness
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "error", "errors"}
 
 
-@dataclass
-class Harness:
-    broker: KafkaBroker
-    client: Any
-    dlq: list[Any] = field(default_factory=list)
-
-
-async def _harness(settings: IngestSettings, api: ApiSecuritySettings | None = None) -> AsyncIterator[Harness]:
-    broker = make_broker(settings.kafka, service="ingest")
-    app = create_app(settings, broker=broker, real_kafka=False, api_security=api)
-    h = Harness(broker=broker, client=None)
-
-    @broker.subscriber(settings.topic_dlq, decoder=raw_decoder)
-    async def capture_dlq(msg: KafkaMessage) -> None:
-        h.dlq.append(msg.raw_message)
-
-    async with TestKafkaBroker(broker), running(app) as client:
-        h.client = client
-        yield h
-
-
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    async for h in _harness(IngestSettings(max_event_bytes=64 * 1024)):
+    async for h in ingest_harness(IngestSettings(max_event_bytes=64 * 1024)):
         yield h
 
 
@@ -182,7 +155,7 @@ async def test_every_refusal_has_the_problem_shape(harness: Harness) -> None:
 
 async def test_guard_refusals_have_the_problem_shape() -> None:
     api = ApiSecuritySettings(keys=[SecretStr("s3cret")], rate_per_s=0.001, rate_burst=2, max_body_bytes=2048)
-    async for h in _harness(IngestSettings(), api):
+    async for h in ingest_harness(IngestSettings(), api):
         body = _assert_problem(await h.client.post("/v1/events", content=js(ev()), headers={"content-type": JSON}), 401)
         assert body["errors"][0]["code"] == ErrorCode.UNAUTHORIZED.value
         auth = {"content-type": JSON, "authorization": "Bearer s3cret"}

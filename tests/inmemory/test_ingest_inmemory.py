@@ -13,6 +13,7 @@ from faststream.kafka.annotations import KafkaMessage
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_REASON, H_SOURCE_TOPIC
+from textpulse.observability.apikey import ApiSecuritySettings
 
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
@@ -28,11 +29,12 @@ class Harness:
     dlq: list[Any] = field(default_factory=list)
 
 
-@pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
-    settings = IngestSettings()
+async def ingest_harness(
+    settings: IngestSettings, api_security: ApiSecuritySettings | None = None
+) -> AsyncIterator[Harness]:
+    """The ingest app on the in-memory broker, capturing ``text.raw`` and the DLQ (shared by the ingest test files)."""
     broker = make_broker(settings.kafka, service="ingest")
-    app = create_app(settings, broker=broker, real_kafka=False)
+    app = create_app(settings, broker=broker, real_kafka=False, api_security=api_security)
     h = Harness(broker=broker, client=None)
 
     @broker.subscriber(settings.topic_out, decoder=raw_decoder)
@@ -45,6 +47,12 @@ async def harness() -> AsyncIterator[Harness]:
 
     async with TestKafkaBroker(broker), running(app) as client:
         h.client = client
+        yield h
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async for h in ingest_harness(IngestSettings()):
         yield h
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from textpulse.inference.triton import TritonBackend
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import REPO, missing
-from tests.helpers import read_all
+from tests.helpers import TRITON_DEPLOY, TritonServer, read_all
 from tests.integration.test_classify_ner_kafka import (
     by_id,
     check_enriched,
@@ -42,34 +39,11 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 __all__ = ["model_repo"]  # the session fixture, re-exported for this module
 
-DEPLOY = REPO / "deploy" / "triton"
 MODELS = ("sentiment", "topic", "intent", "ner")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Triton:
-    env: dict[str, str]
-    grpc_port: int
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def run(self, script: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(DEPLOY / script)],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=400,
-            check=False,
-        )
+class Triton(TritonServer):
+    """The shared harness, plus start/stop as the outage test uses them."""
 
     def start(self) -> None:
         proc = self.run("start.sh")
@@ -82,21 +56,9 @@ class Triton:
 
 @pytest.fixture(scope="module")
 def triton(model_repo: Path) -> Iterator[Triton]:
-    if not (DEPLOY / "start.sh").is_file():
+    if not (TRITON_DEPLOY / "start.sh").is_file():
         missing("tritonserver", "deploy/triton/start.sh is absent")
-    ports = [_free_port() for _ in range(3)]
-    server = Triton(
-        env={
-            "TRITON_MODEL_REPO": str(model_repo),
-            "TRITON_MODELS": ",".join(MODELS),
-            "TRITON_HTTP_PORT": str(ports[0]),
-            "TRITON_GRPC_PORT": str(ports[1]),
-            "TRITON_METRICS_PORT": str(ports[2]),
-            "TRITON_RUN_DIR": str(REPO / ".run" / "triton-classify-ner-tests"),
-            "TRITON_START_TIMEOUT": "300",
-        },
-        grpc_port=ports[1],
-    )
+    server = Triton.on_free_ports(model_repo, MODELS, REPO / ".run" / "triton-classify-ner-tests")
     fetched = server.run("fetch.sh")
     if fetched.returncode != 0:
         missing("tritonserver", f"deploy/triton/fetch.sh failed: {fetched.stderr[-1500:]}")

@@ -50,7 +50,7 @@ from services.ingest import handlers
 from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from tests.conftest import TEST_TOPICS
-from tests.helpers import headers, read_all, running
+from tests.helpers import headers, read_all, read_to_end, running
 from tests.ingest_cases import ev, js
 from tests.property.loop import LoopThread
 
@@ -185,25 +185,6 @@ class Msg:
     consumer: AIOKafkaConsumer
 
 
-async def read_committed(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    consumer = AIOKafkaConsumer(**client_options(kafka), isolation_level="read_committed", enable_auto_commit=False)  # type: ignore[arg-type]
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        tps = await topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for _ in range(100):
-            if not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                break
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
-
-
 @pytest.mark.timeout(120)
 async def test_retries_exhausted_inside_an_exactly_once_transaction(kafka_settings: KafkaSettings) -> None:
     prefix = TEST_TOPICS.track(f"t.dlq-eos-{uuid.uuid4().hex[:8]}.")
@@ -252,8 +233,8 @@ async def test_retries_exhausted_inside_an_exactly_once_transaction(kafka_settin
         finally:
             await runner.close()
             await consumer.stop()
-        out = await read_committed(kafka_settings, dst)
-        dead = await read_committed(kafka_settings, dlq_topic)
+        out = await read_to_end(kafka_settings, dst, isolation="read_committed")
+        dead = await read_to_end(kafka_settings, dlq_topic, isolation="read_committed")
     finally:
         await TEST_TOPICS.cleanup(kafka_settings, [prefix])
     assert sorted(r.value for r in out) == [f"v{i}".encode() for i in range(8) if i != 3]

@@ -14,12 +14,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from textpulse.contracts.topics import TopicSpec
-from textpulse.kafka.admin import client_options, create_topics, topic_partitions
+from textpulse.kafka.admin import client_options, create_topics
 from textpulse.kafka.transactions import ExactlyOnce, active_producer
 from textpulse.kafka.writer import OutRecord, RecordWriter
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import TEST_TOPICS
+from tests.helpers import read_to_end
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(90)]
 
@@ -52,22 +53,7 @@ async def _produce(kafka: KafkaSettings, topic: str, n: int) -> None:
 
 
 async def _read(kafka: KafkaSettings, topic: str, isolation: str) -> Counter[bytes]:
-    consumer = AIOKafkaConsumer(**client_options(kafka), isolation_level=isolation, enable_auto_commit=False)  # type: ignore[arg-type]
-    await consumer.start()
-    found: Counter[bytes] = Counter()
-    try:
-        tps = await topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for _ in range(100):
-            if not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                break
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                found.update(r.value for r in records if r.value is not None)
-    finally:
-        await consumer.stop()
-    return found
+    return Counter(r.value for r in await read_to_end(kafka, topic, isolation=isolation) if r.value is not None)
 
 
 def _consumer(kafka: KafkaSettings, group: str) -> AIOKafkaConsumer:

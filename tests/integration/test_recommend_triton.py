@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +30,10 @@ from textpulse.recsys.embed import TorchEncoder, TritonEmbedder, make_embedder
 from textpulse.recsys.train import MODEL_NAME, export_embedding
 
 from tests.ci import missing
-from tests.conftest import REPO
+from tests.helpers import TRITON_DEPLOY, TritonServer
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
 
-DEPLOY = REPO / "deploy" / "triton"
 DIM = 32
 MAX_LENGTH = 32
 TEXTS = [
@@ -48,17 +43,6 @@ TEXTS = [
     "The Heist. Genres: Crime|Thriller. Tags: twist ending, ensemble cast, vault, double cross, 1970s",
     "Toy Story (1995). Genres: Adventure|Animation|Children|Comedy|Fantasy",
 ]
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _tiny_encoder(out: Path) -> Path:
@@ -89,26 +73,6 @@ def _tiny_encoder(out: Path) -> Path:
     return out
 
 
-@dataclass
-class Triton:
-    env: dict[str, str]
-    grpc_port: int
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def run(self, script: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(DEPLOY / script)],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-
 @pytest.fixture(scope="module")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository holding only ``recommend`` version 1, written by export_embedding."""
@@ -121,26 +85,15 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Triton]:
+def triton(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
     try:
         import tritonclient.grpc.aio  # noqa: F401 - only to report a missing client clearly
     except ImportError as exc:
         missing("tritonclient[grpc]", repr(exc))
-    if not (DEPLOY / "start.sh").is_file():
+    if not (TRITON_DEPLOY / "start.sh").is_file():
         missing("tritonserver", "deploy/triton/start.sh is absent")
-    http, grpc, metrics = _free_ports(3)
-    run_dir = tmp_path_factory.mktemp("triton-recommend-run")
-    server = Triton(
-        env={
-            "TRITON_MODEL_REPO": str(model_repo),
-            "TRITON_MODELS": MODEL_NAME,
-            "TRITON_HTTP_PORT": str(http),
-            "TRITON_GRPC_PORT": str(grpc),
-            "TRITON_METRICS_PORT": str(metrics),
-            "TRITON_RUN_DIR": str(run_dir),
-            "TRITON_START_TIMEOUT": "240",
-        },
-        grpc_port=grpc,
+    server = TritonServer.on_free_ports(
+        model_repo, [MODEL_NAME], tmp_path_factory.mktemp("triton-recommend-run"), start_timeout_s=240
     )
     fetched = server.run("fetch.sh")
     if fetched.returncode != 0:
@@ -166,7 +119,7 @@ def test_export_writes_what_triton_serves(model_repo: Path) -> None:
     assert manifest["models"][MODEL_NAME]["latest"] == 1
 
 
-async def test_triton_answers_like_the_in_process_encoder(triton: Triton, model_repo: Path) -> None:
+async def test_triton_answers_like_the_in_process_encoder(triton: TritonServer, model_repo: Path) -> None:
     embedder = make_embedder(InferenceSettings(triton_url=triton.url, model_repo=model_repo), MODEL_NAME)
     assert isinstance(embedder, TritonEmbedder)
     await embedder.start()

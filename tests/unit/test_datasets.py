@@ -19,15 +19,12 @@ from textpulse.datasets import (
 )
 from textpulse.datasets.settings import DEFAULT_DATA_DIR
 
-from tests.ci import missing
+from tests.ci import require_dataset
 
 
 @pytest.fixture
 def _shared_data() -> None:
-    try:
-        data_dir()
-    except FileNotFoundError as exc:
-        missing("the shared datasets", str(exc))
+    require_dataset()
 
 
 needs_data = pytest.mark.usefixtures("_shared_data")
