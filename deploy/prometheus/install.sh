@@ -3,6 +3,10 @@
 # (`prometheus`, `prometheus-alertmanager`). Idempotent: does nothing when the
 # binaries are already on PATH.
 #
+# apt-get needs root: as root it runs directly, otherwise through sudo, and
+# it says so before it starts. SKIP_APT=1 installs nothing and prints the
+# command to run (`make up` then starts without Prometheus and Alertmanager).
+#
 # The packages ship system services (/etc/init.d, systemd units) that would
 # listen on 9090/9093 with the package's own config. We run our own instances
 # (deploy/prometheus/start.sh, deploy/alertmanager/start.sh), so any service
@@ -44,11 +48,20 @@ if have_all; then
   exit 0
 fi
 
+apt_cmd="apt-get install --no-install-recommends prometheus prometheus-alertmanager"
+if [[ "${SKIP_APT:-0}" == 1 ]]; then
+  log "SKIP_APT=1: not installing Prometheus/Alertmanager; to install them, run as root: $apt_cmd"
+  exit 0
+fi
 command -v apt-get >/dev/null || die "apt-get not found: install the Debian packages prometheus and prometheus-alertmanager another way, or put prometheus, promtool and prometheus-alertmanager on PATH"
 sudo=()
 if [[ "$(id -u)" != 0 ]]; then
-  command -v sudo >/dev/null || die "need root (or sudo) to apt-get install"
+  command -v sudo >/dev/null \
+    || die "installing Debian's prometheus and prometheus-alertmanager needs root and sudo is absent: run as root \`$apt_cmd\`, or skip them with SKIP_APT=1"
   sudo=(sudo)
+  log "needs root: running \`sudo $apt_cmd\` (sudo may ask for your password; SKIP_APT=1 skips this)"
+else
+  log "running as root: $apt_cmd (SKIP_APT=1 skips this)"
 fi
 
 export DEBIAN_FRONTEND=noninteractive

@@ -11,6 +11,9 @@
 #   PROM_ALERTMANAGER    host:port of the Alertmanager (127.0.0.1:$AM_PORT, 9093)
 #   PROM_TARGET_<JOB>    host:port[,host:port…] of a scrape job; set but empty
 #                        = no target. Jobs: the files in deploy/prometheus/targets/
+#                        Unset: only what runs here is scraped (see _running_targets)
+#   PROM_TARGETS_ALL     1 = every job's committed default targets, running or not
+#   PIPELINE_RUN_DIR     where `make pipeline-up` keeps pid/port files (.run/pipeline)
 #   PROM_START_TIMEOUT / PROM_STOP_TIMEOUT   seconds (60 / 30)
 #   PROM_BIN / PROMTOOL_BIN   binaries (from PATH)
 #   PROM_EXTRA_ARGS      extra prometheus flags, word-split
@@ -78,10 +81,38 @@ _targets_doc() {
   printf ']\n  labels:\n    env: %s\n' "$TEXTPULSE_ENV"
 }
 
+# Targets of a job when nothing overrides them: only what runs on this
+# machine, so a Prometheus on a partial stack does not fire TextpulseTargetDown
+# for services nobody started. A service `make pipeline-up` started counts by
+# its pid and port files; any other job (or a service started another way)
+# when something listens on its committed default port at render time.
+# pipeline-up/down re-render (targets.sh), and Prometheus re-reads the files.
+# Something that was running and then dies stays a target, and alerts.
+_running_targets() {
+  local job="$1" file="$2" run="${PIPELINE_RUN_DIR:-$OBS_REPO_ROOT/.run/pipeline}" pid t
+  local -a up=()
+  if [[ -f "$run/$job.pid" && -f "$run/$job.port" ]]; then
+    pid="$(tr -dc '0-9' <"$run/$job.pid")"
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+      echo "127.0.0.1:$(tr -dc '0-9' <"$run/$job.port")"
+      return
+    fi
+  fi
+  for t in $(sed -n "s/^- targets: \[\(.*\)\]$/\1/p" "$file" | tr -d " '\"" | tr ',' ' '); do
+    [[ "${t%:*}" =~ ^(127\.0\.0\.1|localhost)$ ]] && port_open "${t##*:}" && up+=("$t")
+  done
+  local IFS=,
+  echo "${up[*]}"
+}
+
 # Render the config and the target files into the run dir: the committed
 # files with TEXTPULSE_ENV, absolute rule paths and PROM_TARGET_* applied.
 prom_render() {
-  local f job var list
+  prom_render_config
+  prom_render_targets
+}
+
+prom_render_config() {
   local -a intervals=()
   mkdir -p "$PROM_RUN_DIR" "$PROM_TARGETS_DIR" "$PROM_DATA_DIR"
   # Global settings only: they sit at exactly two spaces of indentation (a
@@ -94,6 +125,12 @@ prom_render() {
     -e "s|^\([[:space:]]*-[[:space:]]*\)rules/|\1$PROM_DEPLOY_DIR/rules/|" \
     "${intervals[@]}" \
     "$PROM_DEPLOY_DIR/prometheus.yml" | write_atomic "$PROM_CONFIG"
+}
+
+prom_render_targets() {
+  local f job var list
+  local -a scraped=() absent=()
+  mkdir -p "$PROM_TARGETS_DIR"
   for f in "$PROM_DEPLOY_DIR"/targets/*.yml; do
     job="$(basename "$f" .yml)"
     var="PROM_TARGET_${job^^}"
@@ -103,11 +140,16 @@ prom_render() {
       list="127.0.0.1:$PROM_PORT"
     elif [[ "$job" == alertmanager ]]; then
       list="$PROM_ALERTMANAGER"
-    else
+      [[ "${PROM_TARGETS_ALL:-0}" == 1 ]] || port_open "${list##*:}" || list=""
+    elif [[ "${PROM_TARGETS_ALL:-0}" == 1 ]]; then
       list="$(sed -n "s/^- targets: \[\(.*\)\]$/\1/p" "$f" | tr -d " '\"")"
+    else
+      list="$(_running_targets "$job" "$f")"
     fi
+    if [[ -n "$list" ]]; then scraped+=("$job"); else absent+=("$job"); fi
     [[ "$list" =~ ^([A-Za-z0-9_.-]+:[0-9]+)?([[:space:]]*,[[:space:]]*[A-Za-z0-9_.-]+:[0-9]+)*$ ]] \
       || die "$var must be host:port[,host:port...] (got: '$list')"
     _targets_doc "$job" "$list" | write_atomic "$PROM_TARGETS_DIR/$job.yml"
   done
+  log "scraping: ${scraped[*]:-nothing}; not running here, not scraped: ${absent[*]:-none} (PROM_TARGETS_ALL=1 scrapes all)"
 }
