@@ -75,3 +75,16 @@ def test_log_scan_names_what_leaked_not_the_value(tmp_path: Path) -> None:
     result = scan_logs([tmp_path / "a.log", tmp_path / "b.log"], {"password": "hunter2", "email": "x@y.z"})
     assert result.files == 2
     assert result.hits == [("password", str(tmp_path / "a.log"), 1)]
+
+
+def test_slow_or_missing_first_output_after_restart_is_over_target() -> None:
+    from textpulse.chaos.report import slow_resumes
+
+    faults = [
+        FaultResult("classify", 1.0, 1.0, output_s=3.2),
+        FaultResult("ner", 2.0, 1.0, output_s=12.5),
+        FaultResult("route", 3.0, 1.0),
+        FaultResult("alert", 3.5, 1.0, idle=True),  # caught up, its input had stopped
+        FaultResult("kafka", 4.0, 1.0, output_s=40.0),  # infrastructure: no target
+    ]
+    assert slow_resumes(faults) == {"ner": 12.5, "route": None}

@@ -63,6 +63,7 @@ MUTATIONS = {
     "TextpulseTargetDown": ("expr: up == 0", "expr: up == 1"),
     "TextpulseAlertingHeartbeat": ('(up{job="prometheus"}) == 1', '(up{job="prometheus"}) == 0'),
     "TextpulseConsumerLagGrowing": ("(textpulse_consumer_lag) > 1000)", "(textpulse_consumer_lag) > 100)"),
+    "TextpulseConsumerStuck": ("(textpulse_consumer_stuck) == 1", "(textpulse_consumer_stuck) == 0"),
     "TextpulseDLQRateHigh": ("textpulse_dlq_messages_total[5m])) > 0.1", "textpulse_dlq_messages_total[5m])) > 1"),
     "TextpulseHandlerErrorRatioHigh": ("ratio_rate5m > 0.05", "ratio_rate5m > 0.2"),
     "TextpulseEndToEndLatencyHigh": ('quantile="0.99"} > 0.5', 'quantile="0.99"} > 5'),

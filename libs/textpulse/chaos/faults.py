@@ -9,20 +9,43 @@ Time to recover is measured from the SIGKILL to the first moment when the compon
 readiness probe again (``ready``) and, after that, its consumer groups have either committed
 further than they had at the kill or are caught up (``recovered``): answering ``/ready`` is not
 enough, the pipeline must move again.
+
+Time to first output (``output_s``, the ≤ 10 s target of :data:`RESUME_TARGET_S` for the
+services) is measured from the restart (the new process spawned, i.e. including its start-up
+and model loading) to the first sign of new output: its consumer groups committed further (a
+commit comes only after the batch's outputs were acknowledged, and under exactly-once it is part
+of the outputs' transaction, i.e. the moment they become visible), or for ingest the end offset
+of ``text.raw`` (its HTTP path, :data:`OUTPUT_TOPICS`) moved. Probed every 0.25 s from the restart,
+or from the return of a component it depends on (:data:`DEPENDS_ON`, and Kafka) if another
+fault had that one down: a service cannot output while Triton is down, however fast it restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from textpulse.contracts.topics import TEXT_RAW
+from textpulse.settings import KafkaSettings
 
 from .probe import PROGRESS_GROUPS, GroupState, LagProbe
 from .stack import Component
 
 log = logging.getLogger(__name__)
+
+#: Restart to first output, at most (issue #22: "back in seconds").
+RESUME_TARGET_S = 10.0
+#: component -> non-transactional topics only it writes (their end offsets move when it works again).
+#: Not the transactional outputs: the abort marker of a killed predecessor's transaction moves their
+#: end offsets too; there the group's commit, in the same transaction as the outputs, is the signal.
+OUTPUT_TOPICS: dict[str, tuple[str, ...]] = {"ingest": (TEXT_RAW.name,)}
+#: component -> what it cannot work without besides Kafka: its first output is timed from their return.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {"classify": ("triton",), "ner": ("triton",), "index": ("elasticsearch",)}
 
 
 @dataclass(frozen=True)
@@ -40,6 +63,10 @@ class FaultResult:
     pid: int | None = None
     ready_s: float | None = None
     recovered_s: float | None = None
+    #: restart (process spawned) -> first new output record or commit (see the module doc)
+    output_s: float | None = None
+    #: no first output because the component was caught up with an input that had stopped
+    idle: bool = False
     #: restarts by the harness's supervisor (process exited or stayed unready) before it was ready
     restarts: int = 0
     error: str | None = None
@@ -81,9 +108,15 @@ async def run_fault(
     tolerance: int,
     ready_timeout_s: float = 300.0,
     recover_timeout_s: float = 300.0,
+    deps: Sequence[Component] = (),
 ) -> FaultResult:
-    """Wait for the fault's time, SIGKILL, stay down ``down_s``, restart, measure the recovery."""
+    """Wait for the fault's time, SIGKILL, stay down ``down_s``, restart, measure the recovery.
+
+    ``deps``: components the target cannot work without (another fault may have them down): the
+    first output is timed from the restart or from their return, whichever is later.
+    """
     result = FaultResult(fault.target, fault.at_s, fault.down_s)
+    watcher: asyncio.Task[float] | None = None
     await asyncio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
     before = await _group_states(probe, fault.target)
     killed_at = time.monotonic()
@@ -93,6 +126,9 @@ async def run_fault(
     try:
         await asyncio.sleep(fault.down_s)
         restarts_before = component.supervisor_restarts
+        baseline = await _output_marks(probe, fault.target)
+        restarted_at = time.monotonic()
+        watcher = asyncio.create_task(_first_output(probe.settings, fault.target, baseline, restarted_at, deps))
         try:
             await component.start()
             await component.wait_ready(ready_timeout_s)
@@ -108,10 +144,72 @@ async def run_fault(
             await asyncio.sleep(0.5)
         else:
             result.error = f"no progress within {recover_timeout_s:.0f}s after ready"
+        # Outputs can only lag the recovery by a poll; a component without any output never sets it.
+        with contextlib.suppress(TimeoutError):
+            result.output_s = await asyncio.wait_for(asyncio.shield(watcher), 10.0)
+        if result.output_s is None:
+            # Nothing to output: caught up with an input that stopped (e.g. upstream waits for Triton).
+            states = await _group_states(probe, fault.target)
+            result.idle = bool(states) and all(s is not None and s.drained(tolerance) for s in states.values())
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"
         log.exception("chaos: %s did not come back", fault.target)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
     return result
+
+
+async def _is_ready(component: Component) -> bool:
+    try:
+        return await component.ready()
+    except Exception:  # noqa: BLE001 - a component that does not answer is not ready
+        return False
+
+
+async def _output_marks(probe: LagProbe, target: str) -> dict[str, int] | None:
+    """End offsets (summed per topic) of the target's output topics and its groups' committed sums."""
+    marks: dict[str, int] = {}
+    for topic in OUTPUT_TOPICS.get(target, ()):
+        ends = await probe.end_offsets(topic)
+        if ends is None:
+            return None
+        marks[f"topic:{topic}"] = sum(ends.values())
+    for group, state in (await _group_states(probe, target)).items():
+        if state is None:
+            return None
+        marks[f"group:{group}"] = state.committed
+    return marks
+
+
+async def _first_output(
+    settings: KafkaSettings,
+    target: str,
+    baseline: dict[str, int] | None,
+    since: float,
+    deps: Sequence[Component] = (),
+) -> float:
+    """Seconds from ``since`` (or the last moment a dependency was down) to the first output mark above ``baseline``.
+
+    Polled every 0.25 s, with its own probe: the recovery loop polls the shared one at the same time.
+    """
+    probe = LagProbe(settings)
+    try:
+        while True:
+            if not all([await _is_ready(d) for d in deps]):
+                since = time.monotonic()
+            now = await _output_marks(probe, target)
+            if now is not None:
+                if baseline is None:
+                    # The broker did not answer at the restart (the kafka fault): the first answer is the baseline.
+                    baseline = now
+                elif any(v > baseline.get(k, v) for k, v in now.items()):
+                    return time.monotonic() - since
+            await asyncio.sleep(0.25)
+    finally:
+        await probe.close()
 
 
 def _moved(before: GroupState | None, now: GroupState | None, tolerance: int) -> bool:

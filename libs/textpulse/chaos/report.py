@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from .faults import FaultResult
+from .faults import RESUME_TARGET_S, FaultResult
 from .logscan import ScanResult
+from .stack import SERVICES
 from .verify import OutputCheck
 
 console = Console(width=150)
@@ -59,12 +60,37 @@ def _s(x: float | None) -> str:
     return "—" if x is None else f"{x:.1f}"
 
 
+def slow_resumes(faults: list[FaultResult], services: tuple[str, ...] = SERVICES) -> dict[str, float | None]:
+    """Services whose first output after the restart came later than :data:`RESUME_TARGET_S` (None: never).
+
+    A service caught up with an input that had stopped (``idle``: its upstream was down) had nothing
+    to output and is not counted.
+    """
+    return {
+        f.target: f.output_s
+        for f in faults
+        if f.target in services and ((f.output_s is None and not f.idle) or (f.output_s or 0.0) > RESUME_TARGET_S)
+    }
+
+
 def fault_table(faults: list[FaultResult]) -> Table:
-    t = Table(title="faults (SIGKILL, then restart)")
-    cols = ("component", "killed at s", "pid", "down s", "ready after s", "recovered after s", "re-restarts", "error")
+    t = Table(title=f"faults (SIGKILL, then restart; services' first output ≤ {RESUME_TARGET_S:g} s after the restart)")
+    cols = (
+        "component",
+        "killed at s",
+        "pid",
+        "down s",
+        "ready after s",
+        "recovered after s",
+        "first output after restart s",
+        "re-restarts",
+        "error",
+    )
     for col in cols:
         t.add_column(col, justify="left" if col in {"component", "error"} else "right")
+    slow = slow_resumes(faults)
     for f in sorted(faults, key=lambda f: f.at_s):
+        target = f" (≤ {RESUME_TARGET_S:g})" if f.target in SERVICES else ""
         t.add_row(
             f.target,
             f"{f.at_s:.1f}",
@@ -72,9 +98,10 @@ def fault_table(faults: list[FaultResult]) -> Table:
             f"{f.down_s:.1f}",
             _s(f.ready_s),
             _s(f.recovered_s),
+            ("idle" if f.output_s is None and f.idle else _s(f.output_s)) + target,
             str(f.restarts),
             f.error or "",
-            style="red" if f.error else None,
+            style="red" if f.error or f.target in slow else None,
         )
     return t
 

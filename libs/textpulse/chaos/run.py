@@ -20,7 +20,7 @@ from textpulse.replay import ReplayStats, replay
 from textpulse.settings import REPO_ROOT, KafkaSettings
 
 from . import report
-from .faults import FaultResult, fault_schedule, run_fault
+from .faults import DEPENDS_ON, RESUME_TARGET_S, FaultResult, fault_schedule, run_fault
 from .logscan import ScanResult, scan_logs
 from .probe import GROUPS, LagProbe
 from .stack import SERVICES, Stack, StackConfig
@@ -35,7 +35,7 @@ INFRA_TARGETS = ("triton", "elasticsearch", "kafka")
 def default_model_repo() -> Path:
     """The quick-profile models when exported, else the tiny test models (built on demand)."""
     quick = REPO_ROOT / ".cache" / "model-repo"
-    if all((quick / m).is_dir() for m in ("sentiment", "topic", "intent", "ner")):
+    if all((quick / m).is_dir() for m in ("finance", "support", "ner")):  # what classify + NER start
         return quick
     from textpulse.inference.testing import build_tiny_repo
 
@@ -168,7 +168,16 @@ async def run_chaos(opts: ChaosOptions) -> ChaosResult:
         )
         t0 = time.monotonic()
         tasks = [
-            asyncio.create_task(run_fault(f, stack.components[f.target], probe, t0=t0, tolerance=tolerance))
+            asyncio.create_task(
+                run_fault(
+                    f,
+                    stack.components[f.target],
+                    probe,
+                    t0=t0,
+                    tolerance=tolerance,
+                    deps=[stack.components[d] for d in (*DEPENDS_ON.get(f.target, ()), "kafka") if d != f.target],
+                )
+            )
             for f in schedule
         ]
         injector = asyncio.create_task(_inject_later(stack.kafka_settings, workload.bad, window_s * 0.3))
@@ -210,6 +219,14 @@ def print_result(result: ChaosResult, workload: Workload, opts: ChaosOptions) ->
     con = report.console
     con.print(report.timing_table("timings", result.timings))
     con.print(report.fault_table(result.faults))
+    resumed = {f.target: f.output_s for f in result.faults if f.target in SERVICES}
+    if resumed:
+        slow = report.slow_resumes(result.faults)
+        con.print(
+            f"first output after restart (target ≤ {RESUME_TARGET_S:g} s): "
+            + ", ".join(f"{k} {'—' if v is None else f'{v:.1f} s'}" for k, v in resumed.items())
+            + (f" [red]— over target: {', '.join(slow)}[/]" if slow else " [green]— all within target[/]")
+        )
     con.print(report.output_table(result.checks, delivery=opts.delivery))
     con.print(report.dlq_table(result.dlq_checks))
     con.print(report.scan_table(result.scan, list(workload.secrets)))

@@ -392,6 +392,11 @@ class Stack:
             f"{prefix}LAG_REFRESH_S": "2",
             **self.cfg.service_env,
         }
+        if os.environ.get("TEXTPULSE_CHAOS_STATIC_MEMBERSHIP", "0") == "1":
+            # Static group membership (opt-in), one id per replica as a StatefulSet's pod name would give.
+            # Off by default: the services' default is dynamic membership with a 6 s session (see
+            # docs/guarantees.md; static members under exactly-once showed duplicates not yet explained).
+            env["TEXTPULSE_KAFKA_GROUP_INSTANCE_ID"] = f"{name}-0"
         if name in TRANSACTIONAL:
             env[f"{prefix}DELIVERY"] = self.cfg.delivery
         if name == "index":

@@ -17,12 +17,12 @@ Two guarantees every service gets from here:
   batch that fails at the same offsets ``max_attempts - 1`` times is, on the next try, handled
   one record at a time, and a record that still fails alone is dead-lettered with the reason
   ``retries exhausted`` (and the last error); the rest of the batch is processed normally and
-  the partition moves on. Each counted failure pauses before the redelivery (0.1 s doubling to
+  the partition moves on. Each failure pauses before the redelivery (0.1 s doubling to
   5 s; exactly-once backs off in its runner) so a failing batch does not spin. Outages
   (:func:`is_transient`: time-outs, lost connections, retriable Kafka errors, exceptions marked
   ``transient = True`` such as an unavailable inference backend or Elasticsearch) are not
   counted: they are not the record's fault, and draining a partition into the DLQ during an
-  outage would lose the order and the outputs.
+  outage would lose the order and the outputs (they are paced like the others, not counted).
 """
 
 from __future__ import annotations
@@ -269,6 +269,8 @@ class DeadLetters:
         self._request_cap = kafka.max_request_bytes if kafka else BROKER_DEFAULT_MAX_MESSAGE_BYTES
         self.max_bytes = max_bytes or min(BROKER_DEFAULT_MAX_MESSAGE_BYTES, self._request_cap)
         self._failures: dict[tuple[str, int], _Failures] = {}
+        # Consecutive transient failures (any partition): paces the redelivery during an outage.
+        self._outages = 0
         self.backoff_s = backoff_s
         self.exhausted = 0
         self.truncated = 0
@@ -354,14 +356,20 @@ class DeadLetters:
             try:
                 await handle(records)
             except Exception as exc:
-                if not is_transient(exc):
+                if is_transient(exc):
+                    # Not counted towards "retries exhausted", but paced all the same: an outage
+                    # redelivered at once would spin the CPU and the logs just like a poison record.
+                    self._outages += 1
+                    count = self._outages
+                else:
                     count = self._count(starts, exc)
-                    if active_producer() is None:
-                        # At-least-once redelivers at once: without a pause the N tries take milliseconds
-                        # (a blip would exhaust them) and a failing batch spins the CPU and the logs.
-                        # Exactly-once backs off in its runner.
-                        await asyncio.sleep(min(self.backoff_s[1], self.backoff_s[0] * 2 ** (count - 1)))
+                if active_producer() is None:
+                    # At-least-once redelivers at once: without a pause the N tries take milliseconds
+                    # (a blip would exhaust them) and a failing batch spins the CPU and the logs.
+                    # Exactly-once backs off in its runner.
+                    await asyncio.sleep(min(self.backoff_s[1], self.backoff_s[0] * 2 ** (count - 1)))
                 raise
+            self._outages = 0
             for tp in starts:
                 self._failures.pop(tp, None)
             return

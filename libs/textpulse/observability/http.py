@@ -1,7 +1,8 @@
 """HTTP operations endpoints and request metrics.
 
 ``/health`` is liveness (the process serves HTTP), ``/ready`` is readiness (the
-broker answers), ``/metrics`` is the service's own Prometheus registry.
+broker answers, and no partition the process holds is stuck: :mod:`.progress`),
+``/metrics`` is the service's own Prometheus registry.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, error, from_error_dicts, problem
 from textpulse.settings import ServiceSettings
 
 from .metrics import ServiceMetrics
+from .progress import stuck_partitions
 
 ReadyCheck = Callable[[], Awaitable[bool]]
 Scope = dict[str, Any]
@@ -49,8 +52,12 @@ def health_app() -> ASGIApp:
     return _Endpoint(app)
 
 
-def ready_app(check: ReadyCheck) -> ASGIApp:
-    """Readiness: 200 when ``check`` passes, else 503 (not ready for traffic)."""
+def ready_app(check: ReadyCheck, metrics: ServiceMetrics | None = None) -> ASGIApp:
+    """Readiness: 200 when ``check`` passes and (with ``metrics``) no partition this process holds is stuck.
+
+    Else 503 (not ready for traffic); a stuck partition is named in the body
+    (``{"status":"not ready","stuck":["text.in:0"]}``, see :mod:`.progress`).
+    """
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG001
         ok = False
@@ -58,8 +65,12 @@ def ready_app(check: ReadyCheck) -> ASGIApp:
             ok = await check()
         except Exception:  # noqa: BLE001 - any failure of the probe means "not ready"
             ok = False
-        if ok:
+        stuck = stuck_partitions(metrics) if metrics is not None else []
+        if ok and not stuck:
             await _respond(send, 200, b'{"status":"ready"}', b"application/json")
+        elif stuck:
+            body = orjson.dumps({"status": "not ready", "stuck": stuck})
+            await _respond(send, 503, body, b"application/json")
         else:
             await _respond(send, 503, b'{"status":"not ready"}', b"application/json")
 
@@ -76,8 +87,8 @@ def metrics_app(metrics: ServiceMetrics) -> ASGIApp:
 
 
 def ops_routes(metrics: ServiceMetrics, ready: ReadyCheck) -> list[tuple[str, ASGIApp]]:
-    """The three operations routes, for ``AsgiFastStream(asgi_routes=...)``."""
-    return [("/health", health_app()), ("/ready", ready_app(ready)), ("/metrics", metrics_app(metrics))]
+    """The three operations routes, for ``AsgiFastStream(asgi_routes=...)``; ``/ready`` fails on a stuck partition."""
+    return [("/health", health_app()), ("/ready", ready_app(ready, metrics)), ("/metrics", metrics_app(metrics))]
 
 
 class HttpMetricsMiddleware:

@@ -87,6 +87,25 @@ class ServiceMetrics:
             "End offset minus committed offset, in records.",
             ["service", "topic", "partition"],
         )
+        # Progress per partition (textpulse.observability.progress): what makes a stuck partition visible.
+        self.consumer_committed_offset = m(
+            Gauge,
+            "textpulse_consumer_committed_offset",
+            "The consumer group's last committed offset.",
+            ["service", "topic", "partition"],
+        )
+        self.consumer_stalled_seconds = m(
+            Gauge,
+            "textpulse_consumer_stalled_seconds",
+            "Seconds since the committed offset last moved while records wait (0 when caught up).",
+            ["service", "topic", "partition"],
+        )
+        self.consumer_stuck = m(
+            Gauge,
+            "textpulse_consumer_stuck",
+            "1 while the partition is stalled longer than the service's stuck_after_s, else 0.",
+            ["service", "topic", "partition"],
+        )
         self.e2e_latency = m(
             Histogram,
             "textpulse_end_to_end_latency_seconds",
