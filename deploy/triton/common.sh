@@ -53,8 +53,10 @@ TRITON_LOG_VERBOSE="${TRITON_LOG_VERBOSE:-0}"
 # ~16 s per model on 2 busy cores). Our configs are complete, so it is off;
 # set TRITON_AUTO_COMPLETE_CONFIG=1 for models that rely on it.
 TRITON_AUTO_COMPLETE_CONFIG="${TRITON_AUTO_COMPLETE_CONFIG:-0}"
-# Alternative config per model: "gpu" selects <model>/configs/gpu.pbtxt
-# (the exporter's KIND_GPU variant) where present, config.pbtxt elsewhere.
+# Alternative config per model: "gpu" selects <model>/configs/gpu.pbtxt (ONNX
+# Runtime + TensorRT; this wheel has no onnxruntime backend, so it cannot load
+# it), "gpu-python" <model>/configs/gpu-python.pbtxt (python backend, KIND_GPU)
+# where present, config.pbtxt elsewhere.
 TRITON_MODEL_CONFIG_NAME="${TRITON_MODEL_CONFIG_NAME:-}"
 # Extra tritonserver flags, word-split on purpose (e.g. "--log-verbose=1").
 TRITON_EXTRA_ARGS="${TRITON_EXTRA_ARGS:-}"

@@ -244,6 +244,7 @@ def test_gpu_triton(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert triton["spec"]["replicas"] == 2
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
     assert "--model-repository=s3://textpulse-models/repository" in container["args"]
+    assert "--model-config-name=gpu" in container["args"]  # the exporter's configs/gpu.pbtxt (ONNX Runtime + TensorRT)
     assert container["envFrom"] == [{"secretRef": {"name": "textpulse-models-s3"}}]
     assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {v["name"]: v for v in spec["volumes"]}["shm"]["emptyDir"]["medium"] == "Memory"

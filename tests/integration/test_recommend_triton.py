@@ -112,7 +112,7 @@ def test_export_writes_what_triton_serves(model_repo: Path) -> None:
     root = model_repo / MODEL_NAME
     config = (root / "config.pbtxt").read_text("utf-8")
     assert 'backend: "python"' in config
-    assert f"dims: [ {DIM} ]" in config
+    assert f"dims: [{DIM}]" in config
     assert f'string_value: "{MAX_LENGTH}"' in config
     assert (root / "1" / "model.py").is_file()
     manifest = json.loads((model_repo / MANIFEST).read_text("utf-8"))

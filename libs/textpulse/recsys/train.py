@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from textpulse.ml.export import _update_manifest, next_version
 from textpulse.ml.settings import MLSettings, default_base_model, offline_hub
+from textpulse.ml.triton import config as triton_config
 
 from .data import DATASET, LICENCE, load_movielens, positives_by_user
 from .embed import TorchEncoder
@@ -237,44 +238,9 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], config: TrainConfi
     )
 
 
-CONFIG_PBTXT = """name: "{name}"
-backend: "python"
-max_batch_size: 64
-dynamic_batching {{
-  max_queue_delay_microseconds: 2000
-}}
-input [
-  {{
-    name: "input_ids"
-    data_type: TYPE_INT64
-    dims: [ -1 ]
-    allow_ragged_batch: true
-  }},
-  {{
-    name: "attention_mask"
-    data_type: TYPE_INT64
-    dims: [ -1 ]
-    allow_ragged_batch: true
-  }}
-]
-output [
-  {{
-    name: "embedding"
-    data_type: TYPE_FP32
-    dims: [ {dim} ]
-  }}
-]
-instance_group [
-  {{
-    count: 1
-    kind: {kind}
-  }}
-]
-parameters: {{ key: "torch_threads" value: {{ string_value: "2" }} }}
-parameters: {{ key: "max_sequence_length" value: {{ string_value: "{max_length}" }} }}
-parameters: {{ key: "task_kind" value: {{ string_value: "embedding" }} }}
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-"""
+def embedding_parameters(max_length: int) -> dict[str, str]:
+    """The string parameters the recommend ``model.py`` reads (same on CPU and GPU: it runs fp32)."""
+    return {"torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
 
 
 def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dict[str, Any]:
@@ -296,13 +262,16 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
         path.chmod(0o644)
     staging.rename(root / str(version))
     dim, max_length = int(config["hidden_size"]), int(meta.get("max_length", 64))
-    (root / "config.pbtxt").write_text(
-        CONFIG_PBTXT.format(name=name, dim=dim, kind="KIND_CPU", max_length=max_length), "utf-8"
+    # No ONNX export for this model yet: configs/gpu.pbtxt is the python-backend GPU variant.
+    parameters = embedding_parameters(max_length)
+    triton_config.write_model_configs(
+        root,
+        name,
+        [triton_config.Tensor("embedding", "TYPE_FP32", (dim,))],
+        cpu_parameters=parameters,
+        gpu_parameters=parameters,
+        max_sequence_length=max_length,
     )
-    gpu = CONFIG_PBTXT.format(name=name, dim=dim, kind="KIND_GPU", max_length=max_length)
-    (root / "config.gpu.pbtxt").write_text(gpu, "utf-8")
-    (root / "configs").mkdir(exist_ok=True)
-    (root / "configs" / "gpu.pbtxt").write_text(gpu, "utf-8")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
     entry = {

@@ -1,1 +1,1 @@
-"""Files copied into Triton model repositories (see ``EXPORT_FORMAT.md``)."""
+"""Triton model repositories: ``model.py`` (copied into each version) and ``config`` (the config.pbtxt generator)."""
