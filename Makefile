@@ -32,7 +32,7 @@ test-models: install ## Train + export the tiny test models once (.cache/test-mo
 
 # Everything the tests need is provided here, so a developer's `make test` runs the tests CI runs
 # (under CI=true, tests/ci.py fails a session that skipped or deselected any test).
-test: install kafka-fetch es-fetch triton-fetch prom-install test-models ## All tests (fetches Kafka, Elasticsearch and Triton, installs Prometheus, builds the tiny test models once)
+test: install kafka-fetch es-fetch triton-fetch prom-install kcat-install test-models ## All tests (fetches Kafka, Elasticsearch and Triton, installs Prometheus and kcat, builds the tiny test models once)
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)
@@ -45,13 +45,19 @@ demo: install models-if-missing ## Embedded broker + the pipeline + replay of re
 	$(VENV)/bin/textpulse demo
 
 MODEL_REPO ?= $(or $(TEXTPULSE_MODEL_REPO),.cache/model-repo)
-models-if-missing: install ## Train + export the quick-profile models once (~10 min on 2 cores) if any is missing
-	@if [ -d $(MODEL_REPO)/sentiment ] && [ -d $(MODEL_REPO)/topic ] && [ -d $(MODEL_REPO)/intent ] && [ -d $(MODEL_REPO)/ner ]; then \
+models-if-missing: install ## Train + export the quick-profile models once (~15 min on 2 cores) if any is missing
+	@if [ -d $(MODEL_REPO)/finance ] && [ -d $(MODEL_REPO)/support ] && [ -d $(MODEL_REPO)/ner ]; then \
 	  echo "models present in $(MODEL_REPO)"; else $(MAKE) --no-print-directory models; fi
 
-up: install kafka-up topics prom-install obs-up ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1
+# Prometheus/Alertmanager are Debian packages: prom-install runs apt-get as root (or via sudo) and says so
+# first; SKIP_APT=1 skips it, and then Prometheus/Alertmanager start only if they are already on PATH.
+up: install kafka-up topics prom-install ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1; apt-get needs root (SKIP_APT=1 skips it)
+	@if command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null; then \
+	  $(MAKE) --no-print-directory obs-up; \
+	else echo "Prometheus/Alertmanager not installed: started Kafka only (install them with make prom-install as root)"; fi
 
-down: ## Stop the local stack
+down: ## Stop the local stack (the services pipeline-up started first)
+	-$(MAKE) --no-print-directory pipeline-down
 	-$(MAKE) --no-print-directory obs-down
 	-$(MAKE) --no-print-directory kafka-down
 

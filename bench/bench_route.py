@@ -2,7 +2,8 @@
 
 Ground truth: the queue the rules give the TRUE intent (``oos`` → human-triage).
 Predictions: the trained intent models of the model repository, never a simulation:
-``.cache/model-repo/intent`` (CLINC150 + oos, ``make models`` or ``make ml-quick-clinc150``)
+``.cache/model-repo/intent`` (the single-task CLINC150 + oos model, ``make ml-quick-clinc150`` or
+``make models-single``; classify serves the same task as the ``support`` model's primary head)
 and ``.cache/model-repo/banking77`` (``make ml-quick-banking77``, not part of ``make models``).
 A missing model stops the run with the make target that trains it.
 
@@ -50,8 +51,9 @@ from bench.common import REPO, console, real_kafka
 from services.route.rules import Rules, load_rules
 
 MODEL_REPO = REPO / ".cache" / "model-repo"
-#: Trained intent model per data set and the make target that trains it: CLINC150 is the
-#: platform's `intent` model; Banking77's is exported as `banking77` (not in `make models`).
+#: Trained intent model per data set and the make target that trains it: CLINC150's single-task
+#: `intent` model (not in `make models`, which serves it as the `support` model's primary head);
+#: Banking77's is exported as `banking77` (not in `make models`).
 MODELS = {
     "banking77": (MODEL_REPO / "banking77", "make ml-quick-banking77"),
     "clinc150": (MODEL_REPO / "intent", "make ml-quick-clinc150"),

@@ -11,7 +11,7 @@ ROUTE_BENCH_ARGS ?=
 bench-alert: ## Alerting: detection delay and false alerts on a replayed day of real tweets
 	$(ALERT_ROUTE_PY) -m bench.bench_alert $(ALERT_BENCH_ARGS)
 
-bench-route: ## Routing with the trained intent models (make models, make ml-quick-banking77): Banking77 dev, CLINC150 val
+bench-route: ## Routing with the trained intent models (make ml-quick-clinc150, make ml-quick-banking77): Banking77 dev, CLINC150 val
 	$(ALERT_ROUTE_PY) -m bench.bench_route $(ROUTE_BENCH_ARGS)
 
 alert-run: ## Run the alert service in the foreground (127.0.0.1:8083)

@@ -11,8 +11,14 @@ ML_MODELS_DIR ?= .cache/models
 ML_PROFILES := libs/textpulse/ml/profiles
 ML_TRAIN_ARGS ?=
 
-# task preset -> exported model name (quick set = what the platform serves)
+# multi-head models, profile file (= exported name) -> primary task: what classify serves, one
+# encoder pass per event (finance: sentiment + topic heads; support: CLINC150 intent + sentiment)
+ML_MULTI := finance:sentiment support:clinc150
+# task preset -> exported model name: single-task quick models, kept for comparison with the
+# multi-head heads (make ml-quick-sentiment ...) and for bench-route (`intent` = CLINC150 + oos)
 ML_QUICK := sentiment:sentiment topic:topic clinc150:intent finer_ord:ner
+# what `make models` builds: the multi-head pair + NER (FiNER-ORD), exported as finance, support, ner
+ML_SERVED := finance support finer_ord
 # support set: customer-service intent (Banking77, used by services/route and
 # bench-route), PhraseBank sentiment and WNUT-17 NER; not served by `make models`
 ML_SUPPORT := banking77:banking77 phrasebank:phrasebank wnut17:wnut17
@@ -35,9 +41,26 @@ ML_SUPPORT_TASKS := $(foreach t,$(ML_SUPPORT),$(firstword $(subst :, ,$(t))))
 $(foreach t,$(ML_QUICK_TASKS) $(ML_SUPPORT_TASKS),$(eval $(call ml_task_rule,quick,$(t),$(call ML_NAME,$(t)))))
 $(foreach t,$(ML_FULL_TASKS),$(eval $(call ml_task_rule,full,$(t),$(call ML_NAME,$(t)))))
 
-.PHONY: models models-support models-full bench-models models-report test-ml
+# ml-<profile>-<name> for a multi-head model: train the primary task with the profile's extra
+# heads, export as <name>; prints the dev figures of every head.
+define ml_multi_rule
+.PHONY: ml-$(1)-$(2)
+ml-$(1)-$(2):
+	@mkdir -p $$(ML_MODELS_DIR)/$(1)
+	$$(ML_CLI) train $(3) --config $$(ML_PROFILES)/$(1)/$(2).yaml --output $$(ML_MODELS_DIR)/$(1)/$(2) --threads $$(ML_THREADS) $$(ML_TRAIN_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).summary.json
+	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(2) --torch-threads $$(ML_THREADS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
+	@$$(ML_PY) -c "import json; d=json.load(open('$$(ML_MODELS_DIR)/$(1)/$(2).summary.json')); print('$(2):', d['train_seconds'], 's, dev', {t: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for t, m in d['dev_by_task'].items()})"
+endef
+ML_MULTI_NAMES := $(foreach t,$(ML_MULTI),$(firstword $(subst :, ,$(t))))
+$(foreach t,$(ML_MULTI),$(eval $(call ml_multi_rule,quick,$(firstword $(subst :, ,$(t))),$(word 2,$(subst :, ,$(t))))))
+$(foreach t,$(ML_MULTI),$(eval $(call ml_multi_rule,full,$(firstword $(subst :, ,$(t))),$(word 2,$(subst :, ,$(t))))))
 
-models: ## Quick profile (~10 min on 2 cores): train + export sentiment, topic, intent (CLINC150+oos), ner (FiNER-ORD)
+.PHONY: models models-single models-support models-full bench-models models-report test-ml
+
+models: ## Quick profile (~15 min on 2 cores): train + export finance (sentiment+topic), support (intent CLINC150+oos + sentiment), ner
+	@for t in $(ML_SERVED); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
+
+models-single: ## Quick single-task models for comparison with the heads (sentiment, topic, intent = CLINC150+oos for bench-route, ner)
 	@for t in $(ML_QUICK_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
 	$(ML_CLI) report --models $(ML_MODELS_DIR)/quick --no-speed
 
@@ -45,8 +68,8 @@ models-support: ## Quick profile of the support set (~20-40 min on 2 busy cores)
 	@for t in $(ML_SUPPORT_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-quick-$$t || exit 1; done
 	$(ML_CLI) report --models $(ML_MODELS_DIR)/quick --no-speed
 
-models-full: ## Full profile: every task on all data, several epochs (hours on CPU; ML_TRAIN_ARGS=--device cuda on a GPU)
-	@for t in $(ML_FULL_TASKS); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-full-$$t || exit 1; done
+models-full: ## Full profile: every task on all data + the finance/support multi-head models (hours on CPU; ML_TRAIN_ARGS=--device cuda on a GPU)
+	@for t in $(ML_FULL_TASKS) $(ML_MULTI_NAMES); do $(MAKE) --no-print-directory -f $(firstword $(MAKEFILE_LIST)) ml-full-$$t || exit 1; done
 
 bench-models: models-full ## Full profile, then dev metrics beside the issue's targets, params and CPU sentences/s at batch 32
 	$(ML_CLI) report --models $(ML_MODELS_DIR)/full

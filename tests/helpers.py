@@ -112,9 +112,7 @@ class TritonServer:
     grpc_port: int
 
     @classmethod
-    def on_free_ports(
-        cls, model_repo: Path, models: Iterable[str], run_dir: Path, start_timeout_s: int = 300
-    ) -> Self:
+    def on_free_ports(cls, model_repo: Path, models: Iterable[str], run_dir: Path, start_timeout_s: int = 300) -> Self:
         http, grpc, metrics = free_ports(3)
         env = {
             "TRITON_MODEL_REPO": str(model_repo),

@@ -28,7 +28,7 @@ from textpulse.observability.http import ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
-from .core import INTENT, SENTIMENT, TOPIC, Classifier
+from .core import Classifier
 from .settings import ClassifySettings
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,10 @@ def create_app(
     async def lifespan() -> AsyncIterator[None]:
         inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
         metrics.watch(inference)
-        models = {SENTIMENT: settings.sentiment_model, TOPIC: settings.topic_model, INTENT: settings.intent_model}
-        classifier = Classifier(inference, models, settings.top_k_scores)
-        await inference.start(classifier.needed_models())
+        classifier = Classifier(inference, settings.routes(), settings.top_k_scores)
+        # ModelMismatch (one line) when a configured head is missing or its labels differ
+        await inference.start(classifier.needed_models(), classifier.head_specs())
+        classifier.check_labels()
         state.backend = inference
         writer = RecordWriter(
             broker.publish,
@@ -99,7 +100,11 @@ def create_app(
             "classify started",
             extra={
                 "backend": inference.name,
-                "models": {k: f"{v}:{inference.info(v).version}" for k, v in models.items()},
+                "heads": {
+                    f"{channel}.{task}": f"{spec}@{inference.info(spec.model).version}"
+                    for channel, tasks in classifier.routes.items()
+                    for task, spec in tasks.items()
+                },
                 "delivery": runner.delivery,
             },
         )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
+from textpulse.contracts import Channel
 from textpulse.contracts.topics import TEXT_CLASSIFIED, TEXT_RAW, dlq
+from textpulse.inference import HeadSpec
 from textpulse.inference.settings import InferenceSettings
 from textpulse.settings import ServiceSettings
 
+from .core import INTENT, SENTIMENT, TOPIC, parse_head, routes_for
+
 
 class ClassifySettings(ServiceSettings):
-    """Topics, model names, batching and backoff of classify."""
+    """Topics, model heads, batching and backoff of classify."""
 
     model_config = SettingsConfigDict(env_prefix="TEXTPULSE_CLASSIFY_", extra="ignore")
 
@@ -19,9 +23,22 @@ class ClassifySettings(ServiceSettings):
     topic_in: str = Field(TEXT_RAW.name, description="Validated events.")
     topic_out: str = Field(TEXT_CLASSIFIED.name, description="Events with labels.")
     topic_dlq: str = Field(dlq("classify").name, description="Records classify cannot process.")
-    sentiment_model: str = Field("sentiment", description="Model name in the repository / on Triton.")
-    topic_model: str = Field("topic")
-    intent_model: str = Field("intent")
+    # Heads per task and channel group: MODEL (its primary head) or MODEL:HEAD; a head is named
+    # by the task it was trained for. Defaults: one multi-head pass per event (finance / support).
+    sentiment_head: str = Field(
+        "finance:sentiment", description="Sentiment of news / social / review (single-task: `sentiment`)."
+    )
+    topic_head: str = Field("finance:topic", description="Topic of news / social (single-task: `topic`).")
+    support_intent_head: str = Field(
+        "support:clinc150", description="Intent with out-of-scope of support (single-task: `intent`)."
+    )
+    support_sentiment_head: str = Field(
+        "support:sentiment", description="Sentiment of support (single-task: `sentiment`)."
+    )
+    expected_labels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Optional pin per task (sentiment, topic, intent): start-up fails when a head's labels differ.",
+    )
     top_k_scores: int = Field(5, ge=1, le=200, description="Label probabilities kept per result.")
     kafka_batch_records: int = Field(256, ge=1, description="Most records per poll = per inference batch.")
     kafka_batch_timeout_ms: int = Field(50, ge=1, description="Wait to fill a batch.")
@@ -31,3 +48,28 @@ class ClassifySettings(ServiceSettings):
     )
     unavailable_backoff_s: float = Field(0.5, gt=0, description="First wait before retrying the backend.")
     unavailable_backoff_max_s: float = Field(10.0, gt=0)
+
+    @field_validator("sentiment_head", "topic_head", "support_intent_head", "support_sentiment_head")
+    @classmethod
+    def _model_head(cls, value: str) -> str:
+        parse_head(value)
+        return value
+
+    @field_validator("expected_labels")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        unknown = sorted(set(value) - {SENTIMENT, TOPIC, INTENT})
+        if unknown:
+            msg = f"expected_labels: unknown task(s) {unknown}; use {SENTIMENT}, {TOPIC}, {INTENT}"
+            raise ValueError(msg)
+        return value
+
+    def routes(self) -> dict[Channel, dict[str, HeadSpec]]:
+        """Channel → task → model head (raises ValueError on a malformed ``MODEL:HEAD``)."""
+        return routes_for(
+            self.sentiment_head,
+            self.topic_head,
+            self.support_intent_head,
+            self.support_sentiment_head,
+            self.expected_labels,
+        )

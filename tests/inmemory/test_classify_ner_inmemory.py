@@ -93,12 +93,13 @@ async def test_classify_routes_by_channel_and_keeps_key(classify: Harness) -> No
     assert news.sentiment.label == "Bearish"
     assert news.topic is not None
     assert news.intent is None
-    assert news.sentiment.model.name == "sentiment"
+    assert news.sentiment.model.name == "finance"  # default settings: the multi-head finance model
     assert news.sentiment.model.version == "1"
     support = ClassifiedEvent.model_validate_json(out["s1"].value)
     assert support.intent is not None
     assert support.intent.label == "balance"
     assert not support.intent.out_of_scope
+    assert support.intent.model.name == "support"
     assert support.sentiment is not None
     assert support.topic is None
     review = ClassifiedEvent.model_validate_json(out["r1"].value)

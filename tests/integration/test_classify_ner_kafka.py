@@ -49,7 +49,7 @@ SUPPORT = [
 
 @pytest.fixture(scope="session")
 def model_repo() -> Path:
-    """The tiny four-model repository (trained once, cached under .cache/test-model-repo)."""
+    """The tiny model repository (finance, support, single-task models, ner; cached under .cache/test-model-repo)."""
     try:
         return build_tiny_repo(tiny_repo_from_env())
     except (FileNotFoundError, ModuleNotFoundError) as exc:
@@ -149,12 +149,15 @@ def check_enriched(events: Sequence[TextEvent], enriched: dict[str, tuple[Any, E
         assert value.event.text == original.text
         assert rec.key == to_record(original).key
         assert value.sentiment is not None
+        # default settings: one multi-head pass per event (support -> support, else finance)
         if original.channel == "support":
             assert value.intent is not None
             assert value.topic is None
+            assert value.intent.model.name == value.sentiment.model.name == "support"
         else:
             assert value.topic is not None
             assert value.intent is None
+            assert value.topic.model.name == value.sentiment.model.name == "finance"
         assert value.ner_model is not None
         for entity in value.entities:
             assert original.text[entity.start : entity.end] == entity.surface
@@ -194,7 +197,7 @@ async def test_end_to_end_in_process(
     classified = await read_all(kafka_settings, kafka_topics["text.classified"], expect=len(events))
     sample = ClassifiedEvent.model_validate_json(classified[0].value)
     assert sample.sentiment is not None
-    assert sample.sentiment.model.name == "sentiment"
+    assert sample.sentiment.model.name in {"finance", "support"}  # default settings: multi-head models
     assert sample.sentiment.model.version.isdigit()
     assert not await read_all(kafka_settings, kafka_topics["dlq.classify"], timeout_s=2, idle_s=0.5)
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from textpulse.ml.config import TrainConfig
 from textpulse.ml.predictor import Predictor
+from textpulse.ml.triton.config import parameters_of, parse
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("datasets_available", "base_model_path")]
 
@@ -138,7 +139,9 @@ def test_sequence_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Mon
     for name in ("model.py", "model.onnx", "model.safetensors", "config.json", "tokenizer.json", "id2label.json"):
         assert (version_dir / name).is_file(), name
     assert (repo / "sentiment" / "config.pbtxt").is_file()
-    assert (repo / "sentiment" / "config.gpu.pbtxt").is_file()
+    assert (repo / "sentiment" / "configs" / "gpu-python.pbtxt").is_file()
+    # ONNX Runtime + TensorRT variant, checked in tests/ml/test_triton_config.py
+    assert (repo / "sentiment" / "configs" / "gpu.pbtxt").is_file()
 
     exported_torch = Predictor(repo / "sentiment")
     exported_onnx = Predictor(repo / "sentiment", backend="onnx")
@@ -158,12 +161,13 @@ def test_sequence_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Mon
         np.testing.assert_allclose(logits, exported_torch.logits(single.input_ids, single.attention_mask), atol=1e-4)
 
     _check_int8(version_dir, exported_torch, in_memory, monkeypatch)
-    cpu_config = (repo / "sentiment" / "config.pbtxt").read_text()
-    assert 'key: "precision"\n  value: { string_value: "fp32" }' in cpu_config
-    assert 'string_value: "bf16"' in (repo / "sentiment" / "config.gpu.pbtxt").read_text()
+    cpu_config = parse((repo / "sentiment" / "config.pbtxt").read_text())
+    assert parameters_of(cpu_config)["precision"] == "fp32"
+    gpu_python = parse((repo / "sentiment" / "configs" / "gpu-python.pbtxt").read_text())
+    assert parameters_of(gpu_python)["precision"] == "bf16"
 
     again = export_model(model_dir, repo, "sentiment", onnx=False, precision="int8")
-    assert 'string_value: "int8"' in (repo / "sentiment" / "config.pbtxt").read_text()
+    assert parameters_of(parse((repo / "sentiment" / "config.pbtxt").read_text()))["precision"] == "int8"
     assert again["version"] == 2
     manifest = json.loads((repo / "manifest.json").read_text())
     assert manifest["models"]["sentiment"]["latest"] == 2
@@ -276,9 +280,8 @@ def test_multi_head_one_pass_serves_both(tmp_path: Path, monkeypatch: pytest.Mon
     assert (model_dir / "confusion_matrix_topic.png").is_file()
     entry = export_model(model_dir, tmp_path / "repo", "finance", torch_threads=1)
     assert entry["outputs"] == ["logits", "logits_topic"]
-    pbtxt = (tmp_path / "repo" / "finance" / "config.pbtxt").read_text()
-    assert 'name: "logits_topic"' in pbtxt
-    assert "dims: [ 20 ]" in pbtxt
+    pbtxt = parse((tmp_path / "repo" / "finance" / "config.pbtxt").read_text())
+    assert [(o.name, list(o.dims)) for o in pbtxt.output] == [("logits", [3]), ("logits_topic", [20])]
     version_dir = tmp_path / "repo" / "finance" / "1"
 
     predictor = Predictor(version_dir)

@@ -1,9 +1,9 @@
-"""In-process backend: the exported weights run in this process (torch, or ONNX Runtime).
+"""In-process backend: the exported model runs in this process (ONNX Runtime by default, or torch).
 
 The embedded default when no Triton is configured (``make demo``). Inference
 runs on one dedicated worker thread so the event loop keeps serving Kafka
-heartbeats and health probes while a batch is computed; torch releases the
-GIL inside its kernels.
+heartbeats and health probes while a batch is computed; ONNX Runtime and
+torch release the GIL inside their kernels.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from textpulse.ml.onnx_runtime import INT8_FILE, Precision, has_graph, measured_precision
 from textpulse.ml.predictor import Predictor
 
-from .backend import ModelInfo
-from .codec import Codec, length_sorted_chunks, resolve_version
+from .backend import HeadSpec, ModelInfo, check_heads
+from .codec import DEFAULT_MAX_BATCH_TOKENS, Codec, TruncationObserver, plan_chunks, resolve_version
 from .errors import InputRejected, ModelMismatch
 from .types import ErrorObserver, Observer, Prediction, Span
 
@@ -38,17 +39,23 @@ class LocalBackend:
         self,
         model_repo: Path,
         *,
-        runtime: Literal["torch", "torch-int8", "onnx"] = "torch",
+        runtime: Literal["onnx", "torch", "torch-int8"] = "onnx",
+        precision: Precision | None = None,
         threads: int | None = None,
         batch_size: int = 64,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         versions: dict[str, str] | None = None,
         observe: Observer | None = None,
         on_error: ErrorObserver | None = None,
     ) -> None:
         self.model_repo = model_repo
         self.runtime = runtime
+        self.precision = precision
         self.threads = threads
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        #: set by InferenceMetrics.watch: counts texts truncated at the model's max_length
+        self.on_truncate: TruncationObserver | None = None
         self.versions = versions or {}
         self.observe = observe
         self.on_error = on_error
@@ -56,8 +63,8 @@ class LocalBackend:
         self._predictors: dict[str, Predictor] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
 
-    async def start(self, models: Sequence[str]) -> None:
-        """Load every model (tokenizer + weights); ModelMismatch when one is missing."""
+    async def start(self, models: Sequence[str], heads: Sequence[HeadSpec] = ()) -> None:
+        """Load every model (tokenizer + weights); ModelMismatch when one or a wanted head is missing."""
         for name in models:
             if name in self._codecs:
                 continue
@@ -73,11 +80,37 @@ class LocalBackend:
             self._codecs[name], self._predictors[name] = codec, predictor
             log.info(
                 "model loaded in-process",
-                extra={"model": name, "version": codec.info.version, "runtime": self.runtime},
+                extra={
+                    "model": name,
+                    "version": codec.info.version,
+                    "runtime": predictor.runtime,
+                    "precision": predictor.precision,
+                },
             )
+        check_heads({name: codec.info for name, codec in self._codecs.items()}, heads)
 
     def _load(self, directory: Path, name: str) -> tuple[Codec, Predictor]:
-        predictor = Predictor(directory, backend=self.runtime, threads=self.threads, batch_size=self.batch_size)
+        runtime, precision = self.runtime, self.precision
+        if runtime == "onnx" and not has_graph(directory):
+            # exported with --no-onnx (e.g. the tiny test models): still serve, but say what it costs
+            log.warning(
+                "no ONNX graph in %s: serving %s with torch (~1 GB more RSS); re-export with ONNX", directory, name
+            )
+            runtime, precision = "torch", None if precision == "int8" else precision  # torch int8 costs >1 point
+        if precision is None and runtime != "torch-int8":
+            # the model's measured default (serving.json, make bench-int8 --record), else fp32
+            precision = measured_precision(directory, runtime) or "fp32"
+        if runtime == "onnx" and precision == "int8" and not (directory / INT8_FILE).is_file():
+            log.warning(
+                "no %s in %s: serving %s at fp32 (python -m textpulse.ml.onnx_runtime adds it)",
+                INT8_FILE,
+                directory,
+                name,
+            )
+            precision = "fp32"
+        predictor = Predictor(
+            directory, backend=runtime, precision=precision, threads=self.threads, batch_size=self.batch_size
+        )
         return Codec(directory, name), predictor
 
     async def close(self) -> None:
@@ -99,15 +132,21 @@ class LocalBackend:
     async def _run(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    def _infer(self, model: str, texts: Sequence[str]) -> list[Any]:
+    def _infer(self, model: str, texts: Sequence[str], heads: Sequence[str] | None = None) -> list[Any]:
+        """Decoded results per text; with ``heads``, ``{head: Prediction}`` per text from one forward pass."""
         codec, predictor = self._codec(model), self._predictors[model]
         results: list[Any] = [None] * len(texts)
-        for chunk in length_sorted_chunks(texts, self.batch_size):
+        for chunk in plan_chunks(
+            codec, texts, max_rows=self.batch_size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate
+        ):
             part = [texts[i] for i in chunk]
             started = time.perf_counter()
             try:
                 batch = codec.encode(part)
-                logits = predictor.logits(batch.input_ids, batch.attention_mask)
+                if heads is None:
+                    logits = predictor.logits(batch.input_ids, batch.attention_mask)
+                else:
+                    outputs = predictor.all_logits(batch.input_ids, batch.attention_mask)
             except (ValueError, TypeError, RuntimeError, IndexError) as exc:
                 if self.on_error is not None:
                     self.on_error(model, "rejected")
@@ -116,7 +155,10 @@ class LocalBackend:
             if self.observe is not None:
                 self.observe(model, time.perf_counter() - started, len(part))
             decoded: list[Any]
-            if codec.info.kind == "token":
+            if heads is not None:
+                per_head = {h: codec.decode_sequence(outputs[codec.info.head(h).output], h) for h in heads}
+                decoded = [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
+            elif codec.info.kind == "token":
                 decoded = codec.decode_tokens(part, batch, logits)
             else:
                 decoded = codec.decode_sequence(logits)
@@ -131,6 +173,20 @@ class LocalBackend:
         if not texts:
             return []
         return await self._run(lambda: self._infer(model, texts))
+
+    async def classify_heads(
+        self, model: str, texts: Sequence[str], heads: Sequence[str]
+    ) -> dict[str, list[Prediction]]:
+        """One forward pass per chunk over ``texts``; the predictions of every head in ``heads``."""
+        info = self._codec(model).info
+        if info.kind != "sequence":
+            msg = f"model {model!r} is a token model; use tag()"
+            raise ModelMismatch(msg)
+        wanted = list(dict.fromkeys(info.head(h).name for h in heads))
+        if not texts or not wanted:
+            return {h: [] for h in wanted}
+        rows: list[dict[str, Prediction]] = await self._run(lambda: self._infer(model, texts, wanted))
+        return {h: [row[h] for row in rows] for h in wanted}
 
     async def tag(self, model: str, texts: Sequence[str]) -> list[list[Span]]:
         if self._codec(model).info.kind != "token":

@@ -62,6 +62,12 @@ class InferenceMetrics(ServiceMetrics):
             "0 for the others. A backend without a breaker (in-process) never refuses calls: closed.",
             ["service", "backend", "state"],
         )
+        self.truncated_texts = m(
+            Counter,
+            "textpulse_inference_truncated_texts",
+            "Texts longer than the model's max_length: truncated to it before inference (kept, never dropped).",
+            ["service", "model"],
+        )
         self.predictions = m(
             Counter,
             "textpulse_model_predictions",
@@ -80,6 +86,8 @@ class InferenceMetrics(ServiceMetrics):
         inference path pays nothing for it.
         """
         self.set_backend(backend.name)
+        if hasattr(backend, "on_truncate"):  # the in-process and Triton backends plan chunks by tokens
+            backend.on_truncate = self.truncated
         breaker = getattr(backend, "breaker", None)
         for state in State:
             gauge = self.circuit_state.labels(self.service, backend.name, state.value)
@@ -91,6 +99,10 @@ class InferenceMetrics(ServiceMetrics):
     def count_prediction(self, task: str, label: str) -> None:
         """One prediction of ``task`` whose winning label (or entity type) is ``label``."""
         self.predictions.labels(self.service, task, label).inc()
+
+    def truncated(self, model: str, count: int) -> None:
+        """Callback for the backends (``on_truncate``): ``count`` texts of ``model`` were truncated."""
+        self.truncated_texts.labels(self.service, model).inc(count)
 
     def error(self, model: str, kind: str) -> None:
         """Callback for the backends (``on_error=`` argument)."""

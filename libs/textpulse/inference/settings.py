@@ -28,6 +28,14 @@ class InferenceSettings(BaseSettings):
     triton_url: str | None = Field(None, description="Triton gRPC host:port; unset = in-process inference.")
     model_repo: Path = Field(REPO_ROOT / ".cache" / "model-repo", description="Exported model repository.")
     inference_batch_size: int = Field(64, ge=1, le=1024, description="Texts per forward pass / Triton request.")
+    inference_max_batch_tokens: int = Field(
+        1024,  # = codec.DEFAULT_MAX_BATCH_TOKENS (test_chunks checks; not imported: codec loads transformers)
+        ge=1,
+        description=(
+            "Padded tokens (rows x longest row, capped at the model's max_length) per forward pass / Triton "
+            "request: texts are sorted by token count and cut into chunks under this budget and the batch size."
+        ),
+    )
     triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton request.")
     triton_startup_timeout_s: float = Field(60.0, gt=0, description="Wait for Triton to be ready at start-up.")
     triton_retries: int = Field(3, ge=1, description="Attempts per request before giving up (backoff between).")
@@ -36,11 +44,21 @@ class InferenceSettings(BaseSettings):
     triton_breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open the circuit.")
     triton_breaker_reset_s: float = Field(5.0, gt=0, description="How long the circuit stays open.")
     triton_max_inflight: int = Field(8, ge=1, description="Concurrent Triton requests per process.")
-    local_runtime: Literal["torch", "torch-int8", "onnx"] = Field(
-        "torch",
+    local_runtime: Literal["onnx", "torch", "torch-int8"] = Field(
+        "onnx",
         description=(
-            "In-process runtime: torch (FP32), torch-int8 (dynamic int8 Linear layers: faster on CPU, a few per cent "
-            "of labels differ; measure with `textpulse eval --backend torch-int8`), onnx (ONNX Runtime)."
+            "In-process runtime: onnx (ONNX Runtime over the fused graph; no torch in the process, ~1 GB less "
+            "RSS per service), torch (the safetensors weights), torch-int8 (= torch with local_precision int8). "
+            "A version exported without ONNX falls back to torch with a warning."
+        ),
+    )
+    local_precision: Literal["fp32", "int8", "bf16"] | None = Field(
+        None,
+        description=(
+            "fp32, int8 (onnx: model.int8.onnx, VNNI; torch: dynamic int8 Linear layers) or bf16 (torch only: "
+            "ONNX Runtime's CPU provider has no bf16 kernels). Unset: each model's measured default (serving.json in "
+            "its version folder: the fastest precision within 1 point of fp32 dev quality on every head, recorded by "
+            "make bench-int8 BENCH_INT8_ARGS=--record), else fp32."
         ),
     )
     local_threads: int | None = Field(None, ge=1, description="torch / ORT intra-op threads (default: library's).")
@@ -64,6 +82,7 @@ def make_backend(
             breaker=CircuitBreaker(settings.triton_breaker_failures, settings.triton_breaker_reset_s),
             max_inflight=settings.triton_max_inflight,
             batch_size=settings.inference_batch_size,
+            max_batch_tokens=settings.inference_max_batch_tokens,
             observe=observe,
             on_error=on_error,
         )
@@ -72,8 +91,10 @@ def make_backend(
     return LocalBackend(
         settings.model_repo,
         runtime=settings.local_runtime,
+        precision=None if settings.local_runtime == "torch-int8" else settings.local_precision,
         threads=settings.local_threads,
         batch_size=settings.inference_batch_size,
+        max_batch_tokens=settings.inference_max_batch_tokens,
         observe=observe,
         on_error=on_error,
     )

@@ -10,6 +10,7 @@ import pytest
 from tests.ci import missing
 from textpulse.ml.predictor import Predictor
 
+from .backend import HeadSpec
 from .codec import Codec
 from .errors import ModelMismatch
 from .local import LocalBackend
@@ -72,6 +73,47 @@ async def test_local_backend_batches_and_preserves_order(repo: Path) -> None:
                 assert text[span.start : span.end] == span.surface
         with pytest.raises(ModelMismatch):
             await backend.tag("sentiment", ["x"])
+    finally:
+        await backend.close()
+
+
+async def test_classify_heads_is_one_pass_that_matches_the_predictor(repo: Path) -> None:
+    """Multi-head ``finance``: every head from one forward pass, equal to Predictor.predict's heads."""
+    passes: list[int] = []
+    backend = LocalBackend(repo, batch_size=8, threads=1, observe=lambda _m, _s, n: passes.append(n))
+    await backend.start(["finance", "support"], [HeadSpec("finance", "topic"), HeadSpec("support", "sentiment")])
+    try:
+        info = backend.info("finance")
+        assert info.primary_head == "sentiment"
+        assert [h.output for h in info.heads().values()] == ["logits", "logits_topic"]
+        heads = await backend.classify_heads("finance", TEXTS, ["sentiment", "topic"])
+        assert passes == [len(TEXTS)]  # one forward pass answered both heads
+        expected = Predictor(repo / "finance").predict(TEXTS)
+        assert [p.label for p in heads["sentiment"]] == [e["label"] for e in expected]
+        assert [p.label for p in heads["topic"]] == [e["heads"]["topic"]["label"] for e in expected]
+        for got, want in zip(heads["topic"], expected, strict=True):
+            assert abs(got.score - want["heads"]["topic"]["score"]) < 1e-4
+            assert set(got.scores) == set(info.head("topic").labels)
+        assert [p.label for p in await backend.classify("finance", TEXTS)] == [p.label for p in heads["sentiment"]]
+        support = await backend.classify_heads("support", TEXTS, ["clinc150", "sentiment"])
+        primary = backend.info("support").head(None)
+        assert primary.name == "clinc150"
+        assert primary.oos_label == "oos"
+        assert backend.info("support").head("sentiment").oos_threshold is None
+        assert all(not p.out_of_scope for p in support["sentiment"])
+        assert all(p.out_of_scope == (p.label == "oos") for p in support["clinc150"])
+        with pytest.raises(ModelMismatch, match="no head 'intent'"):
+            await backend.classify_heads("support", TEXTS, ["intent"])
+    finally:
+        await backend.close()
+
+
+async def test_start_fails_on_a_missing_head_with_one_line(repo: Path) -> None:
+    backend = LocalBackend(repo, threads=1)
+    try:
+        with pytest.raises(ModelMismatch, match=r"support:intent: model 'support' v1 has no head 'intent'") as err:
+            await backend.start(["support"], [HeadSpec("support", "intent")])
+        assert "\n" not in str(err.value)
     finally:
         await backend.close()
 

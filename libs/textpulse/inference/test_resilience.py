@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from .backend import ModelInfo
 from .breaker import CircuitBreaker, State
 from .errors import BackendUnavailable, InputRejected, ModelMismatch
 from .resilience import isolate_rejects, until_available
@@ -81,8 +82,9 @@ async def test_isolate_rejects_bisects() -> None:
     assert len(calls) < 16
 
 
-def _codec(kind: str, labels: int) -> Any:
-    return SimpleNamespace(info=SimpleNamespace(kind=kind, labels=tuple(map(str, range(labels))), version="3"))
+def _codec(kind: str, labels: int, extra: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> Any:
+    info = ModelInfo("m", "3", kind, tuple(map(str, range(labels))), task="t", extra_heads=extra)  # type: ignore[arg-type]
+    return SimpleNamespace(info=info)
 
 
 CONFIG: dict[str, Any] = {
@@ -114,6 +116,17 @@ def test_config_check_accepts_matching_model() -> None:
 def test_config_check_rejects_mismatch(change: dict[str, object], message: str) -> None:
     with pytest.raises(ModelMismatch, match=message):
         check_model_config("sentiment", {**CONFIG, **change}, _codec("sequence", 3))
+
+
+def test_config_check_covers_every_head_of_a_multi_head_model() -> None:
+    codec = _codec("sequence", 3, (("topic", ("a", "b")),))
+    multi = {**CONFIG, "output": [*CONFIG["output"], {"name": "logits_topic", "data_type": "TYPE_FP32", "dims": ["2"]}]}
+    assert check_model_config("finance", multi, codec) == 64
+    with pytest.raises(ModelMismatch, match="missing output 'logits_topic' of head 'topic'"):
+        check_model_config("finance", CONFIG, codec)
+    wrong = {**CONFIG, "output": [*CONFIG["output"], {"name": "logits_topic", "data_type": "TYPE_FP32", "dims": ["5"]}]}
+    with pytest.raises(ModelMismatch, match="head 'topic' with 2 labels"):
+        check_model_config("finance", wrong, codec)
 
 
 def test_resolve_version_errors(tmp_path: Path) -> None:

@@ -1,7 +1,9 @@
 """Test support: a tiny model repository and a deterministic fake backend.
 
-The tiny repository holds the four models the services use (``sentiment``,
-``topic``, ``intent``, ``ner``), each fine-tuned for a few steps on a few
+The tiny repository holds the models the services use: the multi-head
+``finance`` (sentiment + topic) and ``support`` (CLINC150 intent + sentiment)
+that classify serves by default, the single-task ``sentiment``, ``topic``,
+``intent`` and ``ner``, each fine-tuned for a few steps on a few
 hundred examples with short sequences: accuracy is irrelevant, the point is
 real tokenizers, real label sets and real exported files that the in-process
 backend and Triton both load. It is built once into a cache directory and
@@ -19,7 +21,7 @@ from pathlib import Path
 
 from textpulse.contracts import ModelRef
 
-from .backend import ModelInfo
+from .backend import HeadSpec, ModelInfo, check_heads
 from .types import Prediction, Span
 
 log = logging.getLogger(__name__)
@@ -35,7 +37,11 @@ TINY_MODELS: dict[str, tuple[str, int, int, int, float]] = {
     "topic": ("topic", 6, 256, 48, 5e-5),
     "intent": ("clinc150", 6, 384, 32, 5e-5),
     "ner": ("finer_ord", 100, 800, 64, 3e-4),
+    "finance": ("sentiment", 8, 256, 48, 5e-5),
+    "support": ("clinc150", 8, 384, 32, 5e-5),
 }
+#: extra heads (multi-head models) trained on the shared encoder, by model name
+TINY_EXTRA_TASKS: dict[str, tuple[str, ...]] = {"finance": ("topic",), "support": ("sentiment",)}
 PARAMS_FILE = ".tiny-params.json"
 
 
@@ -66,11 +72,12 @@ def build_tiny_repo(repo: Path = DEFAULT_TINY_REPO, *, threads: int = 2, onnx: b
             threads=threads,
             progress=False,
             lr=lr,
+            extra_tasks=list(TINY_EXTRA_TASKS.get(name, ())),
         )
         log.info("training tiny %s (%s, %d steps)", name, task, steps)
         fit(config)
         export_model(model_dir, repo, name, onnx=onnx, torch_threads=1, max_batch_size=64)
-        (repo / name / PARAMS_FILE).write_text(json.dumps(TINY_MODELS[name]), "utf-8")
+        (repo / name / PARAMS_FILE).write_text(json.dumps(_params(name)), "utf-8")
     shutil.rmtree(work, ignore_errors=True)
     (repo / MARKER).write_text(json.dumps(sorted(TINY_MODELS)), "utf-8")
     return repo
@@ -79,7 +86,13 @@ def build_tiny_repo(repo: Path = DEFAULT_TINY_REPO, *, threads: int = 2, onnx: b
 def _current(repo: Path, name: str) -> bool:
     """True when ``repo/name`` was exported with today's recipe."""
     path = repo / name / PARAMS_FILE
-    return path.is_file() and json.loads(path.read_text("utf-8")) == list(TINY_MODELS[name])
+    return path.is_file() and json.loads(path.read_text("utf-8")) == _params(name)
+
+
+def _params(name: str) -> list[object]:
+    """The recipe recorded beside a tiny model (extra heads only where there are some)."""
+    extra = list(TINY_EXTRA_TASKS.get(name, ()))
+    return [*TINY_MODELS[name], *([extra] if extra else [])]
 
 
 def tiny_repo_from_env() -> Path:
@@ -104,15 +117,30 @@ class FakeBackend:
         self.fail_times = fail_times
         self.reject = reject
         self.calls: list[tuple[str, int]] = []
+        sentiment, topic = ("Bearish", "Bullish", "Neutral"), ("Markets", "Earnings", "General")
+        intent = ("balance", "transfer", "oos")
         self.infos = {
-            "sentiment": ModelInfo("sentiment", "1", "sequence", ("Bearish", "Bullish", "Neutral")),
-            "topic": ModelInfo("topic", "1", "sequence", ("Markets", "Earnings", "General")),
-            "intent": ModelInfo("intent", "1", "sequence", ("balance", "transfer", "oos"), oos_label="oos"),
+            "sentiment": ModelInfo("sentiment", "1", "sequence", sentiment, task="sentiment"),
+            "topic": ModelInfo("topic", "1", "sequence", topic, task="topic"),
+            "intent": ModelInfo("intent", "1", "sequence", intent, oos_label="oos", task="clinc150"),
             "ner": ModelInfo("ner", "1", "token", ("O", "B-ORG", "I-ORG")),
+            "finance": ModelInfo(
+                "finance", "1", "sequence", sentiment, task="sentiment", extra_heads=(("topic", topic),)
+            ),
+            "support": ModelInfo(
+                "support",
+                "1",
+                "sequence",
+                intent,
+                oos_label="oos",
+                task="clinc150",
+                extra_heads=(("sentiment", sentiment),),
+            ),
         }
 
-    async def start(self, models: Sequence[str]) -> None:
-        """Nothing to load."""
+    async def start(self, models: Sequence[str], heads: Sequence[HeadSpec] = ()) -> None:
+        """Nothing to load; the wanted heads are checked as the real backends do."""
+        check_heads({m: self.infos[m] for m in models if m in self.infos}, heads)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -138,18 +166,29 @@ class FakeBackend:
 
     async def classify(self, model: str, texts: Sequence[str]) -> list[Prediction]:
         self._check(model, texts)
+        return self._predict(model, None, texts)
+
+    async def classify_heads(
+        self, model: str, texts: Sequence[str], heads: Sequence[str]
+    ) -> dict[str, list[Prediction]]:
+        """One call (one "pass") per model, as the real backends: ``calls`` records it once."""
+        self._check(model, texts)
+        return {self.infos[model].head(h).name: self._predict(model, h, texts) for h in heads}
+
+    def _predict(self, model: str, head_name: str | None, texts: Sequence[str]) -> list[Prediction]:
         info = self.infos[model]
+        head = info.head(head_name)
         out = []
         for text in texts:
             lower = text.lower()
-            if model == "sentiment":
+            if head.name == "sentiment":
                 label = "Bearish" if "down" in lower or "fall" in lower else "Bullish" if "up" in lower else "Neutral"
-            elif model == "intent":
+            elif head.name == "clinc150":
                 label = "balance" if "balance" in lower else "transfer" if "transfer" in lower else "oos"
             else:
                 label = "Earnings" if "earnings" in lower else "Markets"
-            scores = {name: (0.8 if name == label else 0.2 / (len(info.labels) - 1)) for name in info.labels}
-            out.append(Prediction(label, 0.8, scores, info.ref, out_of_scope=label == info.oos_label))
+            scores = {name: (0.8 if name == label else 0.2 / (len(head.labels) - 1)) for name in head.labels}
+            out.append(Prediction(label, 0.8, scores, info.ref, out_of_scope=label == head.oos_label))
         return out
 
     async def tag(self, model: str, texts: Sequence[str]) -> list[list[Span]]:

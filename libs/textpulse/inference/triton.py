@@ -5,7 +5,9 @@ instead of mislabelling events: the server is live and ready; each model is
 ready; its inputs are ``input_ids`` / ``attention_mask`` (INT64), its output
 ``logits`` (FP32) has the shape of its kind (``[L]`` sequence, ``[-1, L]``
 token) with ``L`` = the number of labels in the served version's own
-``id2label.json``; ``max_batch_size`` > 0. Tokenizer and labels are read from
+``id2label.json`` (a multi-head model: each ``logits_<head>`` likewise,
+with that head's labels from the model's metadata), and every head a service
+asks for exists; ``max_batch_size`` > 0. Tokenizer and labels are read from
 the model repository the server serves (the same files, same version).
 
 At run time every request has an explicit deadline; transient failures
@@ -28,9 +30,9 @@ from typing import Any, TypeVar
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
 
-from .backend import ModelInfo
+from .backend import HeadSpec, ModelInfo, check_heads
 from .breaker import CircuitBreaker
-from .codec import Codec, length_sorted_chunks, resolve_version
+from .codec import DEFAULT_MAX_BATCH_TOKENS, Codec, TruncationObserver, plan_chunks, resolve_version
 from .errors import BackendUnavailable, InferenceError, InputRejected, ModelMismatch
 from .types import ErrorObserver, Observer, Prediction, Span
 
@@ -60,19 +62,22 @@ def check_model_config(name: str, config: dict[str, Any], codec: Codec) -> int:
         elif spec.get("data_type") != "TYPE_INT64":
             problems.append(f"input {wanted!r} is {spec.get('data_type')}, expected TYPE_INT64")
     outputs = {o.get("name"): o for o in config.get("output", [])}
-    out = outputs.get(OUTPUT)
-    n_labels = len(codec.info.labels)
-    if out is None:
-        problems.append(f"missing output {OUTPUT!r} (has {sorted(outputs)})")
-    else:
+    # every head of the served version: ``logits`` and, multi-head, ``logits_<head>`` each
+    heads = list(codec.info.heads().values()) if codec.info.kind == "sequence" else [codec.info.head(None)]
+    for head in heads:
+        out = outputs.get(head.output)
+        n_labels = len(head.labels)
+        if out is None:
+            problems.append(f"missing output {head.output!r} of head {head.name!r} (has {sorted(outputs)})")
+            continue
         if out.get("data_type") != "TYPE_FP32":
-            problems.append(f"output {OUTPUT!r} is {out.get('data_type')}, expected TYPE_FP32")
+            problems.append(f"output {head.output!r} is {out.get('data_type')}, expected TYPE_FP32")
         dims = [int(d) for d in out.get("dims", [])]
         expected = [n_labels] if codec.info.kind == "sequence" else [-1, n_labels]
         if dims != expected:
             problems.append(
-                f"output {OUTPUT!r} dims {dims} do not match a {codec.info.kind} model with "
-                f"{n_labels} labels (id2label.json of version {codec.info.version}): expected {expected}"
+                f"output {head.output!r} dims {dims} do not match a {codec.info.kind} head {head.name!r} with "
+                f"{n_labels} labels (model files of version {codec.info.version}): expected {expected}"
             )
     if problems:
         msg = f"Triton model {name!r} does not match the service: " + "; ".join(problems)
@@ -98,6 +103,7 @@ class TritonBackend:
         breaker: CircuitBreaker | None = None,
         max_inflight: int = 8,
         batch_size: int = 64,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         observe: Observer | None = None,
         on_error: ErrorObserver | None = None,
     ) -> None:
@@ -110,6 +116,9 @@ class TritonBackend:
         self.backoff_max_s = backoff_max_s
         self.breaker = breaker or CircuitBreaker()
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        #: set by InferenceMetrics.watch: counts texts truncated at the model's max_length
+        self.on_truncate: TruncationObserver | None = None
         self.observe = observe
         self.on_error = on_error
         self._inflight = asyncio.Semaphore(max_inflight)
@@ -124,8 +133,8 @@ class TritonBackend:
             raise BackendUnavailable(msg)
         return self._client
 
-    async def start(self, models: Sequence[str]) -> None:
-        """Connect, wait for the server, check every model; raise on the first mismatch."""
+    async def start(self, models: Sequence[str], heads: Sequence[HeadSpec] = ()) -> None:
+        """Connect, wait for the server, check every model and wanted head; raise on the first mismatch."""
         import tritonclient.grpc.aio as grpcclient
 
         if self._client is None:
@@ -133,6 +142,7 @@ class TritonBackend:
         await self._wait_server()
         for name in models:
             await self._check_model(name)
+        check_heads({name: codec.info for name, codec in self._codecs.items()}, heads)
 
     async def _wait_server(self) -> None:
         client = self._client_or_raise()
@@ -250,12 +260,18 @@ class TritonBackend:
             self.on_error(model, kind)
 
     async def _logits(self, model: str, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return (await self._outputs(model, input_ids, attention_mask, (OUTPUT,)))[OUTPUT]
+
+    async def _outputs(
+        self, model: str, input_ids: np.ndarray, attention_mask: np.ndarray, names: Sequence[str]
+    ) -> dict[str, np.ndarray]:
+        """One request that asks for exactly the outputs ``names`` (the heads a caller needs)."""
         import tritonclient.grpc.aio as grpcclient
 
         client = self._client_or_raise()
         version = self._codec(model).info.version
 
-        async def call() -> np.ndarray:
+        async def call() -> dict[str, np.ndarray]:
             inputs = []
             for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
                 tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
@@ -267,12 +283,12 @@ class TritonBackend:
                     model,
                     inputs,
                     model_version=version,
-                    outputs=[grpcclient.InferRequestedOutput(OUTPUT)],
+                    outputs=[grpcclient.InferRequestedOutput(name) for name in names],
                     client_timeout=self.timeout_s,
                 )
                 if self.observe is not None:
                     self.observe(model, time.perf_counter() - started, int(array.shape[0]))
-            return np.asarray(result.as_numpy(OUTPUT), dtype=np.float32)
+            return {name: np.asarray(result.as_numpy(name), dtype=np.float32) for name in names}
 
         return await self._with_retries(model, call)
 
@@ -281,17 +297,27 @@ class TritonBackend:
         batch = self._codec(model).encode(texts)
         return await self._logits(model, batch.input_ids, batch.attention_mask), batch
 
-    async def _infer(self, model: str, texts: Sequence[str], kind: str) -> list[Any]:
+    async def _infer(
+        self, model: str, texts: Sequence[str], kind: str, heads: Sequence[str] | None = None
+    ) -> list[Any]:
+        """Decoded results per text; with ``heads``, ``{head: Prediction}`` per text from one request per chunk."""
         codec = self._codec(model)
         if codec.info.kind != kind:
             msg = f"model {model!r} is a {codec.info.kind} model"
             raise ModelMismatch(msg)
         size = max(1, min(self.batch_size, codec.info.max_batch_size))
-        chunks = list(length_sorted_chunks(texts, size))
+        chunks = plan_chunks(
+            codec, texts, max_rows=size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate
+        )
 
         async def one(chunk: list[int]) -> list[Any]:
             part = [texts[i] for i in chunk]
             batch = codec.encode(part)
+            if heads is not None:
+                specs = [codec.info.head(h) for h in heads]
+                outputs = await self._outputs(model, batch.input_ids, batch.attention_mask, [h.output for h in specs])
+                per_head = {h.name: codec.decode_sequence(outputs[h.output], h.name) for h in specs}
+                return [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
             logits = await self._logits(model, batch.input_ids, batch.attention_mask)
             if kind == "token":
                 return codec.decode_tokens(part, batch, logits)
@@ -305,6 +331,17 @@ class TritonBackend:
 
     async def classify(self, model: str, texts: Sequence[str]) -> list[Prediction]:
         return await self._infer(model, texts, "sequence") if texts else []
+
+    async def classify_heads(
+        self, model: str, texts: Sequence[str], heads: Sequence[str]
+    ) -> dict[str, list[Prediction]]:
+        """One request per chunk for exactly the outputs of ``heads``; the predictions of each head."""
+        info = self._codec(model).info
+        wanted = list(dict.fromkeys(info.head(h).name for h in heads))
+        if not texts or not wanted:
+            return {h: [] for h in wanted}
+        rows: list[dict[str, Prediction]] = await self._infer(model, texts, "sequence", wanted)
+        return {h: [row[h] for row in rows] for h in wanted}
 
     async def tag(self, model: str, texts: Sequence[str]) -> list[list[Span]]:
         return await self._infer(model, texts, "token") if texts else []

@@ -106,6 +106,21 @@ def resolve_task(name: str) -> tuple[str, TaskPreset]:
     return canonical, TASKS[canonical]
 
 
+class ExtraTaskData(BaseModel):
+    """Data knobs of one extra (multi-head) task that differ from the primary task's.
+
+    Unset fields follow the run's own; set them so an extra head's train subset and carved
+    dev set are the ones its single-task profile uses (same carve, seed and subsample), which
+    keeps the multi-head and single-task dev figures comparable.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    dev_fraction: float | None = Field(None, gt=0, lt=1)
+    limit_train: int | None = Field(None, ge=1)
+    limit_dev: int | None = Field(None, ge=1)
+
+
 class TrainConfig(BaseModel):
     """Every knob of one training run; saved resolved beside the model."""
 
@@ -115,6 +130,10 @@ class TrainConfig(BaseModel):
     extra_tasks: list[str] = Field(
         default_factory=list,
         description="More sequence tasks trained as extra heads on the shared encoder (multi-task).",
+    )
+    extra_task_data: dict[str, ExtraTaskData] = Field(
+        default_factory=dict,
+        description="Per extra task (by name): dev_fraction / limit_train / limit_dev overriding the run's.",
     )
     select_on: Literal["mean", "primary"] = Field(
         "mean",

@@ -3,11 +3,12 @@
 Layout (see ``EXPORT_FORMAT.md``)::
 
     <repo>/manifest.json
-    <repo>/<name>/config.pbtxt            KIND_CPU (default)
-    <repo>/<name>/config.gpu.pbtxt        KIND_GPU variant (also configs/gpu.pbtxt)
-    <repo>/<name>/<version>/model.py      Triton python backend (torch)
+    <repo>/<name>/config.pbtxt            python backend, KIND_CPU (default)
+    <repo>/<name>/configs/gpu.pbtxt       GPU production: ONNX Runtime + TensorRT FP16 over model.onnx
+    <repo>/<name>/configs/gpu-python.pbtxt  python backend, KIND_GPU (bf16)
+    <repo>/<name>/<version>/model.py      Triton python backend (ONNX Runtime on CPU, torch on GPU)
     <repo>/<name>/<version>/model.safetensors, config.json, tokenizer files,
-                                id2label.json, model.onnx, metrics.json, README.md
+                                id2label.json, model.onnx (+ .opt / .int8), metrics.json, README.md
 
 Each export writes the next version number, so Triton (version policy
 ``latest``) picks it up and older versions stay for rollback.
@@ -29,6 +30,8 @@ import numpy as np
 import torch
 
 from textpulse.ml.modeling import TOKENIZER_FILES, WEIGHTS_FILE, TextPulseModel, labels_of, load_model
+from textpulse.ml.onnx_runtime import write_runtime_graphs
+from textpulse.ml.triton import config as triton_config
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +67,24 @@ def latest_version_dir(model_dir: Path) -> Path:
     return versions[-1][1]
 
 
+def python_parameters(
+    kind: str,
+    *,
+    precision: str,
+    torch_threads: int = 2,
+    max_sequence_length: int = 512,
+    parameters: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The ``parameters`` ``model.py`` reads; ``parameters`` adds keys or overrides these."""
+    return {
+        "torch_threads": str(torch_threads),
+        "precision": precision,
+        "max_sequence_length": str(max_sequence_length),
+        "task_kind": kind,
+        **(parameters or {}),
+    }
+
+
 def render_config_pbtxt(
     name: str,
     kind: str,
@@ -77,78 +98,33 @@ def render_config_pbtxt(
     max_sequence_length: int = 512,
     extra_heads: dict[str, int] | None = None,
     precision: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> str:
-    """Triton model configuration for the python backend.
+    """Triton model configuration for the python backend (built by :mod:`textpulse.ml.triton.config`).
 
-    ``precision`` (``model.py``): default fp32 on the CPU and bf16 on the GPU variant.
+    ``precision`` (``model.py``): default fp32 on the CPU and bf16 on the GPU variant;
+    ``parameters`` adds string parameters (or overrides the ones above).
 
     Inputs are ``[-1]`` per batch row with ``allow_ragged_batch`` so requests
     padded to different lengths still share one dynamic batch (``model.py``
     re-pads them together).
     """
-    output_dims = f"[ -1, {num_labels} ]" if kind == "token" else f"[ {num_labels} ]"
-    kind_name = "KIND_GPU" if gpu else "KIND_CPU"
-    precision = precision or ("bf16" if gpu else "fp32")
-    extra_outputs = "".join(
-        f""",
-  {{
-    name: "logits_{head}"
-    data_type: TYPE_FP32
-    dims: [ {size} ]
-  }}"""
-        for head, size in (extra_heads or {}).items()
+    config = triton_config.python_backend_config(
+        name,
+        triton_config.classifier_outputs(kind, num_labels, extra_heads),
+        gpu=gpu,
+        max_batch_size=max_batch_size,
+        instances=instances,
+        max_queue_delay_us=max_queue_delay_us,
+        parameters=python_parameters(
+            kind,
+            precision=precision or ("bf16" if gpu else "fp32"),
+            torch_threads=torch_threads,
+            max_sequence_length=max_sequence_length,
+            parameters=parameters,
+        ),
     )
-    return f"""name: "{name}"
-backend: "python"
-max_batch_size: {max_batch_size}
-dynamic_batching {{
-  max_queue_delay_microseconds: {max_queue_delay_us}
-}}
-input [
-  {{
-    name: "input_ids"
-    data_type: TYPE_INT64
-    dims: [ -1 ]
-    allow_ragged_batch: true
-  }},
-  {{
-    name: "attention_mask"
-    data_type: TYPE_INT64
-    dims: [ -1 ]
-    allow_ragged_batch: true
-  }}
-]
-output [
-  {{
-    name: "logits"
-    data_type: TYPE_FP32
-    dims: {output_dims}
-  }}{extra_outputs}
-]
-instance_group [
-  {{
-    count: {instances}
-    kind: {kind_name}
-  }}
-]
-version_policy: {{ latest: {{ num_versions: 1 }} }}
-parameters: {{
-  key: "torch_threads"
-  value: {{ string_value: "{torch_threads}" }}
-}}
-parameters: {{
-  key: "precision"
-  value: {{ string_value: "{precision}" }}
-}}
-parameters: {{
-  key: "max_sequence_length"
-  value: {{ string_value: "{max_sequence_length}" }}
-}}
-parameters: {{
-  key: "task_kind"
-  value: {{ string_value: "{kind}" }}
-}}
-"""
+    return triton_config.render(config)
 
 
 class _OnnxWrapper(torch.nn.Module):
@@ -233,7 +209,7 @@ def export_model(
 ) -> dict[str, Any]:
     """Write ``<repo>/<name>/<next version>/`` plus configs and update the manifest.
 
-    ``precision`` goes into the CPU ``config.pbtxt`` (fp32 or int8); the GPU variant serves bf16.
+    ``precision`` goes into the CPU ``config.pbtxt`` (fp32 or int8); the python GPU variant serves bf16.
     """
     if precision not in {"fp32", "int8"}:
         msg = f"CPU precision must be fp32 or int8, not {precision!r}"
@@ -253,24 +229,40 @@ def export_model(
     template = resources.files("textpulse.ml.triton").joinpath("model.py")
     (staging / "model.py").write_text(template.read_text("utf-8"), "utf-8")
     onnx_diff = export_onnx(model, tokenizer, staging / ONNX_FILE, _SAMPLES) if onnx else None
+    # model.opt.onnx (fused, FP32) + model.int8.onnx: what the ORT runtime serves (textpulse.ml.onnx_runtime)
+    runtime_graphs = write_runtime_graphs(model, tokenizer, staging, _SAMPLES, output_names_of(model)) if onnx else {}
     for path in staging.iterdir():
         path.chmod(0o644)  # readable by a container's non-root triton-server user
     staging.rename(target)  # a half-written version never becomes visible to Triton
 
-    options: dict[str, Any] = {
-        "max_batch_size": max_batch_size,
-        "torch_threads": torch_threads,
-        "instances": instances,
-        "max_sequence_length": int(meta.get("max_length", 512)),
-        "extra_heads": {name: len(labels) for name, labels in (meta.get("extra_heads") or {}).items()},
-    }
     kind = meta["kind"]
-    cpu_config = render_config_pbtxt(name, kind, len(labels), precision=precision, **options)
-    (model_root / "config.pbtxt").write_text(cpu_config, "utf-8")
-    gpu_config = render_config_pbtxt(name, kind, len(labels), gpu=True, **options)
-    (model_root / "config.gpu.pbtxt").write_text(gpu_config, "utf-8")
-    (model_root / "configs").mkdir(exist_ok=True)  # Triton's --model-config-name=gpu location
-    (model_root / "configs" / "gpu.pbtxt").write_text(gpu_config, "utf-8")
+    max_sequence_length = int(meta.get("max_length", 512))
+    extra_heads = {head: len(names) for head, names in (meta.get("extra_heads") or {}).items()}
+    # config.pbtxt (CPU), configs/gpu-python.pbtxt and configs/gpu.pbtxt (ONNX Runtime + TensorRT FP16
+    # over model.onnx when it was exported), each checked against the model's heads and the ONNX graph.
+    triton_config.write_model_configs(
+        model_root,
+        name,
+        triton_config.classifier_outputs(kind, len(labels), extra_heads),
+        cpu_parameters=python_parameters(
+            kind,
+            precision=precision,
+            torch_threads=torch_threads,
+            max_sequence_length=max_sequence_length,
+            parameters={"runtime": "onnx" if onnx else "torch"},  # model.py: ONNX Runtime on CPU when exported
+        ),
+        gpu_parameters=python_parameters(
+            kind,
+            precision="bf16",
+            torch_threads=torch_threads,
+            max_sequence_length=max_sequence_length,
+            parameters={"runtime": "torch"},
+        ),
+        onnx_path=target / ONNX_FILE if onnx else None,
+        max_sequence_length=max_sequence_length,
+        max_batch_size=max_batch_size,
+        instances=instances,
+    )
 
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
@@ -293,6 +285,7 @@ def export_model(
         "oos_threshold": meta.get("oos_threshold"),
         "onnx": ONNX_FILE if onnx else None,
         "onnx_max_abs_diff": onnx_diff,
+        **runtime_graphs,
     }
     _update_manifest(repo, name, entry)
     log.info("exported %s version %d to %s", name, version, target)

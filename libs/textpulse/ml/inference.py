@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from textpulse.ml.data import collate
-
+# torch is imported inside the functions that need it: the ONNX Runtime serving path imports
+# ``softmax`` from here and must not pay torch's ~500 MB.
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
@@ -20,6 +19,7 @@ def torch_logits_fn(
     model: TextPulseModel, device: str = "cpu", head: str = ""
 ) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
     """Wrap a torch model as a numpy-in/numpy-out logits function (``head``: an extra head's name)."""
+    import torch
 
     def run(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids = torch.as_tensor(input_ids, device=device)
@@ -42,6 +42,8 @@ def run_batches(
 
     Rows are sorted by length first so each padded batch wastes little compute.
     """
+    from textpulse.ml.data import collate
+
     order = sorted(range(len(rows)), key=lambda i: len(rows[i].input_ids))
     results: list[np.ndarray | None] = [None] * len(rows)
     for start in range(0, len(order), batch_size):

@@ -1,4 +1,4 @@
-"""In-process inference over a trained or exported model (torch or ONNX Runtime).
+"""In-process inference over a trained or exported model (ONNX Runtime or torch).
 
 Also the reference pre/post-processing for remote (Triton) inference: a client
 can call :meth:`Predictor.encode`, send the ids to Triton, and hand the logits
@@ -15,10 +15,12 @@ from typing import Any, Literal
 import numpy as np
 
 from textpulse.ml.inference import softmax
+from textpulse.ml.onnx_runtime import PRECISIONS, Precision, create_session, graph_path
 from textpulse.ml.settings import offline_hub
 from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
-#: torch (FP32, or the device's dtype), torch-int8 (dynamic int8 Linear layers, CPU only), onnx (ONNX Runtime).
+#: onnx (ONNX Runtime, CPU: the fused FP32 graph or the int8 one; no torch import), torch (FP32, or the
+#: device's dtype; bf16 by cast), torch-int8 (= torch with precision int8: dynamic int8 Linear layers, CPU only).
 Backend = Literal["torch", "torch-int8", "onnx"]
 
 
@@ -45,6 +47,50 @@ def resolve_model_dir(path: Path) -> Path:
     raise FileNotFoundError(msg)
 
 
+#: tokenizer_config.json keys the generic fast tokenizer needs (the pipeline itself is in tokenizer.json)
+_TOKENIZER_KEYS = ("model_max_length", "padding_side", "truncation_side")
+
+
+def load_tokenizer(directory: Path) -> Any:
+    """The model's fast (Rust) tokenizer, without importing torch.
+
+    ``AutoTokenizer`` imports torch through ``transformers``' auto classes (~500 MB resident);
+    ``PreTrainedTokenizerFast`` over ``tokenizer.json`` is the same Rust pipeline with the same
+    call API (padding, truncation, ``is_split_into_words``, ``word_ids``).
+    """
+    offline_hub()
+    try:
+        from transformers.tokenization_utils_tokenizers import PreTrainedTokenizerFast
+    except ImportError:  # transformers 4.x
+        from transformers import PreTrainedTokenizerFast
+
+    path = directory / "tokenizer.json"
+    if not path.is_file():
+        msg = f"{directory}: a fast (Rust) tokenizer is required (tokenizer.json)"
+        raise FileNotFoundError(msg)
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text("utf-8")) if config_path.is_file() else {}
+    kwargs = {k: v for k, v in config.items() if (k.endswith("_token") or k in _TOKENIZER_KEYS) and v is not None}
+    return PreTrainedTokenizerFast(tokenizer_file=str(path), **kwargs)  # type: ignore[no-untyped-call]
+
+
+def resolve_runtime(backend: str, precision: str | None) -> tuple[str, Precision]:
+    """(runtime, precision) of a backend name; ``torch-int8`` is torch at int8."""
+    if backend == "torch-int8":
+        if precision not in {None, "int8"}:
+            msg = f"backend torch-int8 is int8; got precision {precision!r}"
+            raise ValueError(msg)
+        return "torch", "int8"
+    if backend not in {"torch", "onnx"}:
+        msg = f"unknown backend {backend!r}: onnx, torch or torch-int8"
+        raise ValueError(msg)
+    resolved = precision or "fp32"
+    if resolved not in PRECISIONS:
+        msg = f"unknown precision {resolved!r}: {', '.join(PRECISIONS)}"
+        raise ValueError(msg)
+    return backend, resolved  # type: ignore[return-value]
+
+
 class Predictor:
     """Classify texts or extract entities with a textpulse model."""
 
@@ -53,18 +99,22 @@ class Predictor:
         path: Path | str,
         *,
         backend: Backend = "torch",
+        precision: Precision | None = None,
         device: str = "cpu",
         threads: int | None = None,
         batch_size: int = 32,
     ) -> None:
-        """Load tokenizer and weights (or ``model.onnx``) from ``path``."""
-        offline_hub()
-        from transformers import AutoConfig, AutoTokenizer
+        """Load tokenizer and weights (or an ONNX graph) from ``path``.
 
+        ``precision`` (default fp32): onnx serves fp32 (``model.opt.onnx``, else ``model.onnx``) or
+        int8 (``model.int8.onnx``); torch serves fp32, int8 (CPU) or bf16 (weights cast; logits FP32).
+        The onnx path imports neither torch nor transformers' model classes.
+        """
         self.directory = resolve_model_dir(Path(path))
-        config = AutoConfig.from_pretrained(self.directory)
-        self.meta: dict[str, Any] = dict(getattr(config, "textpulse", None) or {})
-        self.labels = [str(config.id2label[i]) for i in range(len(config.id2label))]
+        config = json.loads((self.directory / "config.json").read_text("utf-8"))
+        self.meta: dict[str, Any] = dict(config.get("textpulse") or {})
+        id2label = {int(k): str(v) for k, v in config["id2label"].items()}
+        self.labels = [id2label[i] for i in range(len(id2label))]
         self.kind: str = self.meta.get("kind", "sequence")
         self.max_length = int(self.meta.get("max_length", 128))
         self.batch_size = batch_size
@@ -72,48 +122,50 @@ class Predictor:
         self.oos_label: str | None = self.meta.get("oos_label")
         #: extra heads of a multi-head model: name -> labels (Triton outputs ``logits_<name>``)
         self.extra_heads: dict[str, list[str]] = dict(self.meta.get("extra_heads") or {})
-        self.tokenizer = AutoTokenizer.from_pretrained(self.directory)
+        self.output_names = ["logits", *(f"logits_{name}" for name in self.extra_heads)]
+        self.tokenizer = load_tokenizer(self.directory)
         self.backend = backend
-        if backend == "onnx":
-            import onnxruntime as ort
+        self.runtime, self.precision = resolve_runtime(backend, precision)
+        #: the ONNX graph served (onnx runtime only)
+        self.graph: Path | None = None
+        if self.runtime == "onnx":
+            if device != "cpu":
+                msg = "backend onnx runs on the CPU provider only (use torch on a GPU)"
+                raise ValueError(msg)
+            self.graph = graph_path(self.directory, self.precision)
+            self._session = create_session(self.graph, threads)
+            return
+        import torch
 
-            options = ort.SessionOptions()
-            if threads:
-                options.intra_op_num_threads = threads
-            self._session = ort.InferenceSession(
-                str(self.directory / "model.onnx"),
-                options,
-                providers=["CPUExecutionProvider"],
-            )
-        else:
-            import torch
+        from textpulse.ml.modeling import load_model, quantize_int8
 
-            from textpulse.ml.modeling import load_model, quantize_int8
-
-            if threads:
-                torch.set_num_threads(threads)
-            self._model, _, _ = load_model(self.directory, device)
-            if backend == "torch-int8":
-                if device != "cpu":
-                    msg = "torch-int8 runs on the CPU only (use torch on a GPU)"
-                    raise ValueError(msg)
-                self._model = quantize_int8(self._model)
-            self._device = device
+        if threads:
+            torch.set_num_threads(threads)
+        self._model, _, _ = load_model(self.directory, device)
+        if self.precision == "int8":
+            if device != "cpu":
+                msg = "torch-int8 runs on the CPU only (use torch on a GPU)"
+                raise ValueError(msg)
+            self._model = quantize_int8(self._model)
+        elif self.precision == "bf16":
+            self._model = self._model.to(torch.bfloat16)
+        self._device = device
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Raw FP32 logits for padded int64 ids (what Triton's ``logits`` output holds)."""
-        if self.backend == "onnx":
+        if self.runtime == "onnx":
             feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
             return np.asarray(self._session.run(["logits"], feeds)[0], dtype=np.float32)
         return self.all_logits(input_ids, attention_mask)["logits"]
 
     def all_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> dict[str, np.ndarray]:
         """Every output by its Triton/ONNX name: ``logits`` and ``logits_<head>`` per extra head."""
-        if self.backend == "onnx":
-            names = ["logits", *(f"logits_{name}" for name in self.extra_heads)]
+        if self.runtime == "onnx":
             feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-            values = self._session.run(names, feeds)
-            return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, values, strict=True)}
+            values = self._session.run(self.output_names, feeds)
+            return {
+                name: np.asarray(value, dtype=np.float32) for name, value in zip(self.output_names, values, strict=True)
+            }
         import torch
 
         with torch.inference_mode():
@@ -219,6 +271,9 @@ class Predictor:
             "kind": self.kind,
             "labels": self.labels,
             "backend": self.backend,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "graph": self.graph.name if self.graph else None,
             **{k: v for k, v in self.meta.items() if k != "labels"},
         }
 

@@ -312,6 +312,23 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return fit(config).summary
 
 
+def extra_task_config(config: TrainConfig, name: str) -> TrainConfig:
+    """The run's config as seen by extra task ``name``: preset files, plus its ``extra_task_data``.
+
+    With the overrides its train subset and carved dev set are those of its single-task
+    profile (same carve, seeds and near-duplicate grouping), so the heads compare on the same rows.
+    """
+    canonical = resolve_task(name)[0]
+    # an explicit null (``limit_dev: null``) lifts the run's limit for this task
+    overrides = {
+        key: value
+        for requested, data in config.extra_task_data.items()
+        if resolve_task(requested)[0] == canonical
+        for key, value in data.model_dump(exclude_unset=True).items()
+    }
+    return config.model_copy(update={"train_file": None, "dev_file": None, "carve_dev": None, **overrides})
+
+
 def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
     """Load and encode the primary task and any extra (multi-head) tasks."""
     tasks = []
@@ -321,9 +338,7 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
             msg = f"multi-head training supports sequence tasks only; {name} / {config.task} is not"
             raise ValueError(msg)
         # files of extra tasks always come from their presets
-        task_config = (
-            config.model_copy(update={"train_file": None, "dev_file": None, "carve_dev": None}) if index else config
-        )
+        task_config = extra_task_config(config, name) if index else config
         labels = label_names(preset.dataset)
         train_examples, dev_examples, train_desc, dev_desc = load_data(task_config, preset)
         log.info(
