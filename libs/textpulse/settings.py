@@ -57,10 +57,9 @@ class KafkaSettings(BaseSettings):
         None,
         ge=6000,
         description=(
-            "Consumer-group session timeout (default on Apache Kafka 6 s for a dynamic member, 30 s for a "
-            "static one; 10 s on Tansu): how long a SIGKILLed consumer holds its partitions before the group "
-            "reassigns them. With a static member (group_instance_id) a restart inside this time gets its "
-            "partitions back at once."
+            "Consumer-group session timeout (default 30 s on Apache Kafka, 10 s on Tansu): how long a "
+            "SIGKILLed consumer holds its partitions before the group reassigns them. With a static "
+            "member (group_instance_id) a restart inside this time gets its partitions back at once."
         ),
     )
     group_instance_id: str | None = Field(
@@ -69,7 +68,7 @@ class KafkaSettings(BaseSettings):
             "Static group membership (KIP-345) of this replica: a stable id, unique per replica, e.g. the "
             "pod name of a StatefulSet or of a Deployment's pod (a container restart keeps it). "
             "'{hostname}' is replaced by the host name. Unset: dynamic membership (a restart waits for the "
-            "6 s session of its killed predecessor at most). Not on Tansu."
+            "session timeout of its killed predecessor, ~30 s). Not on Tansu."
         ),
     )
     stuck_after_s: float = Field(

@@ -394,8 +394,8 @@ class Stack:
         }
         if os.environ.get("TEXTPULSE_CHAOS_STATIC_MEMBERSHIP", "0") == "1":
             # Static group membership (opt-in), one id per replica as a StatefulSet's pod name would give.
-            # Off by default: the services' default is dynamic membership with a 6 s session (see
-            # docs/guarantees.md; static members under exactly-once showed duplicates not yet explained).
+            # Off by default, as in the services: static members under exactly-once showed duplicates
+            # in this run that are not explained yet (docs/guarantees.md).
             env["TEXTPULSE_KAFKA_GROUP_INSTANCE_ID"] = f"{name}-0"
         if name in TRANSACTIONAL:
             env[f"{prefix}DELIVERY"] = self.cfg.delivery

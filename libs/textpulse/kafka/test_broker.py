@@ -23,9 +23,9 @@ def test_instance_id_from_settings_with_hostname_and_a_suffix_per_extra_consumer
     assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (30_000, 2_000)
 
 
-def test_dynamic_member_gets_the_brokers_minimum_session_so_a_restart_finds_its_partitions_free() -> None:
+def test_dynamic_member_session_outlasts_a_broker_restart_unless_set() -> None:
     opts = consumer_options(KafkaSettings(), group_id="g")
-    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (6_000, 2_000)
+    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (30_000, 2_000)
     opts = consumer_options(KafkaSettings(session_timeout_ms=20_000), group_id="g")
     assert opts["session_timeout_ms"] == 20_000
 
