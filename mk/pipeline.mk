@@ -3,7 +3,7 @@
 #   make bench-pipeline BENCH_PIPELINE_ARGS="--events 300 --latency-events 150 --backends local"
 #   make bench-pipeline BENCH_PIPELINE_ARGS="--runtime int8"   # dynamic int8 everywhere, references too (cost: make bench-int8)
 #   exit 1 when an event is missing after --timeout or the pipeline beats its raw ceiling (the reference is too weak)
-#   make bench-int8                           # FP32 vs int8: dev metrics, label agreement, sentences/s
+#   make bench-int8                           # torch/ORT x fp32/int8/bf16 per head: dev cost, agreement, sentences/s
 #   make test-pipeline                        # unit + in-memory + Kafka + Triton tests of classify/NER
 
 PIPELINE_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
@@ -14,7 +14,7 @@ BENCH_PIPELINE_ARGS ?=
 bench-pipeline: ## Pipeline benchmark: ingest -> classify -> NER on real Kafka, in-process and Triton backends
 	$(PIPELINE_PY) -m bench.bench_pipeline $(BENCH_PIPELINE_ARGS)
 
-bench-int8: install models-if-missing ## FP32 vs dynamic int8 of the served models on their dev splits (metrics, agreement, speed)
+bench-int8: install models-if-missing ## Runtime x precision per served head (torch/ONNX Runtime, fp32/int8/bf16): dev cost, agreement, speed; BENCH_INT8_ARGS=--record writes each model's default
 	PYTHONPATH=libs:. HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PIPELINE_PY) -m bench.bench_int8 $(BENCH_INT8_ARGS)
 
 test-pipeline-fast: ## classify/NER unit + in-memory tests (no broker, no models)
