@@ -25,7 +25,7 @@ per-runtime winner to ``<version>/serving.json``, which the in-process backend s
 when ``TEXTPULSE_LOCAL_PRECISION`` is unset (``--from-json`` records an earlier run). Dev figures are dev figures (the
 official test splits are held out). Results go to ``.run/bench/int8.json``. Not a
 timed test. Version folders exported before ``model.opt.onnx`` existed get their ORT
-graphs added first (``python -m textpulse.ml.onnx_runtime``; files are only added).
+graphs added first (``textpulse runtime-graphs``; files are only added).
 """
 
 from __future__ import annotations

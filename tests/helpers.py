@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -137,4 +138,39 @@ class TritonServer:
             text=True,
             timeout=timeout,
             check=False,
+        )
+
+
+def route_env(
+    kafka: KafkaSettings, names: dict[str, str], prefix: str, *, delivery: str, **overrides: str
+) -> dict[str, str]:
+    """Environment of a route process on the test topics ``names`` (``overrides``: more or other variables)."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTPULSE_")}
+    env.update(
+        PYTHONPATH=f"{repo / 'libs'}:{repo}",
+        TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
+        TEXTPULSE_KAFKA_FLAVOR="apache",
+        TEXTPULSE_ROUTE_DELIVERY=delivery,
+        TEXTPULSE_ROUTE_TOPIC_IN=names["text.enriched"],
+        TEXTPULSE_ROUTE_TOPIC_OUT=names["support.routed"],
+        TEXTPULSE_ROUTE_TOPIC_DLQ=names["dlq.route"],
+        TEXTPULSE_ROUTE_QUEUE_TOPIC_PREFIX=f"{prefix}support.queue.",
+        TEXTPULSE_ROUTE_GROUP_ID=f"{prefix}route",
+        TEXTPULSE_ROUTE_KAFKA_BATCH_TIMEOUT_MS="20",
+        TEXTPULSE_ROUTE_HTTP_PORT="0",
+        **overrides,
+    )
+    return env
+
+
+def start_route(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A route process (``services.route.app``) with ``env``, its output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.route.app"],
+            cwd=Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )

@@ -8,10 +8,8 @@ at_least_once: nothing is lost; the duplicates the kill causes are counted.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -27,7 +25,7 @@ from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
 from services.route.synth import support_event
-from tests.conftest import REPO
+from tests.helpers import route_env, start_route
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(110)]
 
@@ -36,33 +34,17 @@ INTENTS = ["card_arrival", "declined_card_payment", "card_payment_not_recognised
 
 
 def _env(kafka: KafkaSettings, names: dict[str, str], delivery: str, prefix: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTPULSE_")}
-    env.update(
-        PYTHONPATH=f"{REPO / 'libs'}:{REPO}",
-        TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        TEXTPULSE_KAFKA_FLAVOR="apache",
+    return route_env(
+        kafka,
+        names,
+        prefix,
+        delivery=delivery,
         # The killed member holds its partitions until its session expires: keep that short.
         TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS="6000",
-        TEXTPULSE_ROUTE_DELIVERY=delivery,
-        TEXTPULSE_ROUTE_TOPIC_IN=names["text.enriched"],
-        TEXTPULSE_ROUTE_TOPIC_OUT=names["support.routed"],
-        TEXTPULSE_ROUTE_TOPIC_DLQ=names["dlq.route"],
-        TEXTPULSE_ROUTE_QUEUE_TOPIC_PREFIX=f"{prefix}support.queue.",
-        TEXTPULSE_ROUTE_GROUP_ID=f"{prefix}route",
         # Small batches: many transactions, so the kill lands inside one.
         TEXTPULSE_ROUTE_KAFKA_BATCH_RECORDS="10",
-        TEXTPULSE_ROUTE_KAFKA_BATCH_TIMEOUT_MS="20",
-        TEXTPULSE_ROUTE_HTTP_PORT="0",
         TEXTPULSE_ROUTE_LOG_LEVEL="WARNING",
     )
-    return env
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.route.app"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
 
 
 async def _ids(kafka: KafkaSettings, topics: list[str], isolation: str) -> Counter[str]:
@@ -122,7 +104,7 @@ async def test_sigkill_mid_stream(
         await producer.send(names["text.enriched"], encode(e), key=f"conv:{e.event.conversation_id}".encode())
     await producer.flush()
     await producer.stop()
-    service = _start(env, log)
+    service = start_route(env, log)
     try:
         before = await _wait_for(kafka_settings, [names["support.routed"]], EVENTS // 3, 30)
         assert len(before) >= EVENTS // 3, log.read_text()[-3000:]
@@ -130,7 +112,7 @@ async def test_sigkill_mid_stream(
         service.wait(10)
         killed_at = len(before)
         await asyncio.sleep(0.5)
-        service = _start(env, log)
+        service = start_route(env, log)
         routed = await _wait_for(kafka_settings, [names["support.routed"]], EVENTS, 45)
         in_queues = await _ids(kafka_settings, queues, "read_committed")
         uncommitted = await _ids(kafka_settings, [names["support.routed"]], "read_uncommitted")

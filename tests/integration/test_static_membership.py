@@ -11,10 +11,8 @@ the time it joins. The default (dynamic, 30 s) waits out the session (28.3 s mea
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -29,7 +27,7 @@ from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
 from services.route.synth import support_event
-from tests.conftest import REPO
+from tests.helpers import route_env, start_route
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
 
@@ -38,36 +36,20 @@ TARGET_S = 10.0
 
 
 def _env(kafka: KafkaSettings, names: dict[str, str], prefix: str, *, static: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TEXTPULSE_")}
-    env.update(
-        PYTHONPATH=f"{REPO / 'libs'}:{REPO}",
-        TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
-        TEXTPULSE_KAFKA_FLAVOR="apache",
-        TEXTPULSE_ROUTE_DELIVERY="exactly_once",
-        TEXTPULSE_ROUTE_TOPIC_IN=names["text.enriched"],
-        TEXTPULSE_ROUTE_TOPIC_OUT=names["support.routed"],
-        TEXTPULSE_ROUTE_TOPIC_DLQ=names["dlq.route"],
-        TEXTPULSE_ROUTE_QUEUE_TOPIC_PREFIX=f"{prefix}support.queue.",
-        TEXTPULSE_ROUTE_GROUP_ID=f"{prefix}route",
-        # Small batches: the backlog lasts through the kill and the restart.
-        TEXTPULSE_ROUTE_KAFKA_BATCH_RECORDS="5",
-        TEXTPULSE_ROUTE_KAFKA_BATCH_TIMEOUT_MS="20",
-        TEXTPULSE_ROUTE_HTTP_PORT="0",
-        TEXTPULSE_ROUTE_LOG_LEVEL="INFO",
+    # Static: one id per replica. Dynamic with the broker's minimum session (opt-in; the 30 s default
+    # outlasts a broker restart). Small batches: the backlog lasts through the kill and the restart.
+    membership = (
+        {"TEXTPULSE_KAFKA_GROUP_INSTANCE_ID": "route-0"} if static else {"TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS": "6000"}
     )
-    if static:
-        env["TEXTPULSE_KAFKA_GROUP_INSTANCE_ID"] = "route-0"
-    else:
-        # Dynamic with the broker's minimum session (opt-in; the 30 s default outlasts a broker restart).
-        env["TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS"] = "6000"
-    return env
-
-
-def _start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.route.app"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    return route_env(
+        kafka,
+        names,
+        prefix,
+        delivery="exactly_once",
+        TEXTPULSE_ROUTE_KAFKA_BATCH_RECORDS="5",
+        TEXTPULSE_ROUTE_LOG_LEVEL="INFO",
+        **membership,
+    )
 
 
 async def _committed(admin: AIOKafkaAdminClient, group: str) -> int:
@@ -109,7 +91,7 @@ async def test_restart_after_sigkill_outputs_again_within_seconds(
     log = tmp_path / "route.log"
     admin = AIOKafkaAdminClient(**client_options(kafka_settings))  # type: ignore[arg-type]
     await admin.start()
-    service = _start(env, log)
+    service = start_route(env, log)
     try:
         assert await _until_committed_past(admin, group, 100, 60) is not None, log.read_text()[-3000:]
         service.send_signal(signal.SIGKILL)
@@ -118,7 +100,7 @@ async def test_restart_after_sigkill_outputs_again_within_seconds(
         mark = await _committed(admin, group)
         assert mark < EVENTS, "the backlog must outlast the restart"
         restarted = time.monotonic()
-        service = _start(env, log)
+        service = start_route(env, log)
         resumed = await _until_committed_past(admin, group, mark, 60)
         if resumed is not None:
             resumed = time.monotonic() - restarted

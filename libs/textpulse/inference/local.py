@@ -102,7 +102,7 @@ class LocalBackend:
             precision = measured_precision(directory, runtime) or "fp32"
         if runtime == "onnx" and precision == "int8" and not (directory / INT8_FILE).is_file():
             log.warning(
-                "no %s in %s: serving %s at fp32 (python -m textpulse.ml.onnx_runtime adds it)",
+                "no %s in %s: serving %s at fp32 (`textpulse runtime-graphs` adds it)",
                 INT8_FILE,
                 directory,
                 name,

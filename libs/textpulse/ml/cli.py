@@ -204,6 +204,22 @@ def export(
     _emit(entry)
 
 
+@app.command("runtime-graphs")
+def runtime_graphs(
+    paths: Annotated[list[Path], typer.Argument(help="Model (latest version) or version folders.")],
+    force: Annotated[bool, typer.Option("--force", help="Rewrite graphs that exist.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Add model.opt.onnx / model.int8.onnx to existing exports; prints what was written per folder."""
+    _setup_logging(verbose)
+    from textpulse.ml.onnx_runtime import add_runtime_graphs
+    from textpulse.ml.predictor import resolve_model_dir
+
+    for path in paths:
+        directory = resolve_model_dir(path)
+        _emit({"directory": str(directory), **add_runtime_graphs(directory, force=force)})
+
+
 @app.command()
 def bench(
     model: Annotated[Path, typer.Option(help="Model dir (trained, version or Triton model dir).")],

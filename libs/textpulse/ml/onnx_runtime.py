@@ -201,13 +201,7 @@ def _export_fusable(model: TextPulseModel, tokenizer: Any, path: Path, output_na
     """TorchScript export with eager attention: the graph shape the BERT fusions recognise."""
     import torch
 
-    class _Wrapper(torch.nn.Module):
-        def __init__(self, inner: TextPulseModel) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(self.inner.forward_heads(input_ids, attention_mask).values())
+    from textpulse.ml.export import _OnnxWrapper  # the exporter's positional wrapper; imports torch
 
     encoder = model.encoder
     previous = getattr(encoder.config, "_attn_implementation", None)
@@ -219,7 +213,7 @@ def _export_fusable(model: TextPulseModel, tokenizer: Any, path: Path, output_na
             axes[name] = {0: "batch", 1: "sequence"} if model.kind == "token" else {0: "batch"}
         with contextlib.redirect_stdout(sys.stderr), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(
-                _Wrapper(model).eval(),
+                _OnnxWrapper(model).eval(),
                 (example["input_ids"], example["attention_mask"]),
                 str(path),
                 input_names=["input_ids", "attention_mask"],
@@ -274,19 +268,10 @@ def write_runtime_graphs(
     return info
 
 
-_SAMPLES = [
-    "$AAPL beats estimates, shares jump 5% after hours",
-    "Fed signals it may pause rate hikes",
-    "I lost my card, can you block it?",
-    "Goldman Sachs hired Jane Smith in London",
-    "ok",
-]
-
-
 def add_runtime_graphs(version_dir: Path, *, force: bool = False) -> dict[str, Any]:
     """Write the ORT graphs into a version folder exported before they existed (adds files only).
 
-    ``python -m textpulse.ml.onnx_runtime <model or version dir>...``; a folder that already
+    ``textpulse runtime-graphs <model or version dir>...``; a folder that already
     has ``model.opt.onnx`` is left alone unless ``force``.
     """
     from textpulse.ml.modeling import load_model
@@ -296,26 +281,7 @@ def add_runtime_graphs(version_dir: Path, *, force: bool = False) -> dict[str, A
     if not (version_dir / PLAIN_FILE).is_file():
         msg = f"{version_dir} has no {PLAIN_FILE} to optimise (exported with --no-onnx)"
         raise FileNotFoundError(msg)
-    model, tokenizer, meta = load_model(version_dir)
-    names = ["logits", *(f"logits_{name}" for name in meta.get("extra_heads") or {})]
-    return write_runtime_graphs(model, tokenizer, version_dir, _SAMPLES, names)
+    from textpulse.ml.export import _SAMPLES, output_names_of  # the exporter's check texts and output names
 
-
-def main(argv: list[str] | None = None) -> None:
-    """Add ``model.opt.onnx`` / ``model.int8.onnx`` to existing exports."""
-    import argparse
-
-    from textpulse.ml.predictor import resolve_model_dir
-
-    parser = argparse.ArgumentParser(description=add_runtime_graphs.__doc__)
-    parser.add_argument("paths", nargs="+", type=Path, help="model (latest version) or version folders")
-    parser.add_argument("--force", action="store_true", help="rewrite graphs that exist")
-    args = parser.parse_args(argv)
-    for path in args.paths:
-        directory = resolve_model_dir(path)
-        info = add_runtime_graphs(directory, force=args.force)
-        print(json.dumps({"directory": str(directory), **info}))  # noqa: T201 - CLI output
-
-
-if __name__ == "__main__":
-    main()
+    model, tokenizer, _ = load_model(version_dir)
+    return write_runtime_graphs(model, tokenizer, version_dir, _SAMPLES, output_names_of(model))
