@@ -6,7 +6,7 @@ HELM_VERSION ?= v3.22.0
 HELM := .cache/helm/$(HELM_VERSION)/helm
 HELM_CHART := helm/textpulse
 
-.PHONY: helm helm-lint helm-template test-helm lint-docker
+.PHONY: helm helm-lint helm-template helm-package test-helm lint-docker
 
 helm: $(HELM) ## Build helm $(HELM_VERSION) from the Go module proxy into .cache/helm (idempotent; ~9-12 min cold)
 
@@ -19,6 +19,11 @@ helm-lint: $(HELM) ## helm lint --strict over the chart with each values file of
 
 helm-template: $(HELM) ## Render the chart with its defaults (VALUES=file to add a values file)
 	$(HELM) template textpulse $(HELM_CHART) $(if $(VALUES),-f $(VALUES))
+
+# The chart links deploy/prometheus/rules and deploy/grafana/dashboards (rules/, dashboards/): one
+# source, which helm package follows into the archive (tests/helm renders the packaged chart).
+helm-package: $(HELM) ## Package the chart with its linked rules and dashboards into dist/
+	$(HELM) package $(HELM_CHART) --destination dist
 
 test-helm: ## Chart, image and compose tests (builds helm when missing)
 	$(or $(PYTHON),.venv/bin/python) -m pytest -q -m helm tests/helm

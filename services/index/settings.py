@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from textpulse.contracts.topics import ALERTS_FINANCIAL, SUPPORT_ROUTED, TEXT_ENRICHED, dlq
@@ -15,6 +17,9 @@ class IndexSettings(ServiceSettings):
 
     http_port: int = Field(8085, ge=0, le=65535)
     es_url: str = Field("http://127.0.0.1:9200", description="Elasticsearch HTTP endpoint(s), comma-separated.")
+    es_ca_file: Path | None = Field(
+        None, description="PEM CA bundle that signed an https es_url (e.g. ECK's self-signed HTTP certificate)."
+    )
     es_request_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout to Elasticsearch.")
     es_connect_timeout_s: float = Field(120.0, gt=0, description="Wait for Elasticsearch at start-up.")
     index_prefix: str = Field(

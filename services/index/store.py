@@ -32,6 +32,7 @@ def make_client(settings: IndexSettings) -> AsyncElasticsearch:
         request_timeout=settings.es_request_timeout_s,
         max_retries=1,
         retry_on_timeout=True,
+        ca_certs=str(settings.es_ca_file) if settings.es_ca_file else None,
     )
 
 

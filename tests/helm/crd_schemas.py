@@ -3,7 +3,7 @@
 kubernetes-validate ships the built-in kinds only. These cover the fields the
 chart writes, with the types and required keys of the upstream CRDs
 (keda.sh/v1alpha1 ScaledObject and TriggerAuthentication of KEDA 2.x,
-monitoring.coreos.com/v1 ServiceMonitor), closed with additionalProperties so a
+monitoring.coreos.com/v1 ServiceMonitor and PrometheusRule), closed with additionalProperties so a
 misspelt field fails here instead of being pruned silently by the API server.
 """
 
@@ -144,8 +144,61 @@ SERVICE_MONITOR = _resource(
     },
 )
 
+#: The operator's Duration pattern (Prometheus durations: 1h30m, 5m, 0).
+_DURATION = {
+    "type": "string",
+    "pattern": "^(0|([0-9]+y)?([0-9]+w)?([0-9]+d)?([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?)$",
+}
+
+PROMETHEUS_RULE = _resource(
+    "monitoring.coreos.com/v1",
+    "PrometheusRule",
+    {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["groups"],
+        "properties": {
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "rules"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1},
+                        "interval": _DURATION,
+                        "query_offset": _DURATION,
+                        "limit": {"type": "integer"},
+                        "rules": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["expr"],
+                                # Exactly one of record / alert, as the operator's admission webhook checks.
+                                "oneOf": [{"required": ["record"]}, {"required": ["alert"]}],
+                                "properties": {
+                                    "record": {"type": "string", "pattern": "^[a-zA-Z_:][a-zA-Z0-9_:]*$"},
+                                    "alert": {"type": "string", "minLength": 1},
+                                    # IntOrString in the CRD; a PromQL string here.
+                                    "expr": {"type": "string", "minLength": 1},
+                                    "for": _DURATION,
+                                    "keep_firing_for": _DURATION,
+                                    "labels": _STR_MAP,
+                                    "annotations": _STR_MAP,
+                                },
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
+)
+
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,
     ("keda.sh/v1alpha1", "TriggerAuthentication"): TRIGGER_AUTHENTICATION,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
 }

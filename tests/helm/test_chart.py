@@ -14,6 +14,9 @@ import importlib
 import inspect
 import json
 import os
+import re
+import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +39,20 @@ pytestmark = [pytest.mark.helm, pytest.mark.timeout(1800)]
 
 KEDA_API = "keda.sh/v1alpha1/ScaledObject"
 MONITORING_API = "monitoring.coreos.com/v1/ServiceMonitor"
+RULES_API = "monitoring.coreos.com/v1/PrometheusRule"
 PARTITIONS = {spec.name: spec.partitions for spec in ALL_TOPICS}
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
 
 #: name → (values files, --api-versions) of the render matrix.
 MATRIX: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "defaults": ((), ()),
-    "defaults-with-operators": ((), (KEDA_API, MONITORING_API)),
+    "defaults-with-operators": ((), (KEDA_API, MONITORING_API, RULES_API)),
     "minimal": (("minimal-values.yaml",), ()),
     "gpu": (("gpu-values.yaml",), (MONITORING_API,)),
     "keda": (("keda-values.yaml",), ()),
     "hpa": (("hpa-values.yaml",), (KEDA_API,)),
     "external-kafka-sasl": (("external-kafka-sasl-values.yaml",), (KEDA_API,)),
+    "production": (("production-values.yaml",), (KEDA_API, MONITORING_API, RULES_API)),
 }
 
 
@@ -156,7 +161,7 @@ def test_rendered_manifests_are_valid_kubernetes(rendered: dict[str, list[dict[s
             pytest.fail(f"{case}: {doc['kind']}/{doc['metadata']['name']}: {exc}")
         except kubernetes_validate.SchemaNotFoundError:
             pytest.fail(f"{case}: no schema for {doc['apiVersion']} {doc['kind']}")
-    for name, dep in by_kind(docs, "Deployment").items():
+    for name, dep in {**by_kind(docs, "Deployment"), **by_kind(docs, "Job")}.items():
         pod = dep["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         for container in pod["containers"] + pod.get("initContainers", []):
@@ -299,13 +304,27 @@ def test_dashboards_shipped_as_configmaps(rendered: dict[str, list[dict[str, Any
     shipped = {name: text for m in maps for name, text in m["data"].items()}
     assert set(shipped) == set(sources)
     for name, text in shipped.items():
-        assert json.loads(text) == json.loads(sources[name].read_text()), name
+        source = sources[name].read_text().replace('"textpulse-prometheus"', '"prometheus"')
+        assert json.loads(text) == json.loads(source), name
     assert not [d for d in rendered["minimal"] if d["metadata"].get("labels", {}).get("grafana_dashboard")]
-    # monitoring.dashboards.datasourceUid rewrites every panel's datasource uid.
-    keda = [d for d in rendered["keda"] if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
-    text = json.dumps([m["data"] for m in keda])
-    assert "textpulse-prometheus" not in text
-    assert '\\"uid\\": \\"prometheus\\"' in text
+    # monitoring.dashboards.datasourceUid rewrites every panel's datasource uid: kube-prometheus-stack's
+    # "prometheus" by default, the local Grafana's "textpulse-prometheus" only in the source files.
+    assert VALUES["monitoring"]["dashboards"]["datasourceUid"] == "prometheus"
+    for case, uid in (("defaults", "prometheus"), ("keda", "mimir")):
+        maps = [d for d in rendered[case] if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+        panels = [json.loads(text) for m in maps for text in m["data"].values()]
+        uids = {ds["uid"] for ds in _datasources(panels) if ds.get("type") == "prometheus"}
+        assert uids == {uid}, case
+
+
+def _datasources(node: Any) -> list[dict[str, Any]]:
+    """Every datasource reference ({"type", "uid"}) in a dashboard tree."""
+    if isinstance(node, dict):
+        found = [node["datasource"]] if isinstance(node.get("datasource"), dict) else []
+        return found + [ds for value in node.values() for ds in _datasources(value)]
+    if isinstance(node, list):
+        return [ds for value in node for ds in _datasources(value)]
+    return []
 
 
 # --- the chart and the code --------------------------------------------------------------------------
@@ -343,6 +362,7 @@ STRUCTURED = {
     "TEXTPULSE_KAFKA_SSL_KEYFILE": "/etc/textpulse/kafka-tls/user.key",
     "TEXTPULSE_API_KEYS_FILE": "/etc/textpulse/api-keys/keys",
     "TEXTPULSE_MODEL_REPO": "/models",
+    "TEXTPULSE_INDEX_ES_CA_FILE": "/etc/textpulse/es-tls/ca.crt",
 }
 #: Read from a mounted secret instead (keys_file), so keys never sit in a ConfigMap.
 VIA_FILE = {"TEXTPULSE_API_KEYS": "TEXTPULSE_API_KEYS_FILE"}
@@ -364,6 +384,7 @@ def test_every_setting_a_service_reads_can_be_set_from_values(render: Render) ->
         },
         "inference": {"settings": {}},
         "api": {"settings": {}, "keysSecret": {"name": "keys", "key": "keys"}},
+        "elasticsearch": {"tls": {"caSecret": {"name": "es-ca", "key": "ca.crt"}}},
         "services": {name: {"settings": {}} for name in SERVICES},
     }
     shared = {
@@ -401,7 +422,7 @@ def test_every_setting_a_service_reads_can_be_set_from_values(render: Render) ->
         assert not missing, f"{name}: not set from values: {missing}"
 
 
-@pytest.mark.parametrize("case", ["defaults", "external-kafka-sasl", "gpu"])
+@pytest.mark.parametrize("case", ["defaults", "external-kafka-sasl", "gpu", "production"])
 def test_rendered_environment_is_valid_for_the_services(
     rendered: dict[str, list[dict[str, Any]]], case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -506,6 +527,27 @@ BAD_VALUES = {
         {"services": {"route": {"autoscaling": {"maxReplicas": 12}}}},
         "services.route.autoscaling.maxReplicas=12 is above the 6 partitions",
     ),
+    "negative-replication": ({"topics": {"replicationFactor": -1}}, "/topics/replicationFactor"),
+    "min-isr-above-replication": (
+        {"topics": {"replicationFactor": 2, "minInsyncReplicas": 3}},
+        "topics.minInsyncReplicas=3 is above topics.replicationFactor=2",
+    ),
+    "egress-without-rules": (
+        {"networkPolicy": {"egress": {"enabled": True}}},
+        "networkPolicy.egress.enabled needs networkPolicy.egress.to",
+    ),
+    "ingress-without-hosts": ({"ingress": {"enabled": True}}, "ingress.enabled needs ingress.hosts"),
+    "ingress-to-a-disabled-service": (
+        {
+            "services": {"recommend": {"enabled": False}},
+            "ingress": {"enabled": True, "hosts": [{"host": "a", "paths": [{"path": "/v1", "service": "recommend"}]}]},
+        },
+        'ingress path /v1 names service "recommend", which is not an enabled entry of services',
+    ),
+    "runbook-base-with-anchor": (
+        {"monitoring": {"prometheusRule": {"runbookBaseUrl": "https://x/runbooks.md#top"}}},
+        "/monitoring/prometheusRule/runbookBaseUrl",
+    ),
 }
 
 
@@ -516,3 +558,298 @@ def test_bad_values_fail_with_a_clear_message(render: Render, case: str) -> None
         render(values=values)
     for part in (message,) if isinstance(message, str) else message:
         assert part in str(err.value), str(err.value)
+
+
+# --- Prometheus rules: one source with deploy/prometheus ---------------------------------------------
+
+PROM_DIR = REPO / "deploy" / "prometheus"
+RULE_FILES = sorted((PROM_DIR / "rules").glob("*.yml"))
+RUNBOOK_BASE = "https://github.com/textpulse/textpulse/blob/main/docs/runbooks.md"
+
+
+def _rule_objects(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rule file stem → the groups of its PrometheusRule."""
+    return {
+        name.removeprefix("t-textpulse-rules-"): doc["spec"]["groups"]
+        for name, doc in by_kind(docs, "PrometheusRule").items()
+    }
+
+
+def _source_groups() -> dict[str, list[dict[str, Any]]]:
+    return {path.stem: yaml.safe_load(path.read_text())["groups"] for path in RULE_FILES}
+
+
+def test_prometheus_rules_equal_deploy_prometheus(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Every rule file of deploy/prometheus/rules, rule for rule, as a PrometheusRule (a new file is picked up)."""
+    assert len(RULE_FILES) >= 2
+    for case in ("defaults-with-operators", "production"):
+        assert _rule_objects(rendered[case]) == _source_groups(), case
+    production = by_kind(rendered["production"], "PrometheusRule")
+    assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack" for d in production.values())
+    # Without the operator's API nothing is rendered (and NOTES says so), nor when switched off.
+    assert not by_kind(rendered["defaults"], "PrometheusRule")
+
+
+def test_prometheus_rules_switched_off_and_runbook_base(render: Render) -> None:
+    off = render(values={"monitoring": {"prometheusRule": {"enabled": False}}}, api_versions=(RULES_API,))
+    assert not by_kind(off, "PrometheusRule")
+    base = "https://wiki.example.com/sre/textpulse-runbooks"
+    docs = render(values={"monitoring": {"prometheusRule": {"runbookBaseUrl": base}}}, api_versions=(RULES_API,))
+    got = _rule_objects(docs)
+    want = _source_groups()
+    alerts = 0
+    for stem, groups in want.items():
+        for group in groups:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    alerts += 1
+                    rule["annotations"]["runbook_url"] = f"{base}#{rule['alert'].lower()}"
+        assert got[stem] == groups, stem
+    assert alerts >= 10
+
+
+def test_packaged_chart_carries_rules_and_dashboards(helm_bin: Path, tmp_path: Path) -> None:
+    """`helm package` follows the rules/ and dashboards/ links, so the .tgz renders the same rules."""
+    proc = run_helm(helm_bin, ["package", str(CHART), "--destination", str(tmp_path)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [archive] = tmp_path.glob("textpulse-*.tgz")
+    args = ["template", "t", str(archive), "--namespace", "textpulse", "--kube-version", KUBE_VERSION]
+    proc = run_helm(helm_bin, [*args, "--api-versions", RULES_API])
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert _rule_objects(docs) == _source_groups()
+    dashboards = [d for d in docs if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    assert len(dashboards) == len(list((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")))
+
+
+def test_target_down_is_scoped_to_the_textpulse_jobs(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """up == 0 only for textpulse's jobs: services, Triton and the Kafka exporter, as scraped here and by the chart."""
+    rules = {r["alert"]: r for g in _source_groups()["alerts"] for r in g["rules"] if "alert" in r}
+    match = re.fullmatch(r'up\{job=~"([a-z|]+)"\} == 0', rules["TextpulseTargetDown"]["expr"].strip())
+    assert match, rules["TextpulseTargetDown"]["expr"]
+    jobs = set(match.group(1).split("|"))
+    assert jobs == set(SERVICES) | {"triton", "kafka"}
+    local = {job["job_name"] for job in yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["scrape_configs"]}
+    # Prometheus and Alertmanager: the heartbeat covers the alerting path itself.
+    assert jobs == local - {"prometheus", "alertmanager"}
+    monitors = by_kind(rendered["gpu"], "ServiceMonitor").values()
+    chart_jobs = {m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] for m in monitors}
+    assert all(m["spec"]["jobLabel"] == "app.kubernetes.io/component" for m in monitors)
+    assert chart_jobs == jobs - {"kafka"}  # the cluster's Kafka is scraped by its own operator
+
+
+# --- topics Job ---------------------------------------------------------------------------------------
+
+
+def _cli_kwargs(command: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Run a rendered `textpulse ...` command through the real CLI; returns what reached create_topics."""
+    from textpulse.cli import app
+    from textpulse.kafka import admin
+    from typer.testing import CliRunner
+
+    calls: list[dict[str, Any]] = []
+
+    async def no_wait(settings: KafkaSettings, timeout_s: float = 60.0) -> None:
+        calls.append({"wait_s": timeout_s})
+
+    async def create(settings: KafkaSettings, **kwargs: Any) -> list[str]:
+        calls.append({"bootstrap": settings.bootstrap_servers, **kwargs})
+        return []
+
+    monkeypatch.setattr(admin, "wait_for_broker", no_wait)
+    monkeypatch.setattr(admin, "create_topics", create)
+    assert command[0] == "textpulse"
+    script = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert script["textpulse"] == "textpulse.cli:app"  # the console script the image puts on PATH
+    result = CliRunner().invoke(app, command[1:])
+    assert result.exit_code == 0, result.output
+    return {k: v for call in calls for k, v in call.items()}
+
+
+def test_topics_job(rendered: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = rendered["production"]
+    job = by_kind(docs, "Job")["t-textpulse-topics"]
+    hooks = job["metadata"]["annotations"]
+    assert hooks["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert "before-hook-creation" in hooks["helm.sh/hook-delete-policy"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    # A pre-install hook runs before the chart's ServiceAccount exists.
+    assert "serviceAccountName" not in pod
+    container = pod["containers"][0]
+    assert (
+        container["image"]
+        == by_kind(docs, "Deployment")["t-textpulse-ingest"]["spec"]["template"]["spec"]["containers"][0]["image"]
+    )
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    # The same Kafka settings as the services (the kafka ConfigMap does not exist yet when the hook runs).
+    services_env = container_env(docs, by_kind(docs, "Deployment")["t-textpulse-ingest"])
+    assert {k: v for k, v in env.items() if k.startswith("TEXTPULSE_KAFKA_")} == {
+        k: v for k, v in services_env.items() if k.startswith("TEXTPULSE_KAFKA_")
+    }
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/etc/textpulse/kafka-tls"}
+    with monkeypatch.context() as patch:
+        for key in [k for k in os.environ if k.startswith("TEXTPULSE_")]:
+            patch.delenv(key)
+        for key, value in env.items():
+            patch.setenv(key, value if isinstance(value, str) else "pw")  # the secret: the kubelet's job
+        kwargs = _cli_kwargs(container["command"], patch)
+    assert kwargs == {
+        "wait_s": 120.0,
+        "bootstrap": "events-kafka-bootstrap.kafka.svc:9093",
+        "replication_factor": 3,
+        "min_insync_replicas": 2,
+    }
+    # Defaults: the broker decides.
+    default_job = by_kind(rendered["defaults"], "Job")["t-textpulse-topics"]
+    command = default_job["spec"]["template"]["spec"]["containers"][0]["command"]
+    with monkeypatch.context() as patch:
+        patch.delenv("TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+        patch.setenv("TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+        kwargs = _cli_kwargs(command, patch)
+    assert (kwargs["replication_factor"], kwargs["min_insync_replicas"]) == (None, None)
+
+
+def _notes(helm: Path, tmp_path: Path, values: dict[str, Any]) -> str:
+    """NOTES.txt as `helm install` prints it (rendered through tpl in a copy of the chart: no cluster here)."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart, symlinks=False)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "NOTES.txt")
+    template = '{{ tpl (.Files.Get "NOTES.txt") . | quote }}'
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\ndata:\n  notes: {template}\n"
+    )
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    args = ["template", "t", str(chart), "-s", "templates/zz-notes.yaml", "-f", str(tmp_path / "values.yaml")]
+    proc = run_helm(helm, args)
+    assert proc.returncode == 0, proc.stderr
+    return str(yaml.safe_load(proc.stdout)["data"]["notes"])
+
+
+def test_notes_topic_command(helm_bin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    notes = _notes(helm_bin, tmp_path / "on", {})
+    assert "by the Job t-textpulse-topics (replication factor the broker's default" in notes
+    notes = _notes(helm_bin, tmp_path / "off", {"topics": {"create": False, "replicationFactor": 3}})
+    # The command: from the kubectl line to the first line without a continuation backslash.
+    lines = notes.split("Create them once", 1)[1].splitlines()[1:]
+    end = next(i for i, text in enumerate(lines) if not text.rstrip().endswith("\\"))
+    line = " ".join(" ".join(text.rstrip().removesuffix("\\") for text in lines[: end + 1]).split())
+    assert line.startswith("kubectl -n default run "), line
+    # The image's entry point starts the service: the command must replace it.
+    assert "--command -- textpulse topics create --replication-factor 3" in line
+    command = line.split("--command -- ", 1)[1].split()
+    with monkeypatch.context() as patch:
+        patch.setenv("TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS", "kafka:9092")
+        assert _cli_kwargs(command, patch)["replication_factor"] == 3
+
+
+# --- network policies, ingress, pod extras, Elasticsearch CA ----------------------------------------
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["production"]
+    policies = by_kind(docs, "NetworkPolicy")
+    default = policies.pop("t-textpulse-default")["spec"]
+    assert default["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in default  # deny all ingress but what the component policies admit
+    # Every pod of the release, the topics Job included, is under the default policy.
+    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in {**by_kind(docs, "Deployment")}.items()}
+    pods["job"] = by_kind(docs, "Job")["t-textpulse-topics"]["spec"]["template"]["metadata"]["labels"]
+    assert all(_selects(default["podSelector"], labels) for labels in pods.values())
+    egress = default["egress"]
+    assert {p["port"] for p in egress[0]["ports"]} == {53}
+    assert {p["port"] for rule in egress[2:] for p in rule["ports"]} == {9093, 9200}
+    deployments = by_kind(docs, "Deployment")
+    assert set(policies) == set(deployments)
+    for name, policy in policies.items():
+        spec = policy["spec"]
+        assert spec["podSelector"] == deployments[name]["spec"]["selector"]
+        assert spec["policyTypes"] == ["Ingress"]
+        ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
+        if name == "t-textpulse-triton":
+            assert ports == {"http", "grpc", "metrics"}
+            grpc = next(r for r in spec["ingress"] if {"port": "grpc", "protocol": "TCP"} in r["ports"])
+            assert all(_selects(peer["podSelector"], pods["t-textpulse-classify"]) for peer in grpc["from"])
+        else:
+            assert ports == {"http"}
+            peers = spec["ingress"][0]["from"]
+            assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
+            assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
+    # Default values: ingress rules only, egress open.
+    default = by_kind(rendered["defaults"], "NetworkPolicy")["t-textpulse-default"]["spec"]
+    assert default["policyTypes"] == ["Ingress"]
+    assert not by_kind(rendered["defaults"], "Ingress")
+
+
+def _routes(service: str) -> list[str]:
+    """The API paths a service serves, from its OpenAPI document."""
+    app = importlib.import_module(f"services.{service}.app").create_app()
+    return list(app.openapi()["paths"])
+
+
+def test_ingress_paths_reach_routes_of_their_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    docs = rendered["production"]
+    [ingress] = by_kind(docs, "Ingress").values()
+    services = by_kind(docs, "Service")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"][0]["secretName"] == "textpulse-tls"
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert len(paths) == 5
+    for path in paths:
+        backend = path["backend"]["service"]
+        service = services[backend["name"]]
+        assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+        name = service["metadata"]["labels"]["app.kubernetes.io/component"]
+        served = [r for r in _routes(name) if r.startswith(path["path"])]
+        assert served, f"{path['path']} → {name}, which serves none of it"
+
+
+def test_pod_labels_priority_and_extra_env(rendered: dict[str, list[dict[str, Any]]], render: Render) -> None:
+    docs = rendered["production"]
+    for name, dep in by_kind(docs, "Deployment").items():
+        pod = dep["spec"]["template"]
+        assert pod["metadata"]["labels"]["team"] == "nlp", name
+        assert _selects(dep["spec"]["selector"], pod["metadata"]["labels"]), name
+        want = "textpulse-critical" if name == "t-textpulse-classify" else "textpulse-high"
+        assert pod["spec"]["priorityClassName"] == want, name
+        if name != "t-textpulse-triton":
+            assert container_env(docs, dep)["OTEL_SERVICE_NAMESPACE"] == "textpulse", name
+    assert by_kind(docs, "Deployment")["t-textpulse-classify"]["spec"]["template"]["metadata"]["labels"]["tier"] == (
+        "inference"
+    )
+    assert by_kind(docs, "Job")["t-textpulse-topics"]["spec"]["template"]["spec"]["priorityClassName"] == (
+        "textpulse-high"
+    )
+    # A pod label can never move a pod out of its Deployment's selector.
+    clash = render(values={"podLabels": {"app.kubernetes.io/component": "other", "app.kubernetes.io/instance": "x"}})
+    for name, dep in by_kind(clash, "Deployment").items():
+        assert _selects(dep["spec"]["selector"], dep["spec"]["template"]["metadata"]["labels"]), name
+    # A service's extraEnv entry of the same name comes after the global one (the later wins in Kubernetes).
+    global_env = [{"name": "X", "value": "global"}]
+    both = render(values={"extraEnv": global_env, "services": {"ner": {"extraEnv": [{"name": "X", "value": "ner"}]}}})
+    assert container_env(both, by_kind(both, "Deployment")["t-textpulse-ner"])["X"] == "ner"
+    assert container_env(both, by_kind(both, "Deployment")["t-textpulse-route"])["X"] == "global"
+
+
+def test_elasticsearch_ca_file(rendered: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = rendered["production"]
+    index = by_kind(docs, "Deployment")["t-textpulse-index"]
+    env = container_env(docs, index)
+    assert env["TEXTPULSE_INDEX_ES_CA_FILE"] == "/etc/textpulse/es-tls/ca.crt"
+    pod = index["spec"]["template"]["spec"]
+    volume = {v["name"]: v for v in pod["volumes"]}["es-tls"]
+    ca = {"secretName": "search-es-http-certs-public", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+    assert volume["secret"] == ca
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["es-tls"]["mountPath"] == "/etc/textpulse/es-tls"
+    with monkeypatch.context() as patch:
+        patch.setenv("TEXTPULSE_INDEX_ES_CA_FILE", env["TEXTPULSE_INDEX_ES_CA_FILE"])
+        assert str(SERVICES["index"]().es_ca_file) == "/etc/textpulse/es-tls/ca.crt"  # type: ignore[attr-defined]
+    # Only the services that talk to Elasticsearch get it.
+    for name, dep in by_kind(docs, "Deployment").items():
+        if name not in {"t-textpulse-index", "t-textpulse-triton"}:
+            assert not any(k.endswith("_ES_CA_FILE") for k in container_env(docs, dep)), name

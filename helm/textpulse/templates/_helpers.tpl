@@ -164,3 +164,65 @@ topologySpreadConstraints:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Labels of a pod: the chart's labels over podLabels (global, then the service's,
+which wins), so a podLabels entry can never change a selector label.
+Args: (dict "root" $ "component" name "svc" <service block or dict>)
+*/}}
+{{- define "textpulse.podLabels" -}}
+{{- $svc := default dict .svc -}}
+{{- $labels := merge (fromYaml (include "textpulse.labels" .)) (default dict $svc.podLabels) (default dict .root.Values.podLabels) -}}
+{{- toYaml $labels -}}
+{{- end -}}
+
+{{/*
+The Kafka connection settings (TEXTPULSE_KAFKA_*) as "KEY: value" lines: the
+kafka ConfigMap of the services and the env of the topics Job (a hook runs
+before that ConfigMap exists). Secrets are never here.
+*/}}
+{{- define "textpulse.kafkaData" -}}
+TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS: {{ .Values.kafka.bootstrapServers | quote }}
+TEXTPULSE_KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.securityProtocol | quote }}
+{{- if eq (include "textpulse.kafkaSasl" .) "true" }}
+TEXTPULSE_KAFKA_SASL_MECHANISM: {{ .Values.kafka.sasl.mechanism | quote }}
+TEXTPULSE_KAFKA_SASL_USERNAME: {{ .Values.kafka.sasl.username | quote }}
+{{- end }}
+{{- if .Values.kafka.tls.caSecret.name }}
+TEXTPULSE_KAFKA_SSL_CAFILE: /etc/textpulse/kafka-tls/ca.crt
+{{- end }}
+{{- if .Values.kafka.tls.clientSecret.name }}
+TEXTPULSE_KAFKA_SSL_CERTFILE: /etc/textpulse/kafka-tls/user.crt
+TEXTPULSE_KAFKA_SSL_KEYFILE: /etc/textpulse/kafka-tls/user.key
+{{- end }}
+{{- include "textpulse.settingsData" (dict "prefix" "TEXTPULSE_KAFKA_" "settings" .Values.kafka.settings) }}
+{{- end -}}
+
+{{/* The projected volume of the Kafka CA and client certificate, when either is set. */}}
+{{- define "textpulse.kafkaTlsVolume" -}}
+{{- if or .Values.kafka.tls.caSecret.name .Values.kafka.tls.clientSecret.name -}}
+- name: kafka-tls
+  projected:
+    sources:
+      {{- with .Values.kafka.tls.caSecret }}
+      {{- if .name }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .key }}
+              path: ca.crt
+      {{- end }}
+      {{- end }}
+      {{- with .Values.kafka.tls.clientSecret }}
+      {{- if .name }}
+      - secret:
+          name: {{ .name }}
+          items:
+            - key: {{ .certKey }}
+              path: user.crt
+            - key: {{ .keyKey }}
+              path: user.key
+      {{- end }}
+      {{- end }}
+{{- end }}
+{{- end -}}

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 from textpulse.contracts.topics import ALL_TOPICS, TopicSpec
@@ -54,36 +55,92 @@ async def wait_for_broker(settings: KafkaSettings, timeout_s: float = 60.0) -> N
     raise TimeoutError(msg)
 
 
+async def broker_default_replication(admin: AIOKafkaAdminClient) -> int:
+    """The replication factor the broker gives a topic created without one (``default.replication.factor``).
+
+    A single-broker cluster can only hold one replica, so it is not asked. aiokafka's
+    CreateTopics (v3 at most) cannot send -1 ("the broker's default", KIP-464, v4+),
+    hence the DescribeConfigs round trip on a larger cluster.
+    """
+    cluster = await admin.describe_cluster()
+    brokers = cluster["brokers"]
+    if len(brokers) == 1:
+        return 1
+    broker = str(cluster["controller_id"] if cluster["controller_id"] >= 0 else brokers[0]["node_id"])
+    [response] = await admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, broker, {"default.replication.factor": None})]
+    )
+    for resource in response.to_object()["resources"]:
+        for entry in resource["config_entries"]:
+            if entry["config_names"] == "default.replication.factor":
+                return int(entry["config_value"])
+    msg = f"broker {broker} did not report default.replication.factor"
+    raise KafkaError(msg)
+
+
 async def create_topics(
-    settings: KafkaSettings, specs: Iterable[TopicSpec] = ALL_TOPICS, *, rename: dict[str, str] | None = None
+    settings: KafkaSettings,
+    specs: Iterable[TopicSpec] = ALL_TOPICS,
+    *,
+    rename: dict[str, str] | None = None,
+    replication_factor: int | None = None,
+    min_insync_replicas: int | None = None,
 ) -> list[str]:
     """Create the declared topics that do not exist yet; returns the names created.
 
     ``rename`` maps declared names to other names (tests run on topics of their own).
+    ``replication_factor`` None takes the broker's ``default.replication.factor``;
+    ``min_insync_replicas`` None leaves the topic on the broker's ``min.insync.replicas``.
+    Existing topics are left as they are (neither setting is changed on them). A topic
+    the broker refuses (e.g. more replicas than brokers) raises :class:`KafkaError`.
     """
+    if replication_factor is not None and replication_factor < 1:
+        msg = f"replication_factor must be at least 1, got {replication_factor}"
+        raise ValueError(msg)
+    if min_insync_replicas is not None:
+        if min_insync_replicas < 1:
+            msg = f"min_insync_replicas must be at least 1, got {min_insync_replicas}"
+            raise ValueError(msg)
+        if replication_factor is not None and min_insync_replicas > replication_factor:
+            # Every acks=all write (the services' idempotent producers) would then fail.
+            msg = f"min_insync_replicas={min_insync_replicas} is above replication_factor={replication_factor}"
+            raise ValueError(msg)
+    specs = list(specs)
+    names = [(rename or {}).get(s.name, s.name) for s in specs]
     admin = AIOKafkaAdminClient(**client_options(settings))  # type: ignore[arg-type]
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                (rename or {}).get(s.name, s.name),
-                num_partitions=s.partitions,
-                replication_factor=1,
-                topic_configs=s.topic_configs(),
-            )
-            for s in specs
-        ]
-        todo = [t for t in wanted if t.name not in existing]
-        if todo:
-            try:
-                await admin.create_topics(todo)
-            except TopicAlreadyExistsError:
-                log.info("some topics were created concurrently")
+        todo_specs = [(name, s) for name, s in zip(names, specs, strict=True) if name not in existing]
+        if todo_specs:
+            replicas = replication_factor or await broker_default_replication(admin)
+            if min_insync_replicas is not None and min_insync_replicas > replicas:
+                msg = f"min_insync_replicas={min_insync_replicas} is above the broker's replication factor {replicas}"
+                raise ValueError(msg)
+            extra = {} if min_insync_replicas is None else {"min.insync.replicas": str(min_insync_replicas)}
+            todo = [
+                NewTopic(
+                    name,
+                    num_partitions=s.partitions,
+                    replication_factor=replicas,
+                    topic_configs={**s.topic_configs(), **extra},
+                )
+                for name, s in todo_specs
+            ]
+            response = await admin.create_topics(todo)
+            # aiokafka returns per-topic errors instead of raising them.
+            failed = {
+                topic: f"{for_code(code).__name__}: {rest[0] if rest and rest[0] else ''}".rstrip(": ")
+                for topic, code, *rest in response.topic_errors
+                if code not in (0, TopicAlreadyExistsError.errno)  # created concurrently: fine
+            }
+            if failed:
+                msg = f"could not create {len(failed)} topic(s) with replication factor {replicas}: {failed}"
+                raise KafkaError(msg)
     finally:
         await admin.close()
-    await wait_for_leaders(settings, [t.name for t in wanted])
-    return [t.name for t in todo]
+    await wait_for_leaders(settings, names)
+    return [name for name, _ in todo_specs]
 
 
 async def list_topics(settings: KafkaSettings, prefix: str = "") -> list[str]:
