@@ -7,7 +7,7 @@ import importlib
 import json
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.console import Console
 import textpulse
 from textpulse.chaos.cli import app as chaos_app
 from textpulse.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from textpulse.kafka.redrive import Decision, Selection, Sent
 
 app = typer.Typer(help="textpulse: event-driven text intelligence on Kafka.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics declared by the platform.", no_args_is_help=True)
@@ -79,17 +82,39 @@ def topics_create(
         str | None, typer.Option(help="host:port (default TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS).")
     ] = None,
     wait_s: Annotated[float, typer.Option(help="Wait this long for the broker.")] = 60.0,
+    replication_factor: Annotated[
+        int | None,
+        typer.Option(min=1, help="Replicas of each new topic (default: the broker's default.replication.factor)."),
+    ] = None,
+    min_insync_replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="min.insync.replicas of each new topic (default: the broker's)."),
+    ] = None,
 ) -> None:
-    """Create every declared topic that does not exist yet (idempotent)."""
+    """Create every declared topic that does not exist yet (idempotent; existing topics are not changed)."""
     from textpulse.kafka.admin import create_topics, wait_for_broker
 
     settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+    if replication_factor is not None and min_insync_replicas is not None and min_insync_replicas > replication_factor:
+        raise typer.BadParameter(
+            f"{min_insync_replicas} is above --replication-factor {replication_factor}: every acks=all write fails",
+            param_hint="--min-insync-replicas",
+        )
 
     async def run() -> list[str]:
         await wait_for_broker(settings, wait_s)
-        return await create_topics(settings)
+        return await create_topics(
+            settings, replication_factor=replication_factor, min_insync_replicas=min_insync_replicas
+        )
 
-    created = asyncio.run(run())
+    from aiokafka.errors import KafkaError
+
+    try:
+        created = asyncio.run(run())
+    except (KafkaError, TimeoutError) as exc:
+        # A Job's log should say what the broker refused, not end in a traceback.
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
     console.print(f"created {len(created)} topic(s): {', '.join(created) or '-'}")
 
 
@@ -210,6 +235,192 @@ def tail(
 
     settings = KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
     asyncio.run(live_view(settings, seconds=seconds or None))
+
+
+# --- textpulse dlq: list, show, re-drive dead letters (logic in textpulse.kafka.redrive) ---------
+
+dlq_app = typer.Typer(help="Dead-letter topics dlq.<service>: list, show, re-drive.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+
+DlqService = Annotated[str, typer.Argument(help="Service whose dead letters to read (dlq.<service>).")]
+DlqTopic = Annotated[str | None, typer.Option("--topic", help="DLQ topic (default dlq.<service>).")]
+Bootstrap = Annotated[str | None, typer.Option(help="host:port (default TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS).")]
+Reason = Annotated[
+    list[str] | None, typer.Option("--reason", help="x-dlq-reason contains this (any case); repeatable.")
+]
+Code = Annotated[list[str] | None, typer.Option("--code", help="x-dlq-code is this (e.g. unknown_field); repeatable.")]
+Since = Annotated[
+    str | None, typer.Option(help="Dead-lettered at or after: ISO 8601 time (UTC if no zone) or a duration ago (2h).")
+]
+Until = Annotated[str | None, typer.Option(help="Dead-lettered before (same forms as --since).")]
+FromOffset = Annotated[int | None, typer.Option(help="First DLQ offset (inclusive).")]
+ToOffset = Annotated[int | None, typer.Option(help="Last DLQ offset (inclusive).")]
+Partition = Annotated[list[int] | None, typer.Option("--partition", help="DLQ partition; repeatable.")]
+SourceTopic = Annotated[
+    list[str] | None, typer.Option("--source-topic", help="x-dlq-source-topic is this; repeatable.")
+]
+
+
+def _dlq_topic(service: str, topic: str | None) -> str:
+    from textpulse.contracts.topics import SERVICES as DECLARED
+    from textpulse.contracts.topics import dlq
+
+    if topic:
+        return topic
+    if service not in DECLARED:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(DECLARED)}")
+    return dlq(service).name
+
+
+def _selection(
+    reason: list[str] | None,
+    code: list[str] | None,
+    since: str | None,
+    until: str | None,
+    from_offset: int | None,
+    to_offset: int | None,
+    partition: list[int] | None,
+    source_topic: list[str] | None,
+) -> Selection:
+    from textpulse.kafka.redrive import Selection, parse_time
+
+    try:
+        start = parse_time(since) if since else None
+        end = parse_time(until) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return Selection(
+        reasons=tuple(reason or ()),
+        codes=tuple(code or ()),
+        since=start,
+        until=end,
+        from_offset=from_offset,
+        to_offset=to_offset,
+        partitions=tuple(partition or ()),
+        source_topics=tuple(source_topic or ()),
+    )
+
+
+def _kafka(bootstrap: str | None) -> KafkaSettings:
+    return KafkaSettings(bootstrap_servers=bootstrap) if bootstrap else KafkaSettings()
+
+
+@dlq_app.command("list")
+def dlq_list(
+    service: DlqService,
+    reason: Reason = None,
+    code: Code = None,
+    since: Since = None,
+    until: Until = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
+    partition: Partition = None,
+    source_topic: SourceTopic = None,
+    topic: DlqTopic = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """One JSON line per dead letter (offset, time, code, reason, source, event id, re-drives); counts to stderr."""
+    from collections import Counter
+
+    from textpulse.kafka.redrive import read_dead_letters
+
+    name = _dlq_topic(service, topic)
+    selection = _selection(reason, code, since, until, from_offset, to_offset, partition, source_topic)
+    letters = asyncio.run(read_dead_letters(_kafka(bootstrap), name, selection))
+    for letter in letters:
+        typer.echo(json.dumps(letter.summary()))
+    codes = Counter(letter.code or "-" for letter in letters)
+    console.print(
+        f"{len(letters)} dead letter(s) in {name}: " + (", ".join(f"{c} {n}" for c, n in codes.items()) or "-")
+    )
+
+
+@dlq_app.command("show")
+def dlq_show(
+    service: DlqService,
+    offset: Annotated[int, typer.Argument(help="DLQ offset.")],
+    partition: Annotated[int, typer.Option(help="DLQ partition.")] = 0,
+    topic: DlqTopic = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """One dead letter as JSON: every header, the key and the value (base64 when not UTF-8)."""
+    from textpulse.kafka.redrive import Selection, read_dead_letters
+
+    name = _dlq_topic(service, topic)
+    selection = Selection(from_offset=offset, to_offset=offset, partitions=(partition,))
+    letters = asyncio.run(read_dead_letters(_kafka(bootstrap), name, selection))
+    if not letters:
+        console.print(f"[red]no record at {name}:{partition}:{offset}[/]")
+        raise typer.Exit(1)
+    typer.echo(json.dumps(letters[0].detail(), indent=2))
+
+
+@dlq_app.command("redrive")
+def dlq_redrive(
+    service: DlqService,
+    reason: Reason = None,
+    code: Code = None,
+    since: Since = None,
+    until: Until = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
+    partition: Partition = None,
+    source_topic: SourceTopic = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be re-driven; send nothing.")] = False,
+    rate: Annotated[float, typer.Option(help="Records per second at most (0 = no limit).")] = 50.0,
+    max_redrives: Annotated[
+        int, typer.Option(help="Refuse a record already re-driven this many times (x-redrive-count).")
+    ] = 3,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send records refused for --max-redrives or an earlier re-drive.")
+    ] = False,
+    check_target: Annotated[
+        bool,
+        typer.Option(help="Read the target topics since the oldest selected dead letter to skip earlier re-drives."),
+    ] = True,
+    to: Annotated[str | None, typer.Option("--to", help="Target topic (default: x-dlq-source-topic).")] = None,
+    all_: Annotated[
+        bool, typer.Option("--all", help="Allow a re-drive with no filter at all (every dead letter).")
+    ] = False,
+    topic: DlqTopic = None,
+    bootstrap: Bootstrap = None,
+) -> None:
+    """Send selected dead letters back to the topic they came from, with x-redrive-* headers.
+
+    One JSON line per selected dead letter (action redrive or skip, and why); counts to stderr.
+    Exit code 1 when a selected record was skipped.
+    """
+    from textpulse.kafka.redrive import Selection, decide, read_dead_letters, redriven_from, restore_truncated, send
+
+    name = _dlq_topic(service, topic)
+    selection = _selection(reason, code, since, until, from_offset, to_offset, partition, source_topic)
+    if selection == Selection() and not all_:
+        raise typer.BadParameter("no filter given: pass --all to re-drive every dead letter")
+    settings = _kafka(bootstrap)
+
+    async def run() -> tuple[list[Decision], list[Sent]]:
+        letters = await restore_truncated(settings, await read_dead_letters(settings, name, selection))
+        already: set[str] = set()
+        if check_target and not force and letters:
+            targets = {t for t in (to or d.source_topic for d in letters) if t}
+            already = await redriven_from(settings, targets, min(d.time for d in letters))
+        decisions = decide(letters, max_redrives=max_redrives, force=force, already=already, target=to)
+        return decisions, ([] if dry_run else await send(settings, decisions, rate=rate))
+
+    decisions, sent = asyncio.run(run())
+    landed = {s.decision.letter.coordinates: s for s in sent}
+    for decision in decisions:
+        done = landed.get(decision.letter.coordinates)
+        line = done.line() if done else decision.line()
+        if dry_run and decision.send:
+            line["action"] = "would redrive"
+        typer.echo(json.dumps(line))
+    skipped = sum(not d.send for d in decisions)
+    verb = "would re-drive" if dry_run else "re-drove"
+    count = sum(d.send for d in decisions) if dry_run else len(sent)
+    console.print(f"{verb} {count} of {len(decisions)} selected dead letter(s) from {name}; skipped {skipped}")
+    if skipped:
+        raise typer.Exit(1)
 
 
 def _mount_ml() -> None:
