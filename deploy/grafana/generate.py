@@ -314,8 +314,113 @@ def pipeline_overview() -> Dashboard:
                 ),
                 "p99 HTTP request duration per service and route (5 m window).",
             ),
+            *index_and_recommend_panels(),
         ],
     )
+
+
+def index_and_recommend_panels() -> list[Panel]:
+    """The two stages off the enrichment path: Elasticsearch indexing and recommendations."""
+    index = 'env=~"$env", service="index"'
+    rec = 'env=~"$env", service="recommend"'
+    return [
+        Panel(
+            "Index: documents by family and outcome",
+            "ops",
+            (
+                Query(
+                    f"sum by (family, outcome) (rate(textpulse_index_documents_total{{{index}}}[$__rate_interval]))",
+                    "{{family}} {{outcome}}",
+                ),
+            ),
+            "Documents per second written to Elasticsearch (indexed), refused by it (rejected, dead-lettered) "
+            "or invalid, per family (events, alerts, routes).",
+            stacked=True,
+        ),
+        Panel(
+            "Index: bulk write p95 and retries",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.95, sum by (family, le) "
+                    f"(rate(textpulse_index_bulk_duration_seconds_bucket{{{index}}}[$__rate_interval])))",
+                    "{{family}} p95",
+                ),
+                Query(
+                    f"sum(rate(textpulse_index_bulk_retries_total{{{index}}}[$__rate_interval])) "
+                    f"or sum(rate(textpulse_index_bulk_duration_seconds_count{{{index}}}[$__rate_interval])) * 0",
+                    "retries/s",
+                ),
+            ),
+            "p95 time to write one consumed batch to Elasticsearch (retries included), and bulk passes "
+            "retried per second (Elasticsearch down, 429, 5xx; 0 while healthy).",
+        ),
+        Panel(
+            "Recommend: request latency",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.5, sum by (source, le) "
+                    f"(rate(textpulse_recommend_request_seconds_bucket{{{rec}}}[$__rate_interval])))",
+                    "{{source}} p50",
+                ),
+                Query(
+                    "histogram_quantile(0.95, sum by (source, le) "
+                    f"(rate(textpulse_recommend_request_seconds_bucket{{{rec}}}[$__rate_interval])))",
+                    "{{source}} p95",
+                ),
+            ),
+            "Time to produce one recommendation list, by source (http API, stream), cache hits included.",
+        ),
+        Panel(
+            "Recommend: cache hit rate and fallbacks",
+            "percentunit",
+            (
+                Query(
+                    f'sum(rate(textpulse_recommend_cache_requests_total{{{rec}, result="hit"}}[$__rate_interval])) '
+                    f"/ sum(rate(textpulse_recommend_cache_requests_total{{{rec}}}[$__rate_interval]))",
+                    "cache hit rate",
+                ),
+                Query(
+                    f"sum(rate(textpulse_recommend_popular_fallbacks_total{{{rec}}}[$__rate_interval])) "
+                    f"/ sum(rate(textpulse_recommend_request_seconds_count{{{rec}}}[$__rate_interval]))",
+                    "popularity fallback share",
+                ),
+            ),
+            "Share of lookups answered from the cache, and share of lists served from popularity "
+            "(users without a profile).",
+            max_value=1,
+        ),
+        Panel(
+            "Recommend: catalogue, profiles, candidates scored",
+            "short",
+            (
+                Query(f"sum(textpulse_recommend_catalogue_items{{{rec}}})", "catalogue items"),
+                Query(f"sum(textpulse_recommend_profiles{{{rec}}})", "profiles in memory"),
+                Query(
+                    f"sum(rate(textpulse_recommend_candidates_scored_total{{{rec}}}[$__rate_interval]))",
+                    "candidates scored/s",
+                ),
+            ),
+            "Active catalogue items, user profiles held in memory, and catalogue items scored per second.",
+        ),
+        Panel(
+            "Recommend: item-kNN refresh and embeddings",
+            "s",
+            (
+                Query(
+                    "histogram_quantile(0.95, sum by (le) "
+                    f"(rate(textpulse_recommend_cf_refresh_seconds_bucket{{{rec}}}[$__rate_interval])))",
+                    "refresh p95",
+                ),
+                Query(
+                    f"sum(rate(textpulse_recommend_items_embedded_total{{{rec}}}[$__rate_interval]))",
+                    "items embedded/s",
+                ),
+            ),
+            "p95 time to rebuild item-kNN and popularity, and catalogue items embedded per second.",
+        ),
+    ]
 
 
 def model_serving() -> Dashboard:
@@ -460,8 +565,147 @@ def model_serving() -> Dashboard:
                 width=24,
                 red_above=0.05,
             ),
+            *triton_resource_panels(model),
+            *model_health_panels(),
         ],
     )
+
+
+def triton_resource_panels(model: str) -> list[Panel]:
+    """Triton's scheduler backlog and its GPUs (the nv_gpu_* series exist only where Triton sees a GPU)."""
+    return [
+        Panel(
+            "Triton pending requests",
+            "short",
+            (Query(f"sum by (model) (env_model:nv_inference_pending_request_count:sum{{{model}}})", "{{model}}"),),
+            "Requests Triton has received but not finished (scheduler queue plus executing), per model.",
+            width=8,
+        ),
+        Panel(
+            "Triton GPU utilisation",
+            "percentunit",
+            (Query('max by (instance, gpu_uuid) (nv_gpu_utilization{env=~"$env"})', "{{instance}} {{gpu_uuid}}"),),
+            "Utilisation (0 to 1) of each GPU of each Triton server; no data on a CPU-only server.",
+            width=8,
+            max_value=1,
+        ),
+        Panel(
+            "Triton GPU memory used",
+            "percentunit",
+            (
+                Query(
+                    'sum by (instance, gpu_uuid) (nv_gpu_memory_used_bytes{env=~"$env"}) '
+                    '/ sum by (instance, gpu_uuid) (nv_gpu_memory_total_bytes{env=~"$env"})',
+                    "{{instance}} {{gpu_uuid}}",
+                ),
+            ),
+            "Share of each GPU's memory in use (models, instances, batches); alert TritonGpuMemoryHigh above 90%.",
+            width=8,
+            max_value=1,
+            red_above=0.9,
+        ),
+    ]
+
+
+def model_health_panels() -> list[Panel]:
+    """Per model, version and head: label mix, confidence, drift against the export-time reference, failures."""
+    health = 'env=~"$env", service=~"$service", model=~"$model"'
+    return [
+        Panel(
+            "Label mix per head",
+            "percentunit",
+            (
+                Query(
+                    "max by (model, version, head, label) "
+                    f"(env_service_model_version_head_label:textpulse_model_predictions:ratio_rate5m{{{health}}})",
+                    "{{model}} v{{version}} {{head}}: {{label}}",
+                ),
+            ),
+            "Share of each predicted label among a head's predictions (5 m); compare with the training "
+            "mix in the version's reference.json. NER: entity types of the model's spans.",
+            max_value=1,
+        ),
+        Panel(
+            "Predictions per head",
+            "ops",
+            (
+                Query(
+                    "sum by (model, version, head) "
+                    f"(env_service_model_version_head_label:textpulse_model_predictions:rate5m{{{health}}})",
+                    "{{model}} v{{version}} {{head}}",
+                ),
+            ),
+            "Predictions per second by model, served version and head (NER: entities found by the model; "
+            "cashtag rule matches under model rules).",
+            stacked=True,
+        ),
+        Panel(
+            "Confidence per head",
+            "percentunit",
+            (
+                Query(
+                    "max by (model, version, head, quantile) "
+                    f"(env_service_model_version_head:textpulse_model_confidence:histogram_quantile5m{{{health}}})",
+                    "{{model}} v{{version}} {{head}} p{{quantile}}",
+                ),
+                Query(
+                    "max by (model, version, head) "
+                    f"(env_service_model_version_head:textpulse_model_confidence:mean5m{{{health}}})",
+                    "{{model}} v{{version}} {{head}} mean",
+                ),
+            ),
+            "Winning label's softmax probability (NER: span mean): p10, median and mean over 5 m.",
+            max_value=1,
+        ),
+        Panel(
+            "Low-confidence share",
+            "percentunit",
+            (
+                Query(
+                    "max by (model, version, head) "
+                    "(env_service_model_version_head:textpulse_model_confidence_below_half:ratio_rate5m"
+                    f"{{{health}}})",
+                    "{{model}} v{{version}} {{head}}",
+                ),
+            ),
+            "Share of predictions with confidence at most 0.5 (5 m): unfamiliar input shows here first.",
+            max_value=1,
+        ),
+        Panel(
+            "Drift (PSI) per head",
+            "none",
+            (
+                Query(
+                    "max by (model, version, head, signal) "
+                    f"(env_service_model_version_head_signal:textpulse_model_drift_psi:max{{{health}}})",
+                    "{{model}} v{{version}} {{head}} {{signal}}",
+                ),
+            ),
+            "Population stability index of the last predictions' label mix and confidence histogram against "
+            "the dev-split reference saved at export (0.1 moderate, 0.25 significant: TextpulseModelDrift). "
+            "No series for model versions exported without reference.json; NaN while the window is short.",
+            red_above=0.25,
+        ),
+        Panel(
+            "Failed records in classify and NER",
+            "ops",
+            (
+                Query(
+                    "sum by (service, reason) (env_service_reason:textpulse_messages_failed:rate5m"
+                    '{env=~"$env", service=~"classify|ner"})',
+                    "{{service}} {{reason}}",
+                ),
+                Query(
+                    "sum by (service) (env_service:textpulse_messages_failed:rate5m"
+                    '{env=~"$env", service=~"classify|ner"})',
+                    "{{service}} all",
+                ),
+            ),
+            "Records per second that failed in the enrichment services, by reason: poison and model_rejected "
+            "(dead-lettered), inference_unavailable and error (the batch is redelivered). 0 while healthy.",
+            red_above=0.05,
+        ),
+    ]
 
 
 def financial_sentiment() -> Dashboard:

@@ -70,6 +70,8 @@ def create_app(
     async def lifespan() -> AsyncIterator[None]:
         inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
         metrics.watch(inference)
+        metrics.drift_window = settings.inference.drift_window
+        metrics.drift_min_samples = settings.inference.drift_min_samples
         classifier = Classifier(inference, settings.routes(), settings.top_k_scores)
         # ModelMismatch (one line) when a configured head is missing or its labels differ
         await inference.start(classifier.needed_models(), classifier.head_specs())

@@ -81,6 +81,14 @@ class Classifier:
         """Every (model, head) the routes ask for, once (what ``backend.start`` checks)."""
         return list(dict.fromkeys(spec for tasks in self.routes.values() for spec in tasks.values()))
 
+    def head_names(self) -> dict[tuple[str, str], str]:
+        """After ``start``: (task, model) -> the name of the head that answers it (metric labels)."""
+        return {
+            (task, spec.model): self.backend.info(spec.model).head(spec.head).name
+            for tasks in self.routes.values()
+            for task, spec in tasks.items()
+        }
+
     def check_labels(self) -> None:
         """After ``start``: a task answered by several heads (sentiment of both groups) has one label set.
 

@@ -88,31 +88,56 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     for rec, poison in batch.poison:
         await deps.dead_letters.send(rec, poison.reason, poison)
         m.dlq.labels(SERVICE, topic, "poison").inc()
+        m.failed.labels(SERVICE, topic, "poison").inc()
     for index, exc in rejected:
         await deps.dead_letters.send(batch.good[index][0], f"model rejected: {exc}", exc)
         m.dlq.labels(SERVICE, topic, "model_rejected").inc()
+        m.failed.labels(SERVICE, topic, "model_rejected").inc()
         m.inference_rejected.labels(SERVICE, "classify").inc()
-    _observe(m, results, started, topic, len(records))
+    _observe(m, results, started, topic, len(records), deps.classifier)
 
 
 def _observe(
-    m: InferenceMetrics, results: Sequence[ClassifiedEvent | None], started: float, topic: str, count: int
+    m: InferenceMetrics,
+    results: Sequence[ClassifiedEvent | None],
+    started: float,
+    topic: str,
+    count: int,
+    classifier: Classifier,
 ) -> None:
     done = [r for r in results if r is not None]
+    # (task, model, version) -> labels and confidences of the batch: one health update per head
+    groups: dict[tuple[str, str, str], tuple[list[str], list[float]]] = {}
     for result in done:
         m.e2e_latency.labels(SERVICE).observe(
             max(0.0, (result.classified_time - result.event.ingest_time).total_seconds())
         )
         for task, prediction in (("sentiment", result.sentiment), ("topic", result.topic), ("intent", result.intent)):
             if prediction is not None:
-                m.count_prediction(task, prediction.label)
+                key = (task, prediction.model.name, prediction.model.version)
+                labels, scores = groups.setdefault(key, ([], []))
+                labels.append(prediction.label)
+                scores.append(prediction.score)
+    if groups:
+        heads = classifier.head_names()
+        for (task, model, version), (labels, scores) in groups.items():
+            m.observe_predictions(model, version, heads.get((task, model), task), task, labels, scores)
     m.processed.labels(SERVICE, topic).inc(count)
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
 async def guarded(records: Sequence[Any], deps: Deps) -> None:
-    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
-    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ).
+
+    A batch that fails (inference unavailable past ``unavailable_max_wait_s``, a write error ...) counts
+    its records in ``textpulse_messages_failed_total`` once per try before it is redelivered.
+    """
+    try:
+        await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+    except Exception as exc:
+        reason = "inference_unavailable" if isinstance(exc, BackendUnavailable) else "error"
+        deps.metrics.failed.labels(SERVICE, deps.settings.topic_in, reason).inc(len(records))
+        raise
 
 
 def register(

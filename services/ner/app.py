@@ -70,6 +70,8 @@ def create_app(
     async def lifespan() -> AsyncIterator[None]:
         inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
         metrics.watch(inference)
+        metrics.drift_window = settings.inference.drift_window
+        metrics.drift_min_samples = settings.inference.drift_min_samples
         enricher = Enricher(inference, settings.ner_model, use_cashtags=settings.cashtags)
         await inference.start([settings.ner_model])
         state.backend = inference

@@ -96,24 +96,53 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     for rec, poison in batch.poison:
         await deps.dead_letters.send(rec, poison.reason, poison)
         m.dlq.labels(SERVICE, topic, "poison").inc()
+        m.failed.labels(SERVICE, topic, "poison").inc()
     for index, exc in rejected:
         await deps.dead_letters.send(batch.good[index][0], f"model rejected: {exc}", exc)
         m.dlq.labels(SERVICE, topic, "model_rejected").inc()
+        m.failed.labels(SERVICE, topic, "model_rejected").inc()
         m.inference_rejected.labels(SERVICE, deps.enricher.model).inc()
-    for result in results:
-        if result is not None:
-            m.e2e_latency.labels(SERVICE).observe(
-                max(0.0, (result.enriched_time - result.event.ingest_time).total_seconds())
-            )
-            for entity in result.entities:
-                m.count_prediction("entity_type", entity.type)
+    _observe_entities(m, deps.enricher, [r for r in results if r is not None])
     m.processed.labels(SERVICE, topic).inc(len(records))
     m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
 
+def _observe_entities(m: InferenceMetrics, enricher: Enricher, done: Sequence[EnrichedEvent]) -> None:
+    """Latency and model health of a batch: the model's spans per type with their scores, rule matches apart."""
+    labels: list[str] = []
+    scores: list[float] = []
+    rules: dict[str, int] = {}
+    for result in done:
+        m.e2e_latency.labels(SERVICE).observe(
+            max(0.0, (result.enriched_time - result.event.ingest_time).total_seconds())
+        )
+        for entity in result.entities:
+            if entity.origin == "model":
+                labels.append(entity.type)
+                scores.append(entity.score)
+            else:
+                rules[entity.type] = rules.get(entity.type, 0) + 1
+    if done and labels:
+        ref = done[0].ner_model
+        head = enricher.backend.info(enricher.model).primary_head
+        m.observe_predictions(ref.name, ref.version, head, "entity_type", labels, scores)
+    for entity_type, n in rules.items():
+        # cashtags: found by a rule, not the model; counted apart so they never weigh in the model's drift
+        m.count_prediction("entity_type", entity_type, model="rules", version="1", head="cashtag", count=n)
+
+
 async def guarded(records: Sequence[Any], deps: Deps) -> None:
-    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
-    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ).
+
+    A batch that fails (inference unavailable past ``unavailable_max_wait_s``, a write error ...) counts
+    its records in ``textpulse_messages_failed_total`` once per try before it is redelivered.
+    """
+    try:
+        await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+    except Exception as exc:
+        reason = "inference_unavailable" if isinstance(exc, BackendUnavailable) else "error"
+        deps.metrics.failed.labels(SERVICE, deps.settings.topic_in, reason).inc(len(records))
+        raise
 
 
 def register(

@@ -44,6 +44,12 @@ class Harness:
             self.topics[topic].append(msg.raw_message)
 
 
+def sample(h: Harness, name: str, **labels: str) -> float:
+    """One sample of the service's own registry (0 when the series does not exist)."""
+    metrics = h.app.state.metrics
+    return float(metrics.registry.get_sample_value(name, {"service": metrics.service, **labels}) or 0.0)
+
+
 async def _run(h: Harness) -> AsyncIterator[Harness]:
     async with TestKafkaBroker(h.broker), h.app.lifespan_context():
         yield h
@@ -138,6 +144,7 @@ async def test_classify_poison_to_dlq(classify: Harness, value: bytes, reason: s
     assert reason in headers[H_REASON]
     assert headers[H_CODE] == reason.split(" ", 1)[0].rstrip(":")
     assert not classify.topics["text.classified"]
+    assert sample(classify, "textpulse_messages_failed_total", topic="text.raw", reason="poison") == 1
 
 
 async def test_classify_model_reject_isolated_in_batch(classify: Harness, fake: FakeBackend) -> None:
@@ -148,6 +155,16 @@ async def test_classify_model_reject_isolated_in_batch(classify: Harness, fake: 
     assert ids == ["b0", "b1", "b2", "b4", "b5"]
     (dead,) = classify.topics["dlq.classify"]
     assert b"model rejected" in dict(dead.headers)[H_REASON]
+    assert sample(classify, "textpulse_messages_failed_total", topic="text.raw", reason="model_rejected") == 1
+    # model health: the five predictions of each head of the served finance model, by version and head name
+    head = {"model": "finance", "version": "1"}
+    for name in ("sentiment", "topic"):
+        assert sample(classify, "textpulse_model_confidence_count", head=name, **head) == 5
+        counted = [
+            sample(classify, "textpulse_model_predictions_total", head=name, task=name, label=label, **head)
+            for label in classify.backend.infos["finance"].head(name).labels
+        ]
+        assert sum(counted) == 5
 
 
 async def test_classify_waits_for_backend(classify: Harness, fake: FakeBackend) -> None:
@@ -186,6 +203,12 @@ async def test_ner_enriches_and_publishes_mentions(ner: Harness) -> None:
         assert record.key == mention.entity_key.encode()
         assert mention.event_id == "e1"
         assert dict(record.headers)["event-id"] == b"e1"
+    # model health: the model's four ORG spans under the ner model (head: its primary), the cashtag apart
+    model = {"model": "ner", "version": "1", "head": "ner", "task": "entity_type"}
+    assert sample(ner, "textpulse_model_predictions_total", label="ORG", **model) == 4
+    assert sample(ner, "textpulse_model_confidence_count", model="ner", version="1", head="ner") == 4
+    rules = {"model": "rules", "version": "1", "head": "cashtag", "task": "entity_type"}
+    assert sample(ner, "textpulse_model_predictions_total", label="TICKER", **rules) == 1
 
 
 async def test_ner_poison_and_reject(ner: Harness, fake: FakeBackend) -> None:
@@ -195,4 +218,6 @@ async def test_ner_poison_and_reject(ner: Harness, fake: FakeBackend) -> None:
     await ner.broker.publish(encode(classified("ok", "Fine Text")), "text.classified")
     reasons = sorted(dict(r.headers)[H_REASON].decode()[:14] for r in ner.topics["dlq.ner"])
     assert reasons == ["invalid_utf8: ", "model rejected"]
+    for reason in ("poison", "model_rejected"):
+        assert sample(ner, "textpulse_messages_failed_total", topic="text.classified", reason=reason) == 1
     assert [EnrichedEvent.model_validate_json(r.value).event.id for r in ner.topics["text.enriched"]] == ["ok"]

@@ -1,13 +1,20 @@
 """The real pipeline scraped by a real Prometheus: every dashboard panel and every rule, evaluated live.
 
-ingest, classify, ner, alert and route run as their own processes
+ingest, classify, ner, alert, route and index run as their own processes
 (``python -m services.<name>.app``) on the shared Apache Kafka with topics
-unique to this test and in-process inference with the tiny test models.
+unique to this test and in-process inference with the tiny test models; index
+writes to the Elasticsearch on 127.0.0.1:9200 (indices and templates under a
+prefix unique to this run, deleted afterwards), or to a node of its own when
+none runs there. The tiny models are served from a mirror of their repository
+(symbolic links) where each version without a ``reference.json`` gets a
+uniform one, so the drift gauges exist (a tiny repository built before the
+exporter wrote references has none).
 deploy/prometheus/start.sh starts a Prometheus (port 29090, run dir
 .run/obs-live/prometheus, 2 s scrapes, 1 s rule evaluation) that scrapes them
 and the broker's JMX exporter. Real tweets and support messages go in through
 ingest's HTTP API, with a few invalid requests and malformed ``text.in``
-records so that rejection and dead-letter series exist too.
+records so that rejection and dead-letter series exist too, and one poison
+record on ``text.raw`` that classify dead-letters and counts as failed.
 
 Then every PromQL expression of every Grafana panel (deploy/grafana/generate.py)
 and every recording and alerting rule (deploy/prometheus/rules/) is evaluated
@@ -31,6 +38,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -57,17 +65,17 @@ from textpulse.settings import KafkaSettings
 from services.route.rules import load_rules
 from tests.conftest import REPO, in_ci, make_topics, missing, port_open
 
-pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.es, pytest.mark.timeout(300)]
 
 PROM_DIR = REPO / "deploy" / "prometheus"
 RUN_DIR = REPO / ".run" / "obs-live"
 ENV_LABEL = "obs-live"
 #: The port plan of this test (a busy port falls back to a free one).
 PROM_PORT = 29090
-SERVICE_PORTS = {"ingest": 28080, "classify": 28081, "ner": 28082, "alert": 28083, "route": 28084}
+SERVICE_PORTS = {"ingest": 28080, "classify": 28081, "ner": 28082, "alert": 28083, "route": 28084, "index": 28085}
 KAFKA_JMX_PORT = int(os.environ.get("KAFKA_JMX_EXPORTER_PORT", "9404"))
 #: Jobs of prometheus.yml this pipeline does not run: no target (not "down").
-ABSENT_JOBS = ("index", "recommend", "triton", "alertmanager")
+ABSENT_JOBS = ("recommend", "triton", "alertmanager")
 
 #: Metrics the dashboards or rules read that this pipeline does not emit, and
 #: why. A panel or rule may return nothing only because of one of these.
@@ -82,6 +90,27 @@ NOT_EMITTED: dict[str, str] = {
             "exec_count",
             "queue_duration_us",
             "compute_infer_duration_us",
+            "pending_request_count",
+        )
+    },
+    **dict.fromkeys(
+        ("nv_gpu_utilization", "nv_gpu_memory_used_bytes", "nv_gpu_memory_total_bytes"),
+        "Triton's GPU metric: no Triton here, and a CPU-only Triton has no GPU series either",
+    ),
+    **{
+        f"textpulse_recommend_{name}": "recommend is not part of this pipeline (it needs its embedding model, a "
+        "catalogue and interactions; test_recommend_kafka runs it on the real Kafka); the metric names are "
+        "checked against the service's metric set by tests/unit/test_dashboards.py"
+        for name in (
+            "request_seconds_bucket",
+            "request_seconds_count",
+            "cache_requests_total",
+            "popular_fallbacks_total",
+            "candidates_scored_total",
+            "catalogue_items",
+            "profiles",
+            "items_embedded_total",
+            "cf_refresh_seconds_bucket",
         )
     },
     "textpulse_inference_errors_total": "classify/ner count it per failed inference request (by kind), so it "
@@ -91,8 +120,6 @@ NOT_EMITTED: dict[str, str] = {
     "until a detector fires; test_alert_kafka drives surges)",
     "textpulse_alerts_resolved_total": "no alert resolves in a minute of replayed tweets",
     "textpulse_alert_detection_delay_seconds_bucket": "no alert fires, so no detection delay is observed",
-    "textpulse_messages_failed_total": "no record fails in a healthy run (only ingest counts failures, on a "
-    "broker write error); the failure-ratio panels fall back to 0 through their recording rules",
 }
 
 #: Scraped metrics by the job that exposes them, for scrape-failure explanations.
@@ -156,7 +183,7 @@ class Pipeline:
 
 
 def _service_env(
-    service: str, kafka: KafkaSettings, topics: dict[str, str], port: int, repo: Path, tag: str
+    service: str, kafka: KafkaSettings, topics: dict[str, str], port: int, repo: Path, tag: str, es_url: str = ""
 ) -> dict[str, str]:
     p = f"TEXTPULSE_{service.upper()}_"
     env = {
@@ -171,6 +198,8 @@ def _service_env(
         # Consumer lag is measured every second so the lag panels have data.
         f"{p}LAG_REFRESH_S": "1",
         f"{p}TOPIC_DLQ": topics[f"dlq.{service}"],
+        # The drift gauges become numbers after 20 predictions per head (the run sends ~190 events).
+        "TEXTPULSE_DRIFT_MIN_SAMPLES": "20",
     }
     per_service = {
         "ingest": {"TOPIC_IN": topics["text.in"], "TOPIC_OUT": topics["text.raw"]},
@@ -192,6 +221,14 @@ def _service_env(
             "TOPIC_IN": topics["text.enriched"],
             "TOPIC_OUT": topics["support.routed"],
             "QUEUE_TOPIC_PREFIX": f"t.{tag}.support.queue.",
+            "KAFKA_BATCH_TIMEOUT_MS": "50",
+        },
+        "index": {
+            "TOPIC_ENRICHED": topics["text.enriched"],
+            "TOPIC_ALERTS": topics["alerts.financial"],
+            "TOPIC_ROUTED": topics["support.routed"],
+            "ES_URL": es_url,
+            "INDEX_PREFIX": tag,
             "KAFKA_BATCH_TIMEOUT_MS": "50",
         },
     }
@@ -266,12 +303,17 @@ async def _push(pipeline: Pipeline, tag: str) -> int:
         # Rejected requests: the ingest outcome "rejected" and 4xx HTTP statuses.
         assert (await client.post(f"{url}/v1/events", json={"channel": "news"})).status_code == 422
         assert (await client.post(f"{url}/v1/events", content=b"{not json", headers=_JSON)).status_code == 400
+        # One search, so the index API's counter has a series.
+        found = await client.get(f"{pipeline.urls['index']}/v1/search", params={"q": "stock"})
+        assert found.status_code == 200, found.text
     # Malformed records on text.in: ingest's Kafka edge dead-letters them.
     producer = AIOKafkaProducer(**client_options(pipeline.kafka))  # type: ignore[arg-type]
     await producer.start()
     try:
         for value in (b'{"source": "obs-live", "channel": "news"', b"\xff\xfe not utf-8"):
             await producer.send_and_wait(pipeline.topics["text.in"], value)
+        # A poison record behind ingest's back: classify dead-letters it and counts a failed record.
+        await producer.send_and_wait(pipeline.topics["text.raw"], b'{"schema_version": 1, "id": "obs-live-poison"}')
     finally:
         await producer.stop()
     return accepted
@@ -347,10 +389,94 @@ def raw_metrics(expr: str, recorded: dict[str, list[str]]) -> set[str]:
 @pytest.fixture(scope="module")
 def model_repo() -> Path:
     try:
-        return build_tiny_repo(tiny_repo_from_env())
+        tiny = build_tiny_repo(tiny_repo_from_env())
     except (FileNotFoundError, ModuleNotFoundError) as exc:
         missing("tiny model repository (datasets + base model)", repr(exc))
         raise
+    return _mirror_with_references(tiny, RUN_DIR / "model-repo")
+
+
+def _mirror_with_references(repo: Path, mirror: Path) -> Path:
+    """``repo`` mirrored by symbolic links; a version without reference.json gets a uniform one.
+
+    Never writes into ``repo`` (the shared tiny repository of the other tests).
+    """
+    from textpulse.inference.health import REFERENCE_FILE, head_reference, write_reference
+
+    shutil.rmtree(mirror, ignore_errors=True)
+    for version in sorted(p for p in repo.glob("*/*") if p.is_dir() and p.name.isdigit()):
+        target = mirror / version.parent.name / version.name
+        target.mkdir(parents=True)
+        for item in version.iterdir():
+            (target / item.name).symlink_to(item.resolve())
+        if (version / REFERENCE_FILE).is_file():
+            continue
+        config = json.loads((version / "config.json").read_text())
+        meta = config.get("textpulse") or {}
+        labels = [
+            str(v)
+            for _, v in sorted(json.loads((version / "id2label.json").read_text()).items(), key=lambda kv: int(kv[0]))
+        ]
+        heads: dict[str, list[str]] = {}
+        if meta.get("kind") == "token":
+            heads[meta.get("task") or version.parent.name] = sorted({x.split("-", 1)[-1] for x in labels if x != "O"})
+        else:
+            heads[meta.get("task") or version.parent.name] = labels
+            heads.update({name: list(names) for name, names in (meta.get("extra_heads") or {}).items()})
+        uniform = {
+            name: head_reference(names, names * 10, [0.05 + i / 10 for i in range(10)] * len(names))
+            for name, names in heads.items()
+        }
+        write_reference(target, uniform, "obs-live: uniform stand-in (the tiny model was exported without one)")
+    for item in repo.iterdir():
+        if item.is_file():
+            (mirror / item.name).symlink_to(item.resolve())
+    return mirror
+
+
+@pytest.fixture(scope="module")
+def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shared Elasticsearch on 9200 when it runs, else a node of this module (stopped afterwards).
+
+    index's indices and templates go under a prefix unique to the run either way.
+    """
+    port = int(os.environ.get("ES_HTTP_PORT", "9200"))
+    if port_open(port):
+        yield f"http://127.0.0.1:{port}"
+        return
+    from tests.integration.test_index_es import EsNode, _check_prerequisites
+
+    _check_prerequisites()
+    http_port, transport_port = free_port(), free_port()
+    node = EsNode(
+        f"http://127.0.0.1:{http_port}",
+        {
+            **os.environ,
+            "ES_HTTP_PORT": str(http_port),
+            "ES_TRANSPORT_PORT": str(transport_port),
+            "ES_RUN_DIR": str(tmp_path_factory.mktemp("es-obs-live")),
+            "ES_HEAP": "512m",
+            "ES_CLUSTER_NAME": "tp-obs-live",
+            "ES_START_TIMEOUT": "240",
+        },
+    )
+    try:
+        node.start()
+    except AssertionError as exc:
+        missing("Elasticsearch", str(exc))
+    try:
+        yield node.url
+    finally:
+        node.script("stop.sh", timeout=120)
+
+
+def _delete_indices(es_url: str, prefix: str) -> None:
+    """The run's indices and index templates (Elasticsearch refuses wildcard index deletes)."""
+    found = httpx.get(f"{es_url}/_cat/indices/{prefix}-*", params={"format": "json", "h": "index"}, timeout=30)
+    names = [row["index"] for row in found.json()] if found.status_code == 200 else []
+    if names:
+        httpx.delete(f"{es_url}/{','.join(names)}", timeout=60)
+    httpx.delete(f"{es_url}/_index_template/{prefix}-*", timeout=30)
 
 
 @dataclass
@@ -362,7 +488,7 @@ class Live:
 
 
 @pytest.fixture(scope="module")
-def live(kafka_settings: KafkaSettings, model_repo: Path) -> Iterator[Live]:
+def live(kafka_settings: KafkaSettings, model_repo: Path, es_url: str) -> Iterator[Live]:
     for binary in ("prometheus", "promtool"):
         if not any((Path(d) / binary).exists() for d in os.environ.get("PATH", "").split(os.pathsep)):
             missing("Prometheus", f"{binary} not on PATH: run make prom-install")
@@ -406,7 +532,7 @@ def live(kafka_settings: KafkaSettings, model_repo: Path) -> Iterator[Live]:
     _deploy("stop.sh", prom_env, "--wipe")
     try:
         for name, port in ports.items():
-            env = _service_env(name, kafka_settings, topics, port, model_repo, tag)
+            env = _service_env(name, kafka_settings, topics, port, model_repo, tag, es_url)
             log = RUN_DIR / f"{name}.log"
             log.write_bytes(b"")
             pipeline.logs[name] = log
@@ -423,7 +549,7 @@ def live(kafka_settings: KafkaSettings, model_repo: Path) -> Iterator[Live]:
         assert started.returncode == 0, started.stdout + started.stderr
         asyncio.run(_wait_ready(pipeline, timeout_s=150))
         accepted = asyncio.run(_push(pipeline, tag))
-        expected = {topics["text.enriched"]: accepted, topics["dlq.ingest"]: 2}
+        expected = {topics["text.enriched"]: accepted, topics["dlq.ingest"]: 2, topics["dlq.classify"]: 1}
         counts = asyncio.run(_wait_counts(kafka_settings, expected, timeout_s=90))
         assert all(counts[t] >= n for t, n in expected.items()), (counts, expected)
         yield Live(prom, pipeline, accepted, counts)
@@ -431,6 +557,7 @@ def live(kafka_settings: KafkaSettings, model_repo: Path) -> Iterator[Live]:
         for proc in pipeline.procs.values():
             _stop(proc)
         _deploy("stop.sh", prom_env)
+        _delete_indices(es_url, tag)
 
 
 def _wait_scraped(live: Live) -> None:
@@ -536,6 +663,31 @@ def test_every_panel_and_rule_is_valid_and_has_data(live: Live) -> None:
     assert unexplained_absent == [], f"metrics read but not emitted (typo?): {unexplained_absent}\n{report}"
     still_dead = [what for what in dead if what not in scrape_explained]
     assert still_dead == [], f"no data although every metric they read is emitted: {still_dead}\n{report}"
+
+
+def test_model_health_is_exported_per_model_version_and_head(live: Live) -> None:
+    """Confidence, label counts and a numeric drift gauge per head of the served versions; failures counted."""
+    _wait_scraped(live)
+    env = f'env="{ENV_LABEL}"'
+
+    def rows(expr: str) -> list[dict[str, Any]]:
+        return list(live.prom.query(expr)["data"]["result"])
+
+    confidence = rows(f"sum by (service, model, version, head) (textpulse_model_confidence_count{{{env}}})")
+    heads = {(r["metric"]["service"], r["metric"]["model"], r["metric"]["head"]) for r in confidence}
+    # classify's defaults: finance (sentiment + topic) for the tweets, support (clinc150 + sentiment)
+    assert {("classify", "finance", "sentiment"), ("classify", "finance", "topic")} <= heads, heads
+    assert {("classify", "support", "clinc150"), ("classify", "support", "sentiment")} <= heads, heads
+    assert all(r["metric"]["version"].isdigit() for r in confidence)
+    tweets = next(r for r in confidence if r["metric"]["model"] == "finance" and r["metric"]["head"] == "sentiment")
+    assert float(tweets["value"][1]) >= 150
+    drift = rows(f'textpulse_model_drift_psi{{{env}, service="classify", model="finance"}}')
+    assert {(r["metric"]["head"], r["metric"]["signal"]) for r in drift} == {
+        (head, signal) for head in ("sentiment", "topic") for signal in ("label", "confidence")
+    }
+    assert all(float(r["value"][1]) >= 0 for r in drift), drift  # a number: the window holds > 20
+    failed = rows(f'textpulse_messages_failed_total{{{env}, service="classify", reason="poison"}}')
+    assert [float(r["value"][1]) for r in failed] == [1.0]
 
 
 def _failing_jobs(prom: Prometheus) -> dict[str, str]:

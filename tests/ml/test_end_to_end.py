@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from textpulse.inference.health import load_reference
 from textpulse.ml.config import TrainConfig
 from textpulse.ml.predictor import Predictor
 from textpulse.ml.triton.config import parameters_of, parse
@@ -233,6 +234,13 @@ def test_token_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Monkey
     onnx = Predictor(version_dir, backend="onnx")
     np.testing.assert_allclose(onnx.logits(batch.input_ids, batch.attention_mask)[mask], in_memory[mask], atol=1e-4)
 
+    # the drift reference: predicted entity-type mix and span confidence on the dev split
+    reference = load_reference(version_dir)
+    assert reference is not None
+    assert entry["reference"] == "reference.json"
+    assert reference["finer_ord"].labels == ("LOC", "ORG", "PER")
+    assert reference["finer_ord"].samples == int(reference["finer_ord"].label_counts.sum())
+
     entities = predictor.predict_entities(texts)
     assert len(entities) == 2
     for text, spans in zip(texts, entities, strict=True):
@@ -283,6 +291,16 @@ def test_multi_head_one_pass_serves_both(tmp_path: Path, monkeypatch: pytest.Mon
     pbtxt = parse((tmp_path / "repo" / "finance" / "config.pbtxt").read_text())
     assert [(o.name, list(o.dims)) for o in pbtxt.output] == [("logits", [3]), ("logits_topic", [20])]
     version_dir = tmp_path / "repo" / "finance" / "1"
+    # one drift reference per head, from each head's own dev split (48 examples each)
+    reference = load_reference(version_dir)
+    assert reference is not None
+    assert set(reference) == {"sentiment", "topic"}
+    assert reference["sentiment"].labels == ("Bearish", "Bullish", "Neutral")
+    assert len(reference["topic"].labels) == 20
+    for head in reference.values():
+        assert head.samples == 48
+        assert head.confidence_counts is not None
+        assert int(head.confidence_counts.sum()) == int(head.label_counts.sum()) == 48
 
     predictor = Predictor(version_dir)
     batch = predictor.encode(TEXTS)

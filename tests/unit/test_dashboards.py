@@ -332,12 +332,31 @@ def test_provisioning_points_at_the_dashboards_folder() -> None:
     assert "TEXTPULSE_DASHBOARDS_DIR" in (GRAFANA / "README.md").read_text()
 
 
-def test_service_metrics_library_matches_the_contract() -> None:
-    """What libs/textpulse/observability registers is what the rules and panels expect."""
-    from prometheus_client.metrics import MetricWrapperBase
+def _metric_sets() -> dict[str, Any]:
+    """The metric classes of the services, by name (each builds its own registry)."""
+    from textpulse.inference.metrics import InferenceMetrics
     from textpulse.observability.metrics import ServiceMetrics
 
-    metrics = ServiceMetrics("contract-test")
+    from services.index.metrics import IndexMetrics
+    from services.recommend.metrics import RecommendMetrics
+
+    return {
+        "service": lambda: ServiceMetrics("contract-test", enabled=True),
+        "inference": lambda: InferenceMetrics("contract-test", enabled=True),
+        "index": IndexMetrics,
+        "recommend": RecommendMetrics,
+    }
+
+
+@pytest.mark.parametrize("kind", ["service", "inference", "index", "recommend"])
+def test_service_metrics_library_matches_the_contract(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What libs/textpulse/observability, the inference client, index and recommend register is what the
+    rules and panels expect."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    monkeypatch.delenv("TEXTPULSE_INDEX_METRICS_ENABLED", raising=False)
+    monkeypatch.delenv("TEXTPULSE_RECOMMEND_METRICS_ENABLED", raising=False)
+    metrics = _metric_sets()[kind]()
     wrappers = [v for v in vars(metrics).values() if isinstance(v, MetricWrapperBase)]
     assert wrappers
     for wrapper in wrappers:

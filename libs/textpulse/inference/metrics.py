@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import collections
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from textpulse.observability.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, ServiceMetrics
 
 from .breaker import CircuitBreaker, State
+from .health import CONFIDENCE_BUCKETS, DriftWindow, HeadReference, load_reference
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .backend import InferenceBackend
 
 
 class InferenceMetrics(ServiceMetrics):
-    """``textpulse_inference_*``: request latency and size per model, unavailability, rejects, circuit state."""
+    """``textpulse_inference_*``: request latency and size per model, unavailability, rejects, circuit state.
 
-    def __init__(self, service: str, *, enabled: bool | None = None) -> None:
+    ``textpulse_model_*``: model health per model, version and head: prediction counts by label,
+    confidence (max softmax) histograms and, where the model version has a ``reference.json``
+    (:mod:`textpulse.inference.health`), the drift gauge: PSI of the label mix and of confidence over
+    the last ``drift_window`` predictions against the training distribution.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        enabled: bool | None = None,
+        model_repo: Path | None = None,
+        drift_window: int = 2000,
+        drift_min_samples: int = 200,
+    ) -> None:
         super().__init__(service, enabled=enabled)
+        #: where ``reference.json`` files are read (set by ``watch`` from the backend's model repository)
+        self.model_repo = model_repo
+        self.drift_window = drift_window
+        self.drift_min_samples = drift_min_samples
+        self._windows: dict[tuple[str, str, str], DriftWindow | None] = {}
+        self._references: dict[tuple[str, str], dict[str, HeadReference] | None] = {}
         m = self.metric
         self.inference_duration = m(
             Histogram,
@@ -71,8 +98,30 @@ class InferenceMetrics(ServiceMetrics):
         self.predictions = m(
             Counter,
             "textpulse_model_predictions",
-            "Predictions by task (sentiment, topic, intent, entity_type) and winning label (entity type for NER).",
-            ["service", "task", "label"],
+            "Predictions by model, version, head, task (sentiment, topic, intent, entity_type) and winning "
+            "label (entity type for NER; cashtag rule matches count under model rules).",
+            ["service", "model", "version", "head", "task", "label"],
+        )
+        self.confidence = m(
+            Histogram,
+            "textpulse_model_confidence",
+            "Confidence of each prediction: the winning label's softmax probability (NER: the span's mean).",
+            ["service", "model", "version", "head"],
+            buckets=CONFIDENCE_BUCKETS,
+        )
+        self.drift = m(
+            Gauge,
+            "textpulse_model_drift_psi",
+            "Population stability index of the recent predictions' label mix (signal=label) or confidence "
+            "histogram (signal=confidence) against the model version's dev-split reference (reference.json); "
+            "NaN until the window holds enough predictions, absent for versions exported without a reference.",
+            ["service", "model", "version", "head", "signal"],
+        )
+        self.drift_samples = m(
+            Gauge,
+            "textpulse_model_drift_window_samples",
+            "Predictions in the drift window of the head (the PSI is NaN below the minimum).",
+            ["service", "model", "version", "head"],
         )
         self._backend = "local"
 
@@ -86,6 +135,9 @@ class InferenceMetrics(ServiceMetrics):
         inference path pays nothing for it.
         """
         self.set_backend(backend.name)
+        repo = getattr(backend, "model_repo", None)
+        if self.model_repo is None and isinstance(repo, Path):
+            self.model_repo = repo
         if hasattr(backend, "on_truncate"):  # the in-process and Triton backends plan chunks by tokens
             backend.on_truncate = self.truncated
         breaker = getattr(backend, "breaker", None)
@@ -96,9 +148,62 @@ class InferenceMetrics(ServiceMetrics):
             else:
                 gauge.set(1.0 if state is State.CLOSED else 0.0)
 
-    def count_prediction(self, task: str, label: str) -> None:
-        """One prediction of ``task`` whose winning label (or entity type) is ``label``."""
-        self.predictions.labels(self.service, task, label).inc()
+    def count_prediction(
+        self, task: str, label: str, *, model: str = "", version: str = "", head: str = "", count: int = 1
+    ) -> None:
+        """``count`` predictions of ``task`` whose winning label (or entity type) is ``label``."""
+        self.predictions.labels(self.service, model, version, head or task, task, label).inc(count)
+
+    def observe_predictions(
+        self,
+        model: str,
+        version: str,
+        head: str,
+        task: str,
+        labels: Sequence[str],
+        confidences: Sequence[float],
+    ) -> None:
+        """One batch of one head's predictions: label counts, confidence histogram, drift window.
+
+        Called once per batch and head; the label counts are one ``inc`` per distinct label and the
+        drift window takes the batch as count vectors (numpy), so the per-prediction cost is the
+        histogram's ``observe``.
+        """
+        if not self.enabled or not labels:
+            return
+        for label, n in collections.Counter(labels).items():
+            self.predictions.labels(self.service, model, version, head, task, label).inc(n)
+        histogram = self.confidence.labels(self.service, model, version, head)
+        for value in confidences:
+            histogram.observe(value)
+        window = self._window(model, version, head)
+        if window is not None:
+            window.add(labels, np.asarray(confidences, dtype=np.float64))
+
+    def _window(self, model: str, version: str, head: str) -> DriftWindow | None:
+        """The head's drift window, made (with its gauges) on first use; None without a reference."""
+        key = (model, version, head)
+        if key in self._windows:
+            return self._windows[key]
+        references = self._reference(model, version)
+        reference = references.get(head) if references else None
+        window = DriftWindow(reference, self.drift_window, self.drift_min_samples) if reference else None
+        self._windows[key] = window
+        if window is not None:
+            # read at scrape time: the hot path only adds count vectors
+            for signal in window.signals():
+                self.drift.labels(self.service, model, version, head, signal).set_function(_psi_reader(window, signal))
+            self.drift_samples.labels(self.service, model, version, head).set_function(lambda: float(window.samples))
+        return window
+
+    def _reference(self, model: str, version: str) -> dict[str, HeadReference] | None:
+        key = (model, version)
+        if key not in self._references:
+            # the served version's folder in the model repository (the same layout Triton serves)
+            repo = self.model_repo
+            found = load_reference(repo / model / version) if repo is not None and model and version.isdigit() else None
+            self._references[key] = found
+        return self._references[key]
 
     def truncated(self, model: str, count: int) -> None:
         """Callback for the backends (``on_truncate``): ``count`` texts of ``model`` were truncated."""
@@ -112,6 +217,10 @@ class InferenceMetrics(ServiceMetrics):
         """Callback for the backends (``observe=`` argument)."""
         self.inference_duration.labels(self.service, model, self._backend).observe(seconds)
         self.inference_batch.labels(self.service, model, self._backend).observe(size)
+
+
+def _psi_reader(window: DriftWindow, signal: str) -> Callable[[], float]:
+    return lambda: window.psi(signal)
 
 
 def _state_reader(breaker: CircuitBreaker, state: State) -> Callable[[], float]:

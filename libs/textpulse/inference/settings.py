@@ -62,6 +62,12 @@ class InferenceSettings(BaseSettings):
         ),
     )
     local_threads: int | None = Field(None, ge=1, description="torch / ORT intra-op threads (default: library's).")
+    drift_window: int = Field(
+        2000, ge=10, description="Recent predictions per head that the drift gauge compares with reference.json."
+    )
+    drift_min_samples: int = Field(
+        200, ge=1, description="Predictions a head's window needs before its drift gauge (PSI) is a number."
+    )
 
 
 def make_backend(

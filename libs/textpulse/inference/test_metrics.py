@@ -60,11 +60,17 @@ def test_backend_without_breaker_reports_closed_and_labels_observations() -> Non
     assert 'textpulse_inference_batch_size_count{backend="local",model="ner",service="ner"} 1.0' in text
 
 
-def test_predictions_are_counted_by_task_and_label() -> None:
+def test_predictions_are_counted_by_model_version_head_task_and_label() -> None:
     metrics = InferenceMetrics("classify", enabled=True)
-    metrics.count_prediction("sentiment", "Bearish")
-    metrics.count_prediction("sentiment", "Bearish")
-    metrics.count_prediction("entity_type", "ORG")
+    metrics.count_prediction("sentiment", "Bearish", model="finance", version="2", head="sentiment")
+    metrics.count_prediction("sentiment", "Bearish", model="finance", version="2", head="sentiment")
+    metrics.count_prediction("entity_type", "TICKER", model="rules", version="1", head="cashtag", count=3)
     text = generate_latest(metrics.registry).decode()
-    assert 'textpulse_model_predictions_total{label="Bearish",service="classify",task="sentiment"} 2.0' in text
-    assert 'textpulse_model_predictions_total{label="ORG",service="classify",task="entity_type"} 1.0' in text
+    assert (
+        'textpulse_model_predictions_total{head="sentiment",label="Bearish",model="finance",service="classify",'
+        'task="sentiment",version="2"} 2.0'
+    ) in text
+    assert (
+        'textpulse_model_predictions_total{head="cashtag",label="TICKER",model="rules",service="classify",'
+        'task="entity_type",version="1"} 3.0'
+    ) in text

@@ -9,6 +9,8 @@ Layout (see ``EXPORT_FORMAT.md``)::
     <repo>/<name>/<version>/model.py      Triton python backend (ONNX Runtime on CPU, torch on GPU)
     <repo>/<name>/<version>/model.safetensors, config.json, tokenizer files,
                                 id2label.json, model.onnx (+ .opt / .int8), metrics.json, README.md
+    <repo>/<name>/<version>/reference.json  per head: label mix and confidence histogram of the model's
+                                predictions on its dev split (the drift reference, textpulse.inference.health)
 
 Each export writes the next version number, so Triton (version policy
 ``latest``) picks it up and older versions stay for rollback.
@@ -22,6 +24,7 @@ import logging
 import shutil
 import sys
 import time
+from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from textpulse.inference.health import HeadReference, head_reference, write_reference
 from textpulse.ml.modeling import TOKENIZER_FILES, WEIGHTS_FILE, TextPulseModel, labels_of, load_model
 from textpulse.ml.onnx_runtime import write_runtime_graphs
 from textpulse.ml.triton import config as triton_config
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
 ONNX_FILE = "model.onnx"
+#: dev examples per head behind ``reference.json``: enough for a stable 10-bin histogram, seconds on a CPU
+REFERENCE_LIMIT = 1000
 MANIFEST = "manifest.json"
 COPIED_FILES = (
     "config.json",
@@ -102,7 +108,8 @@ def render_config_pbtxt(
 ) -> str:
     """Triton model configuration for the python backend (built by :mod:`textpulse.ml.triton.config`).
 
-    ``precision`` (``model.py``): default fp32 on the CPU and bf16 on the GPU variant;
+    ``precision`` (``model.py``): default auto on the CPU (the version's measured default) and bf16 on the
+    GPU variant;
     ``parameters`` adds string parameters (or overrides the ones above).
 
     Inputs are ``[-1]`` per batch row with ``allow_ragged_batch`` so requests
@@ -118,7 +125,7 @@ def render_config_pbtxt(
         max_queue_delay_us=max_queue_delay_us,
         parameters=python_parameters(
             kind,
-            precision=precision or ("bf16" if gpu else "fp32"),
+            precision=precision or ("bf16" if gpu else "auto"),
             torch_threads=torch_threads,
             max_sequence_length=max_sequence_length,
             parameters=parameters,
@@ -205,14 +212,20 @@ def export_model(
     max_batch_size: int = 64,
     torch_threads: int = 2,
     instances: int = 1,
-    precision: str = "fp32",
+    precision: str = "auto",
+    reference: bool = True,
+    reference_limit: int = REFERENCE_LIMIT,
 ) -> dict[str, Any]:
     """Write ``<repo>/<name>/<next version>/`` plus configs and update the manifest.
 
-    ``precision`` goes into the CPU ``config.pbtxt`` (fp32 or int8); the python GPU variant serves bf16.
+    ``precision`` goes into the CPU ``config.pbtxt``: auto (the model's measured default from its
+    ``serving.json``, else fp32; what the in-process backend serves too), fp32 or int8; the python GPU
+    variant serves bf16.
+    ``reference`` writes ``reference.json`` from at most ``reference_limit`` dev examples per head
+    (skipped with a warning when the training data cannot be read here).
     """
-    if precision not in {"fp32", "int8"}:
-        msg = f"CPU precision must be fp32 or int8, not {precision!r}"
+    if precision not in {"auto", "fp32", "int8"}:
+        msg = f"CPU precision must be auto, fp32 or int8, not {precision!r}"
         raise ValueError(msg)
     model, tokenizer, meta = load_model(model_dir)
     labels = labels_of(model.encoder.config)
@@ -231,6 +244,7 @@ def export_model(
     onnx_diff = export_onnx(model, tokenizer, staging / ONNX_FILE, _SAMPLES) if onnx else None
     # model.opt.onnx (fused, FP32) + model.int8.onnx: what the ORT runtime serves (textpulse.ml.onnx_runtime)
     runtime_graphs = write_runtime_graphs(model, tokenizer, staging, _SAMPLES, output_names_of(model)) if onnx else {}
+    reference_file = _reference(model, tokenizer, meta, model_dir, staging, reference_limit) if reference else None
     for path in staging.iterdir():
         path.chmod(0o644)  # readable by a container's non-root triton-server user
     staging.rename(target)  # a half-written version never becomes visible to Triton
@@ -285,11 +299,111 @@ def export_model(
         "oos_threshold": meta.get("oos_threshold"),
         "onnx": ONNX_FILE if onnx else None,
         "onnx_max_abs_diff": onnx_diff,
+        "reference": reference_file,
         **runtime_graphs,
     }
     _update_manifest(repo, name, entry)
     log.info("exported %s version %d to %s", name, version, target)
     return entry
+
+
+def _reference(
+    model: TextPulseModel, tokenizer: Any, meta: dict[str, Any], model_dir: Path, target: Path, limit: int
+) -> str | None:
+    """Write ``reference.json`` (the drift reference) into ``target``; its file name, or None when skipped.
+
+    The dev split is rebuilt from the saved ``training_config.json`` (the same carve and seeds as
+    training), at most ``limit`` examples per head, and run through the torch model once per head.
+    """
+    saved = model_dir / "training_config.json"
+    if not saved.is_file():
+        log.warning("no %s: %s is exported without reference.json (no drift gauge)", saved.name, model_dir)
+        return None
+    try:
+        heads = reference_heads(model, tokenizer, meta, saved, limit)
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("dev data unreadable (%s): %s is exported without reference.json (no drift gauge)", exc, model_dir)
+        return None
+    return write_reference(target, heads, f"dev split of {saved.name}, at most {limit} examples per head").name
+
+
+def reference_heads(
+    model: TextPulseModel, tokenizer: Any, meta: dict[str, Any], saved_config: Path, limit: int
+) -> dict[str, HeadReference]:
+    """Each head's predicted label mix and confidence histogram on (at most ``limit`` of) its dev split."""
+    from textpulse.ml.config import TrainConfig, resolve_task
+    from textpulse.ml.data import encode_text_examples, encode_token_examples
+    from textpulse.ml.inference import run_batches, softmax, torch_logits_fn
+    from textpulse.ml.train import dev_examples_for, extra_task_config
+
+    config = TrainConfig.model_validate_json(saved_config.read_text("utf-8"))
+    config = config.model_copy(update={"limit_dev": min(config.limit_dev or limit, limit)})
+    labels = labels_of(model.encoder.config)
+    model.eval()
+    out: dict[str, HeadReference] = {}
+    primary = str(meta.get("task") or config.task)
+    if meta["kind"] == "token":
+        examples = [e for e in dev_examples_for(config) if hasattr(e, "tokens")]
+        unknown_tag = defaultdict(int, {label: i for i, label in enumerate(labels)})  # dev tags are not needed
+        rows = encode_token_examples(tokenizer, examples, unknown_tag, config.max_length)  # type: ignore[arg-type]
+        logits = run_batches(torch_logits_fn(model), rows, tokenizer.pad_token_id, config.eval_batch_size)
+        types: list[str] = []
+        scores: list[float] = []
+        for row, row_logits in zip(rows, logits, strict=True):
+            probs = softmax(np.asarray(row_logits, dtype=np.float32))
+            words = sorted({w for w in row.word_ids or [] if w is not None})
+            first = {w: row.word_ids.index(w) for w in words} if row.word_ids else {}
+            tags = [(labels[int(probs[first[w]].argmax())], float(probs[first[w]].max())) for w in words]
+            for entity_type, score in entity_spans(tags):
+                types.append(entity_type)
+                scores.append(score)
+        entity_types = sorted({label.split("-", 1)[-1] for label in labels if label != "O"})
+        out[primary] = head_reference(entity_types, types, scores)
+        return out
+    oos_threshold = meta.get("oos_threshold")
+    for index, task in enumerate([config.task, *config.extra_tasks]):
+        name, preset = resolve_task(task)
+        head = "" if index == 0 else name
+        head_labels = labels if index == 0 else list((meta.get("extra_heads") or {}).get(name, []))
+        if not head_labels:
+            continue
+        task_config = extra_task_config(config, name) if index else config
+        examples = [e for e in dev_examples_for(task_config) if hasattr(e, "text")]
+        rows = encode_text_examples(tokenizer, examples, {}, config.max_length)  # type: ignore[arg-type]
+        logits = run_batches(torch_logits_fn(model, head=head), rows, tokenizer.pad_token_id, config.eval_batch_size)
+        if not logits:
+            continue
+        probs = softmax(np.stack(logits))
+        best = probs.argmax(axis=1)
+        confidence = probs[np.arange(len(probs)), best]
+        predicted = [head_labels[i] for i in best]
+        if index == 0 and preset.oos_label and oos_threshold is not None:
+            # the service's decision rule (textpulse.inference.codec): below the threshold, out of scope
+            predicted = [
+                preset.oos_label if c < oos_threshold else p for p, c in zip(predicted, confidence, strict=True)
+            ]
+        out[primary if index == 0 else name] = head_reference(head_labels, predicted, confidence)
+    return out
+
+
+def entity_spans(tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """(type, mean word score) of each entity in word-level BIO ``(tag, score)`` pairs.
+
+    Lenient like the service's decoder (``spans_from_tags``): an ``I-X`` that does not continue an
+    open ``X`` entity starts one.
+    """
+    spans: list[tuple[str, float]] = []
+    open_type: str | None = None
+    open_scores: list[float] = []
+    for tag, score in [*tags, ("O", 0.0)]:
+        prefix, _, entity_type = tag.partition("-")
+        if tag == "O" or prefix == "B" or entity_type != open_type:
+            if open_type is not None:
+                spans.append((open_type, sum(open_scores) / len(open_scores)))
+            open_type, open_scores = (entity_type, [score]) if tag != "O" else (None, [])
+        else:
+            open_scores.append(score)
+    return spans
 
 
 def _update_manifest(repo: Path, name: str, entry: dict[str, Any]) -> None:
