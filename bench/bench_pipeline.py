@@ -90,7 +90,8 @@ from bench.common import REPO, peak_rss_mb, real_kafka, start_service, stop_serv
 
 
 def local_inference(precision: str) -> dict[str, str]:
-    """--runtime (fp32 | int8) → in-process InferenceSettings fields: the services' DEFAULT runtime, that precision.
+    """--runtime → in-process InferenceSettings fields: the services' DEFAULT runtime; ``default`` leaves the
+    precision to each model's measured default (``serving.json``, as the services do), fp32 / int8 force one.
 
     Read from InferenceSettings, so the bench follows the services' defaults. Settings without a
     ``local_precision`` field (older trees) take int8 as the ``torch-int8`` runtime. Triton gets
@@ -100,6 +101,8 @@ def local_inference(precision: str) -> dict[str, str]:
 
     fields = InferenceSettings.model_fields
     runtime = str(fields["local_runtime"].default)
+    if precision == "default":
+        return {"local_runtime": runtime}
     if "local_precision" in fields:
         return {"local_runtime": runtime, "local_precision": precision}
     return {"local_runtime": runtime if precision == "fp32" else "torch-int8"}
@@ -141,7 +144,7 @@ def served_models() -> tuple[str, ...]:
 #: the models the services start (Triton serves them; the bench checks they are in the repository)
 MODELS = served_models()
 #: --runtime choices (precision of every reference and both backends)
-RUNTIMES = ("fp32", "int8")
+RUNTIMES = ("default", "fp32", "int8")
 SERVICES = ("ingest", "classify", "ner")
 console = Console(width=150)  # wide table even when stdout is not a terminal
 
@@ -370,6 +373,18 @@ class ModelCost:
     max_length: int
     token_params: int  # matmul weights applied to every token: the encoder's Linear layers (+ token heads)
     text_params: int  # matmul weights applied once per text: pooled classification heads
+    ffn_down_params: int = 0  # of token_params: the FFN down-projections, which the int8 graph keeps FP32
+
+    def split(self, tokens: int, precision: str) -> dict[str, float]:
+        """:meth:`flops` of one text by the precision it runs at: int8 graphs quantise every encoder
+        MatMul but the FFN down-projections (``onnx_runtime.quantize_graph``); attention's score and
+        context products, the heads and everything of an FP32 graph run in FP32."""
+        total = self.flops(tokens)
+        if precision != "int8":
+            return {precision: total}
+        n = min(tokens, self.max_length)
+        quantised = 2.0 * (self.token_params - self.ffn_down_params) * n
+        return {"int8": quantised, "fp32": total - quantised}
 
     def flops(self, tokens: int) -> float:
         """One text of ``tokens`` tokens (truncated at max_length): 2 × weights × tokens + attention's seq² terms.
@@ -388,6 +403,7 @@ def model_cost(name: str, config: Mapping[str, Any], weights: Mapping[str, Seque
     matrices = {k: int(math.prod(shape)) for k, shape in weights.items() if len(shape) == 2 and "embeddings" not in k}
     encoder = sum(v for k, v in matrices.items() if ".layer." in k)
     heads = sum(v for k, v in matrices.items() if ".layer." not in k)
+    ffn_down = sum(v for k, v in matrices.items() if ".layer." in k and ".output.dense." in k and "attention" not in k)
     return ModelCost(
         name=name,
         kind=kind,
@@ -396,12 +412,37 @@ def model_cost(name: str, config: Mapping[str, Any], weights: Mapping[str, Seque
         max_length=int(meta.get("max_length", 128)),
         token_params=encoder + (heads if kind == "token" else 0),
         text_params=heads if kind == "sequence" else 0,
+        ffn_down_params=ffn_down,
     )
 
 
 def flops_per_event(costs: Sequence[ModelCost], tokens: Mapping[str, Sequence[int]]) -> float:
     """Mean FLOPs of one event over the texts: the sum of its passes (``tokens``: model → tokens per text)."""
     return sum(sum(c.flops(n) for n in tokens[c.name]) / max(1, len(tokens[c.name])) for c in costs)
+
+
+def flops_by_precision(
+    costs: Sequence[ModelCost], tokens: Mapping[str, Sequence[int]], precisions: Mapping[str, str]
+) -> dict[str, float]:
+    """Mean FLOPs of one event split by the precision they run at (``precisions``: model → fp32 | int8)."""
+    out: dict[str, float] = {}
+    for c in costs:
+        lengths = tokens[c.name]
+        for n in lengths:
+            for precision, flops in c.split(n, precisions.get(c.name, "fp32")).items():
+                out[precision] = out.get(precision, 0.0) + flops / max(1, len(lengths))
+    return out
+
+
+def pass_precisions(repo: Path, runtime: str) -> dict[str, str]:
+    """The precision each served model runs at: ``--runtime`` fp32/int8 for all, or (default) each
+    model's measured default (``serving.json``, what the services and Triton's ``auto`` serve)."""
+    from textpulse.inference.codec import resolve_version
+    from textpulse.ml.onnx_runtime import measured_precision
+
+    if runtime != "default":
+        return dict.fromkeys(MODELS, runtime)
+    return {m: measured_precision(resolve_version(repo, m), "onnx") or "fp32" for m in MODELS}
 
 
 def _weight_shapes(directory: Path) -> dict[str, Sequence[int]]:
@@ -526,17 +567,35 @@ class Limit:
     rates: dict[str, float]  # runtime → achievable FLOP/s
     passes: list[str]
     shapes: list[tuple[int, int]]
+    #: FLOPs per event at each precision (empty: all at the one precision the rates were measured in)
+    flops_split: dict[str, float] = field(default_factory=dict)
+    #: rate name → its precision (when the rates cover several)
+    rate_precision: dict[str, str] = field(default_factory=dict)
+
+    def best_of(self, precision: str | None = None) -> tuple[str, float]:
+        """The fastest runtime (name, FLOP/s), among those of ``precision`` when given."""
+        pool = {k: v for k, v in self.rates.items() if precision is None or self.rate_precision.get(k) == precision}
+        return max(pool.items(), key=lambda kv: kv[1]) if pool else ("none", float("nan"))
 
     @property
     def best(self) -> tuple[str, float]:
-        return max(self.rates.items(), key=lambda kv: kv[1])
+        """Printed rate: the fastest runtime overall, or the effective FLOP/s of a mixed-precision event."""
+        if len(self.flops_split) > 1:
+            return " + ".join(f"{p}: {self.best_of(p)[0]}" for p in self.flops_split), (
+                self.flops_per_event * self.events_per_s
+            )
+        return self.best_of()
 
     @property
     def events_per_s(self) -> float:
-        return self.best[1] / self.flops_per_event if self.flops_per_event > 0 else float("nan")
+        if self.flops_per_event <= 0:
+            return float("nan")
+        if len(self.flops_split) > 1:  # each precision's FLOPs at that precision's best rate
+            return 1.0 / sum(f / self.best_of(p)[1] for p, f in self.flops_split.items() if f > 0)
+        return self.best_of()[1] / self.flops_per_event
 
 
-def _limit_worker(repo: Path, texts: list[str], precision: str, threads: int) -> Limit:
+def _limit_worker(repo: Path, texts: list[str], precisions: dict[str, str], threads: int) -> Limit:
     from textpulse.inference.codec import Codec, resolve_version, token_budget_chunks, token_lengths
     from textpulse.inference.settings import InferenceSettings
 
@@ -562,11 +621,13 @@ def _limit_worker(repo: Path, texts: list[str], precision: str, threads: int) ->
         )
         batch_tokens.extend(len(chunk) * max(capped[i] for i in chunk) for chunk in chunks)
     per_batch = round(sum(batch_tokens) / max(1, len(batch_tokens)))
-    rates = {
-        f"{name}, 1 process x {threads} threads": rate
-        for name, rate in gemm_rates(shapes, per_batch, precision, threads).items()
-    }
-    return Limit(flops_per_event(costs, tokens), per_batch, rates, names, shapes)
+    split = flops_by_precision(costs, tokens, precisions)
+    rates, rate_precision = {}, {}
+    for precision in split:
+        for name, rate in gemm_rates(shapes, per_batch, precision, threads).items():
+            key = f"{name}, 1 process x {threads} threads"
+            rates[key], rate_precision[key] = rate, precision
+    return Limit(flops_per_event(costs, tokens), per_batch, rates, names, shapes, split, rate_precision)
 
 
 def _gemm_worker(shapes: list[tuple[int, int]], tokens: int, precision: str, barrier: Any, results: Any) -> None:
@@ -604,19 +665,22 @@ def _parallel_gemm_rates(
     return {f"{name}, {processes} processes x 1 thread": sum(f.get(name, 0.0) for f in figures) for name in figures[0]}
 
 
-def hardware_limit(repo: Path, texts: Sequence[str], precision: str, threads: int) -> Limit:
+def hardware_limit(repo: Path, texts: Sequence[str], precisions: dict[str, str], threads: int) -> Limit:
     """FLOPs per social event (real token counts, served weights) and achievable GEMM FLOP/s, in spawned processes.
 
     The GEMMs run once in one process with ``threads`` threads and once in ``threads`` single-thread
-    processes at the same time; the fastest runtime and layout is the achievable FLOP/s.
+    processes at the same time; the fastest runtime and layout is the achievable FLOP/s. ``precisions``
+    (model → fp32 | int8): each precision's share of an event's FLOPs is timed at that precision's best.
     """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-        limit = pool.submit(_limit_worker, repo, list(texts), precision, threads).result()
+        limit = pool.submit(_limit_worker, repo, list(texts), precisions, threads).result()
     if threads > 1:  # the services' layout too: one single-thread process per core; the faster counts
-        limit.rates.update(_parallel_gemm_rates(limit.shapes, limit.tokens_per_batch, precision, threads))
+        for precision in list(limit.flops_split):
+            for name, rate in _parallel_gemm_rates(limit.shapes, limit.tokens_per_batch, precision, threads).items():
+                limit.rates[name], limit.rate_precision[name] = rate, precision
     return limit
 
 
@@ -736,7 +800,7 @@ def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp
         dst.mkdir(parents=True)
         config = parse((src / "config.pbtxt").read_text())  # Triton's ModelConfig, whichever layout wrote it
         config.parameters["torch_threads"].string_value = str(threads)
-        config.parameters["precision"].string_value = precision
+        config.parameters["precision"].string_value = "auto" if precision == "default" else precision
         (dst / "config.pbtxt").write_text(render(config))
         for version in src.iterdir():
             if version.is_dir() and version.name.isdigit():
@@ -823,7 +887,7 @@ async def pipeline(
         s: start_service(f"services.{s.split('-')[0]}.app", env, logs / f"pipeline-{backend}-{s}.log")
         for s, env in envs.items()
     }
-    run = Run(backend if runtime == "fp32" else f"{backend} {runtime}")
+    run = Run(backend if runtime in {"default", "fp32"} else f"{backend} {runtime}")
     ingest_url = f"http://127.0.0.1:{ports['ingest']}"
     try:
         for port in ports.values():
@@ -1160,10 +1224,12 @@ def main() -> int:
     parser.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="fp32",
+        default="default",
         help=(
-            "model precision on the CPU for every reference and both backends, with the services' default "
-            "in-process runtime: fp32, or int8 (its dev-accuracy cost is measured by `make bench-int8`)"
+            "model precision on the CPU for the ceiling, the limit and both backends, with the services' default "
+            "in-process runtime: default (each model's measured default from serving.json, what the services "
+            "serve unconfigured: `make bench-int8 BENCH_INT8_ARGS=--record` picks the fastest within 1 dev point), "
+            "or fp32 / int8 for every model. The naive reference stays FP32 (int8 with --runtime int8)"
         ),
     )
     parser.add_argument(
@@ -1201,7 +1267,9 @@ def main() -> int:
         threads = max(1, args.reference_threads // processes)
         ceilings.append(raw_ceiling(args.model_repo, texts, processes, threads, args.runtime))
         console.print(f"{ceilings[-1].name}: {ceilings[-1].events_per_s:.1f} ev/s")
-    limit = hardware_limit(args.model_repo, texts, args.runtime, cores)
+    precisions = pass_precisions(args.model_repo, args.runtime)
+    console.print(f"precision per model: {precisions}")
+    limit = hardware_limit(args.model_repo, texts, precisions, cores)
     best_name, best_rate = limit.best
     console.print(
         f"hardware limit: {limit.events_per_s:.1f} ev/s = {best_rate / 1e9:.1f} GFLOP/s ({best_name}, {cores} threads, "

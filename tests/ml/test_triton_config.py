@@ -117,7 +117,7 @@ def test_every_variant_parses_and_matches_the_model(repo: Path, name: str, varia
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_python_variants_keep_ragged_batching_and_parameters(repo: Path, name: str) -> None:
     kind = MODELS[name][0]
-    for variant, precision in (("config.pbtxt", "fp32"), ("configs/gpu-python.pbtxt", "bf16")):
+    for variant, precision in (("config.pbtxt", "auto"), ("configs/gpu-python.pbtxt", "bf16")):
         config = _parse(repo / name / variant)
         assert config.backend == "python"
         assert config.platform == ""

@@ -126,6 +126,37 @@ def test_minilm_flops_per_token() -> None:
     assert cost.token_params == 6 * (4 * 384 * 384 + 2 * 384 * 1536) == 10_616_832
 
 
+def test_int8_passes_split_their_flops_and_the_limit_weighs_each_precision() -> None:
+    from bench.bench_pipeline import flops_by_precision, model_cost
+
+    weights = _weights(layers=2, hidden=4, intermediate=8, labels=3)
+    seq = model_cost("finance", _config("sequence"), weights)
+    assert seq.ffn_down_params == 2 * 4 * 8  # the FFN down-projection of each layer (kept FP32 by the int8 graph)
+    assert seq.split(5, "fp32") == {"fp32": seq.flops(5)}
+    int8 = seq.split(5, "int8")
+    assert int8["int8"] == 2 * (256 - 64) * 5
+    assert int8["int8"] + int8["fp32"] == seq.flops(5)
+    split = flops_by_precision([seq], {"finance": [5, 5]}, {"finance": "int8"})
+    assert split == int8
+    limit = Limit(
+        seq.flops(5),
+        1000,
+        {"fp32 lib": 1e9, "int8 lib": 4e9},
+        ["classify:finance"],
+        [],
+        split,
+        {"fp32 lib": "fp32", "int8 lib": "int8"},
+    )
+    assert limit.events_per_s == pytest.approx(1 / (split["fp32"] / 1e9 + split["int8"] / 4e9))
+    assert limit.best_of("int8") == ("int8 lib", 4e9)
+    assert limit.best[1] == pytest.approx(limit.flops_per_event * limit.events_per_s)
+
+
+def test_overlay_default_serves_each_models_measured_precision(tmp_path: Path) -> None:
+    served = threads_overlay(_repo(tmp_path, "fp32"), tmp_path / "served", threads=1, precision="default")
+    assert parameters_of(parse((served / MODELS[0] / "config.pbtxt").read_text()))["precision"] == "auto"
+
+
 def _limit(events_per_s: float) -> Limit:
     return Limit(1e9, 1000, {"numpy": events_per_s * 1e9, "torch": 1.0}, ["classify:finance", "ner:ner"], [])
 

@@ -19,8 +19,10 @@ instances when the version folder has an ONNX graph: no torch import, ~1 GB less
 per instance) or ``torch`` (default for KIND_GPU instances and for versions exported
 without ONNX).
 
-Parameter ``precision``: ``fp32`` (default; onnx: ``model.opt.onnx``, the fused
-graph), ``int8`` (CPU instances; onnx: ``model.int8.onnx``, torch: dynamic int8
+Parameter ``precision``: ``auto`` (default: the version's measured default in
+``serving.json`` — the fastest precision within 1 dev point, recorded by ``make
+bench-int8`` — else fp32; the in-process backend follows the same rule), ``fp32``
+(onnx: ``model.opt.onnx``, the fused graph), ``int8`` (CPU instances; onnx: ``model.int8.onnx``, torch: dynamic int8
 ``Linear`` layers; a few per cent of labels may differ from FP32), ``bf16`` /
 ``fp16`` (GPU instances, torch: the weights are cast, logits still return as FP32).
 
@@ -88,6 +90,16 @@ def _runtime(params: dict[str, str], gpu: bool, version_dir: Path) -> str:
         msg = "runtime 'onnx' serves KIND_CPU instances (CPU provider); use runtime 'torch' on a GPU"
         raise ValueError(msg)
     return runtime
+
+
+def _measured_precision(version_dir: Path) -> str:
+    """The ONNX precision recorded in ``serving.json`` (same file and rule as textpulse.ml.onnx_runtime), else fp32."""
+    path = version_dir / "serving.json"
+    if path.is_file():
+        value = json.loads(path.read_text("utf-8")).get("defaults", {}).get("onnx")
+        if value in {"fp32", "int8"}:
+            return str(value)
+    return "fp32"
 
 
 class _OnnxRunner:
@@ -235,8 +247,10 @@ class TritonPythonModel:
         self.output_names = ["logits", *(f"logits_{name}" for name in meta.get("extra_heads") or {})]
         self.pad_id = int(config.get("pad_token_id") or 0)
         self.max_length = int(params.get("max_sequence_length") or 512)
-        precision = (params.get("precision") or "fp32").lower()
+        precision = (params.get("precision") or "auto").lower()
         self.runtime = _runtime(params, gpu, version_dir)
+        if precision == "auto":
+            precision = _measured_precision(version_dir) if self.runtime == "onnx" else "fp32"
         if self.runtime == "onnx":
             self.model: Any = _OnnxRunner(version_dir, precision, threads, self.output_names)
             return
