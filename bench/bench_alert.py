@@ -88,11 +88,11 @@ async def replay_kafka(plan: Sequence[Planned], config_path: Path | None) -> tup
     from textpulse.contracts.events import encode
     from textpulse.contracts.topics import ALL_TOPICS, STREAM_PARTITIONS, TopicSpec
     from textpulse.kafka.admin import client_options, create_topics
+    from textpulse.kafka.read import read_until as read_all
     from textpulse.settings import KafkaSettings
 
     from services.alert.app import create_app
     from services.alert.settings import AlertSettings
-    from tests.helpers import read_all
 
     with real_kafka() as bootstrap:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)

@@ -83,7 +83,6 @@ from services.index.queries import (
 )
 from services.index.settings import IndexSettings
 from services.index.store import install_templates, make_client
-from tests.helpers import running
 
 CASHTAG = re.compile(r"\$([A-Za-z]{1,6})\b")
 TWEET_SENTIMENT = {"Bearish": "negative", "Bullish": "positive", "Neutral": "neutral"}
@@ -513,7 +512,7 @@ async def main(n: int, queries: int, rounds: int, keep: bool, live: bool = False
                 **common,
             )
             app = create_app(svc, lag_probe=False, retention=False)
-            async with running(app):  # the lifespan only: search goes through uvicorn below
+            async with app.router.lifespan_context(app):  # the lifespan only: search goes through uvicorn below
                 warm = orjson.dumps({**events[0], "event": {**events[0]["event"], "id": "warm-up"}})
                 await produce(kafka, svc.topic_enriched, [warm])
                 await wait_indexed(app, 1, 120)

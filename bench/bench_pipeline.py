@@ -751,8 +751,7 @@ async def enriched_latencies(
 ) -> dict[str, tuple[float, float]]:
     """Event id -> (ingest time, enriched broker timestamp), de-duplicated by id."""
     import orjson
-
-    from tests.helpers import read_all
+    from textpulse.kafka.read import read_until as read_all
 
     records = await read_all(kafka, topic, expect=n, timeout_s=timeout_s, idle_s=0.5)
     seen: dict[str, tuple[float, float]] = {}

@@ -218,11 +218,11 @@ async def through_kafka(rules: Rules, dev: dict[str, list[TextExample]], preds: 
     from textpulse.contracts.events import encode
     from textpulse.contracts.topics import ALL_TOPICS, STREAM_PARTITIONS, TopicSpec
     from textpulse.kafka.admin import client_options, create_topics
+    from textpulse.kafka.read import read_until as read_all
 
     from services.route.app import create_app
     from services.route.settings import RouteSettings
     from services.route.synth import support_event
-    from tests.helpers import read_all
 
     with real_kafka() as bootstrap:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -15,8 +13,9 @@ from pathlib import Path
 from typing import Any, Self
 
 import httpx
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from textpulse.kafka.admin import client_options, topic_partitions
+from aiokafka import ConsumerRecord
+from textpulse.kafka.read import read_to_end as read_topics_to_end
+from textpulse.kafka.read import read_until
 from textpulse.settings import KafkaSettings
 
 
@@ -33,31 +32,7 @@ async def read_all(
     settings: KafkaSettings, topic: str, *, expect: int | None = None, timeout_s: float = 30.0, idle_s: float = 1.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the beginning; waits for ``expect`` records (then ``idle_s`` more)."""
-    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)  # type: ignore[arg-type]
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + timeout_s
-        tps: list[TopicPartition] = []
-        while not tps and time.monotonic() < deadline:
-            tps = await topic_partitions(consumer, topic)
-            if not tps:
-                await asyncio.sleep(0.2)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        last_new = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for records in batch.values():
-                out.extend(records)
-                last_new = time.monotonic()
-            enough = expect is None or len(out) >= expect
-            if enough and time.monotonic() - last_new >= idle_s:
-                break
-            await asyncio.sleep(0)
-    finally:
-        await consumer.stop()
-    return out
+    return await read_until(settings, topic, expect=expect, timeout_s=timeout_s, idle_s=idle_s)
 
 
 async def read_to_end(
@@ -68,22 +43,7 @@ async def read_to_end(
     Unlike :func:`read_all` it does not wait for more: for topics whose writers are done
     (a committed transaction's records are then all below the end offsets).
     """
-    consumer = AIOKafkaConsumer(**client_options(settings), isolation_level=isolation, enable_auto_commit=False)  # type: ignore[arg-type]
-    await consumer.start()
-    out: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        tps = await topic_partitions(consumer, topic)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        for _ in range(100):
-            if not [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-                break
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                out.extend(records)
-    finally:
-        await consumer.stop()
-    return out
+    return (await read_topics_to_end(settings, topic, isolation=isolation))[topic]
 
 
 def headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:

@@ -29,14 +29,12 @@ invisible, as they are to every consumer of the platform.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer
 
 from textpulse.contracts.topics import (
     ALERTS_FINANCIAL,
@@ -45,8 +43,8 @@ from textpulse.contracts.topics import (
     SUPPORT_ROUTED,
     TEXT_ENRICHED,
 )
-from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.kafka.dlq import H_SOURCE_OFFSET, H_SOURCE_PARTITION, H_SOURCE_TOPIC
+from textpulse.kafka.read import read_to_end
 from textpulse.settings import KafkaSettings
 
 from .workload import Workload
@@ -81,34 +79,7 @@ class Collected:
 
 async def read_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 120.0) -> dict[str, list[Any]]:
     """Every committed record of ``topics``, read from the beginning up to the current end."""
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),  # type: ignore[arg-type]
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    out: dict[str, list[Any]] = {t: [] for t in topics}
-    try:
-        tps = await topic_partitions(consumer, *topics)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + timeout_s
-        while pending and time.monotonic() < deadline:
-            batch = await consumer.getmany(*pending, timeout_ms=500, max_records=10_000)
-            for tp, records in batch.items():
-                out[tp.topic].extend(records)
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-        if pending:
-            msg = f"could not read {sorted(str(tp) for tp in pending)} to the end within {timeout_s:.0f}s"
-            raise TimeoutError(msg)
-    finally:
-        await consumer.stop()
-    return out
+    return await read_to_end(settings, *topics, timeout_s=timeout_s)
 
 
 def _loads(value: bytes | None) -> Any:

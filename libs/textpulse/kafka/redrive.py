@@ -33,7 +33,7 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import AsyncIterator, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +61,7 @@ from .dlq import (
     H_TIME,
     H_TRUNCATED,
 )
+from .read import read_range, reader
 
 #: Headers of a re-driven record (not ``x-dlq-*``: they survive the next dead-lettering).
 H_COUNT = "x-redrive-count"
@@ -370,39 +371,7 @@ class Pacer:
 
 
 def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
-    # read_committed: a dead letter written inside an aborted exactly-once transaction never existed.
-    return AIOKafkaConsumer(
-        **client_options(settings),  # type: ignore[arg-type]
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-
-
-async def _read_range(
-    consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int], ends: dict[TopicPartition, int], timeout_s: float
-) -> AsyncIterator[Any]:
-    """Records of each partition from ``starts`` up to ``ends`` (exclusive), in offset order per partition."""
-    pending = {tp for tp in starts if starts[tp] < ends[tp]}
-    if not pending:
-        return
-    consumer.assign(sorted(pending, key=lambda tp: (tp.topic, tp.partition)))
-    for tp in pending:
-        consumer.seek(tp, starts[tp])
-    deadline = time.monotonic() + timeout_s
-    while pending:
-        if time.monotonic() > deadline:
-            msg = f"could not read {sorted(str(tp) for tp in pending)} to the end within {timeout_s:.0f}s"
-            raise TimeoutError(msg)
-        batch = await consumer.getmany(*pending, timeout_ms=500, max_records=5000)
-        for tp, records in batch.items():
-            for rec in records:
-                if rec.offset < ends[tp]:
-                    yield rec
-        for tp in list(pending):
-            # Positions move past transaction markers too, so an aborted tail still ends the read.
-            if await consumer.position(tp) >= ends[tp]:
-                pending.discard(tp)
+    return reader(settings)  # read_committed: an aborted dead letter was never written
 
 
 async def read_dead_letters(
@@ -439,7 +408,7 @@ async def read_dead_letters(
             ends = {tp: min(off, selection.to_offset + 1) for tp, off in ends.items()}
         out = [
             letter
-            async for rec in _read_range(consumer, starts, ends, timeout_s)
+            async for rec in read_range(consumer, starts, ends, timeout_s)
             if selection.matches(letter := DeadLetter.of(rec))
         ]
     finally:
@@ -470,7 +439,7 @@ async def redriven_from(
         since_ms = int((since - timedelta(minutes=1)).timestamp() * 1000)
         offsets = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
         starts = {tp: offsets[tp].offset if offsets.get(tp) else ends[tp] for tp in tps}
-        async for rec in _read_range(consumer, starts, ends, timeout_s):
+        async for rec in read_range(consumer, starts, ends, timeout_s):
             for k, v in rec.headers or ():
                 if k == H_FROM:
                     found.add(_text(v))
@@ -500,7 +469,7 @@ async def restore_truncated(settings: KafkaSettings, letters: Sequence[DeadLette
             first = (await consumer.beginning_offsets([tp]))[tp]
             if offset < first:
                 continue
-            async for rec in _read_range(consumer, {tp: offset}, {tp: offset + 1}, 30.0):
+            async for rec in read_range(consumer, {tp: offset}, {tp: offset + 1}, 30.0):
                 if (full := restore(letter, rec)) is not None:
                     restored[letter.coordinates] = full
     finally:
