@@ -263,3 +263,55 @@ async def test_restart_on_transactional_input_resumes_past_the_commit_marker(kaf
     assert await _read(kafka_settings, dst, "read_committed") == Counter(
         f"{part}{i}".encode() for part in ("a", "b") for i in range(5)
     )
+
+
+async def test_rebalance_during_a_batch_does_not_reprocess_it(kafka_settings: KafkaSettings) -> None:
+    """A rebalance while a batch is handled hands the partition back with the position reset to the
+    committed offset read *before* that batch's transaction committed; the runner must verify the
+    position again (it re-initialises the producer and seeks to the new committed offset) instead of
+    re-reading the batch and writing its outputs twice (#22: the chaos run's duplicates)."""
+    from textpulse.observability.progress import ASSIGNMENTS, AssignmentListener
+
+    src, dst = await _topics(kafka_settings, partitions=1)
+    extra, _ = await _topics(kafka_settings, partitions=1)
+    await _produce(kafka_settings, src, 40)
+    group = f"eos-rebalance-{uuid.uuid4().hex[:8]}"
+    tp = TopicPartition(src, 0)
+    runner = ExactlyOnce(kafka_settings, group_id=group, service="test", backoff_s=(0.05, 0.1))
+    writer = RecordWriter(lambda *a, **k: asyncio.sleep(0), dst)
+    listener = AssignmentListener(group)
+    consumer = _consumer(kafka_settings, group)
+    rebalanced = False
+
+    async def handle(records: Sequence[Any]) -> None:
+        nonlocal rebalanced
+        if not rebalanced:
+            rebalanced = True
+            before = ASSIGNMENTS.get(group, 0)
+            consumer.subscribe([src, extra], listener=listener)  # a rebalance that hands src:0 back
+            for _ in range(200):
+                if ASSIGNMENTS.get(group, 0) > before and tp in consumer.assignment():
+                    break
+                await asyncio.sleep(0.05)
+            assert ASSIGNMENTS.get(group, 0) > before, "no rebalance happened"
+            # The reset position is the committed offset before this batch's transaction.
+            assert await consumer.position(tp) == records[0].offset
+        await writer.write([OutRecord(r.value, r.key, {}) for r in records])
+
+    consumer.subscribe([src], listener=listener)
+    await consumer.start()
+    try:
+        for _ in range(200):
+            batch = await consumer.getmany(tp, timeout_ms=300) if tp in consumer.assignment() else {}
+            records = tuple(r for recs in batch.values() for r in recs)
+            if records:
+                await runner.process(Msg(records, consumer), handle)
+            elif runner.committed_transactions and await _lag(consumer, src) == 0:
+                break
+    finally:
+        await runner.close()
+        await consumer.stop()
+    assert rebalanced
+    committed = await _read(kafka_settings, dst, "read_committed")
+    assert sorted(committed) == sorted(f"v{i}".encode() for i in range(40))
+    assert set(committed.values()) == {1}, {k: v for k, v in committed.items() if v > 1}

@@ -31,6 +31,18 @@ a failure) the position is checked against the committed offset read *after*
 the producer's initialisation, so a commit whose answer was lost is never
 processed twice. Offsets are never committed outside a transaction in this mode.
 
+Every rebalance counts as an assignment, also one that hands this process the
+same partitions again: the consumer resets their fetch positions to the committed
+offsets it reads during the rebalance, which can be *before* the transaction of
+the batch still being handled commits. Without a re-check the next poll would
+re-read that batch and write its outputs a second time (seen as duplicates in
+``text.enriched`` / ``entity.mentions`` by the chaos run after a static member's
+rejoin or a broker restart expired the group). So after any assignment
+(:data:`~textpulse.observability.progress.ASSIGNMENTS`) the producers of the held
+partitions are re-initialised — ``InitProducerId`` waits until the last
+transaction is complete, so the committed offset read next includes it — and
+each partition is checked again.
+
 Writes decided without consuming input (alert's timer, :meth:`ExactlyOnce.run_alone`)
 run in a transaction of the producer of the lowest input partition this process
 holds, so they are fenced like the rest: whoever holds that partition next
@@ -58,6 +70,7 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from textpulse.observability.logging import configure_logging
+from textpulse.observability.progress import ASSIGNMENTS
 from textpulse.settings import KafkaSettings
 
 from .admin import client_options
@@ -135,6 +148,8 @@ class ExactlyOnce:
         self._verified: set[TopicPartition] = set()
         self._failures = 0
         self._consumer: Any = None
+        # ASSIGNMENTS[group] when the held partitions were last verified (see the module docstring).
+        self._assignments_seen = 0
         # One transaction at a time: a timer transaction may share a partition's producer.
         self._lock = asyncio.Lock()
         # Only before this process holds any partition: an id of its own, which nothing fences
@@ -232,9 +247,12 @@ class ExactlyOnce:
         consumer = self._consumer = msg.consumer
         groups = by_partition(batch_records(msg.raw_message))
         assigned = set(consumer.assignment())
+        rebalanced = ASSIGNMENTS.get(self.group_id, 0) != self._assignments_seen
         async with self._lock:
-            for tp in [tp for tp in self._producers if tp not in assigned and tp != self._own_tp]:
-                # Revoked: its new owner re-initialises the id; ours would only be fenced.
+            self._assignments_seen = ASSIGNMENTS.get(self.group_id, 0)
+            for tp in [tp for tp in self._producers if tp != self._own_tp and (rebalanced or tp not in assigned)]:
+                # Revoked: its new owner re-initialises the id; ours would only be fenced. Re-assigned
+                # after a rebalance: the position may predate our last commit, so verify it again.
                 await self._drop(tp)
         pending = [tp for tp in groups if tp in assigned]
         while pending:

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: consumer group -> the partitions the consumers of this process hold now (absent: not known).
 ASSIGNED: dict[str, set[TopicPartition]] = {}
+#: consumer group -> how many assignments this process has received (every rebalance counts,
+#: also one that hands back the same partitions: their fetch positions were reset all the same).
+ASSIGNMENTS: dict[str, int] = {}
 
 
 class AssignmentListener(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped
@@ -55,6 +58,7 @@ class AssignmentListener(ConsumerRebalanceListener):  # type: ignore[misc]  # ai
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         ASSIGNED.setdefault(self.group_id, set()).update(assigned)
+        ASSIGNMENTS[self.group_id] = ASSIGNMENTS.get(self.group_id, 0) + 1
         if self.inner is not None:
             await _maybe_await(self.inner.on_partitions_assigned(assigned))
 
