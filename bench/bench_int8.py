@@ -262,7 +262,18 @@ def main() -> None:
         "--record", action="store_true", help=f"write each model's measured default precision to {SERVING_FILE}"
     )
     parser.add_argument("--from-json", type=Path, help="record from an earlier run's JSON instead of measuring")
+    parser.add_argument(
+        "--runtimes",
+        default="torch,onnx",
+        help="runtimes compared (onnx alone: the served runtime only, onnx/fp32 the reference; what make models runs)",
+    )
     args = parser.parse_args()
+    wanted = {r.strip() for r in args.runtimes.split(",") if r.strip()}
+    global CONFIGS, REFERENCE  # noqa: PLW0603 - one run compares one set of configs
+    CONFIGS = tuple(c for c in CONFIGS if c[0] in wanted)
+    if not CONFIGS or (("onnx", "fp32") not in CONFIGS and ("torch", "fp32") not in CONFIGS):
+        parser.error(f"--runtimes {args.runtimes!r}: choose from torch, onnx")
+    REFERENCE = CONFIGS[0]
     if args.from_json:
         record(args.model_repo, json.loads(args.from_json.read_text("utf-8"))["results"])
         return
