@@ -23,7 +23,7 @@ from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.transactions import BatchRunner, batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging, ops_routes
-from textpulse.observability.http import serve
+from textpulse.observability.http import OpsAsgiFastStream, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
@@ -115,7 +115,7 @@ def create_app(
     async def ready() -> bool:
         return await broker.ping(timeout=2.0)
 
-    app = AsgiFastStream(
+    app = OpsAsgiFastStream(
         broker,
         # ops_routes types scopes as dict, FastStream as MutableMapping: the same ASGI callables.
         asgi_routes=ops_routes(metrics, ready),  # type: ignore[arg-type]

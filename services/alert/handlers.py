@@ -23,6 +23,7 @@ from textpulse.contracts.alerts import FinancialAlert
 from textpulse.kafka.broker import batch_subscriber
 from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 
+from .engine import KeyState
 from .processor import Processor
 from .settings import AlertSettings
 
@@ -74,6 +75,9 @@ def declare_outputs(broker: KafkaBroker, settings: AlertSettings) -> None:
         schema=FinancialAlert,
     )
     broker.publisher(
-        settings.topic_state, title="alert.state", description="Compacted changelog of the per-key alert state."
+        settings.topic_state,
+        title="alert.state",
+        description="Compacted changelog of the per-key alert state (private to alert; versioned by its 'v').",
+        schema=KeyState,
     )
     broker.publisher(settings.topic_dlq, title="alert.dlq", description="Unreadable input records.")

@@ -1,8 +1,12 @@
-"""Search API: ``/v1/search``, ``/v1/entities/{key}/sentiment``, ``/v1/support/similar``.
+"""Search API: ``/v1/search``, ``/v1/entities/{key}/sentiment``, ``POST /v1/support/similar``.
 
 Parameters are validated by FastAPI (bad values → 422 with the failing
 parameter); checks across parameters (``from`` before ``to``, the paging window)
-raise the same 422 shape. Elasticsearch being unreachable is a 503.
+raise the same 422 shape. Elasticsearch being unreachable is a 503. Every error is
+an RFC 9457 problem body (``textpulse.observability.http.install_problem_handlers``).
+
+``GET /v1/support/similar?text=…`` still answers but is deprecated: a ticket's text (possibly
+personal data) in a URL ends up in proxy and browser logs; ``POST`` takes it in a JSON body.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Annotated, Any
 from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from textpulse.contracts import Channel
 
 from .mappings import EVENTS, ROUTES
@@ -99,6 +103,15 @@ class SimilarMessage(BaseModel):
 
 class SimilarResponse(BaseModel):
     hits: list[SimilarMessage]
+
+
+class SimilarRequest(BaseModel):
+    """The body of ``POST /v1/support/similar``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=3, max_length=5000, description="The new ticket's text.")
+    size: int = Field(5, ge=1, le=50, description="Number of similar messages.")
 
 
 def es_dep(request: Request) -> AsyncElasticsearch:
@@ -245,15 +258,30 @@ async def entity_sentiment(
     )
 
 
-@router.get("/support/similar", response_model=SimilarResponse, summary="Past support messages similar to a text")
-async def support_similar(
+@router.post("/support/similar", response_model=SimilarResponse, summary="Past support messages similar to a text")
+async def support_similar(es: ES, settings: Settings, metrics: Metrics, body: SimilarRequest) -> SimilarResponse:
+    """The most similar past support messages (more_like_this, BM25), each with its route when indexed."""
+    return await _similar(es, settings, metrics, body.text, body.size)
+
+
+@router.get(
+    "/support/similar",
+    response_model=SimilarResponse,
+    summary="Past support messages similar to a text (deprecated: use POST)",
+    deprecated=True,
+)
+async def support_similar_get(
     es: ES,
     settings: Settings,
     metrics: Metrics,
     text: Annotated[str, Query(min_length=3, max_length=5000, description="The new ticket's text.")],
     size: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> SimilarResponse:
-    """The most similar past support messages (more_like_this, BM25), each with its route when indexed."""
+    """As ``POST /v1/support/similar``, with the text in the query string (kept for old clients)."""
+    return await _similar(es, settings, metrics, text, size)
+
+
+async def _similar(es: ES, settings: Settings, metrics: Metrics, text: str, size: int) -> SimilarResponse:
     metrics.search_hits.labels("index", "support_similar").inc()
     like = redact(text) if settings.redact_pii else text
     body = await _search(es, EVENTS.alias(settings.index_prefix), similar_body(like, size=size))

@@ -64,9 +64,14 @@ class ApiError(Exception):
     def of(cls, exc: InvalidInput) -> ApiError:
         return cls(exc.status, exc.errors)
 
-    def response(self) -> JSONResponse:
+    def response(self, request: Request) -> JSONResponse:
         return problem_response(  # type: ignore[no-any-return]
-            self.status, self.errors, code=self.code, detail=self.detail, headers=self.headers
+            self.status,
+            self.errors,
+            code=self.code,
+            detail=self.detail,
+            headers=self.headers,
+            instance=request.url.path,
         )
 
 
@@ -175,7 +180,7 @@ async def post_event(
     except ApiError as err:
         if err.status != HTTPStatus.SERVICE_UNAVAILABLE:
             _reject(metrics)
-        return err.response()
+        return err.response(request)
 
 
 @router.post(
@@ -229,4 +234,4 @@ async def post_batch(
     except ApiError as err:
         if err.status != HTTPStatus.SERVICE_UNAVAILABLE:
             _reject(metrics)
-        return err.response()
+        return err.response(request)

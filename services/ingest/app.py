@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import textpulse
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.contracts import TextEventIn
@@ -26,7 +24,7 @@ from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import PROBLEM_SCHEMA, install_problem_handlers, ops_routes, serve
+from textpulse.observability.http import install_problem_handlers, ops_routes, problem_openapi, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import api, handlers
@@ -125,19 +123,11 @@ def create_app(
     install_api_guard(app, _guard_settings(settings, api_security))
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
 
-    # 422 of FastAPI's own checks (headers), 404 and 405: the same problem body as the routes' errors.
+    # 422 of FastAPI's own checks (headers), 404, 405 and 500: the same problem body as the routes' errors.
     install_problem_handlers(app)
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-            defs = TextEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(defs.pop("$defs", {}), TextEventIn=defs, Problem=PROBLEM_SCHEMA)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    # The routes read their bodies themselves (one error language): the event model is documented by hand.
+    defs = TextEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    app.openapi = problem_openapi(app, {**defs.pop("$defs", {}), "TextEventIn": defs})  # type: ignore[method-assign]
     return app
 
 

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
 from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
@@ -24,7 +23,7 @@ from textpulse.kafka.dedup import RecentIds
 from textpulse.kafka.transactions import batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import configure_logging
-from textpulse.observability.http import ops_routes, serve
+from textpulse.observability.http import OpsAsgiFastStream, ops_routes, serve
 from textpulse.observability.lag import LagMonitor
 
 from . import handlers
@@ -43,7 +42,7 @@ class AppState:
     backend: InferenceBackend | None = None
 
 
-class NerApp(AsgiFastStream):
+class NerApp(OpsAsgiFastStream):
     """The ASGI app plus its :class:`AppState`."""
 
     state: AppState

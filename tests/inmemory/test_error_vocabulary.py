@@ -24,7 +24,7 @@ from services.ingest.settings import IngestSettings
 from tests.ingest_cases import JSON, ev, js
 from tests.inmemory.test_ingest_inmemory import Harness, ingest_harness
 
-PROBLEM_KEYS = {"type", "title", "status", "detail", "error", "errors"}
+PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "error", "errors"}
 
 
 @pytest.fixture
@@ -60,6 +60,7 @@ def _assert_problem(resp: Any, status: int) -> dict[str, Any]:
     assert set(body) == PROBLEM_KEYS, body
     assert body["status"] == status
     assert body["type"] == f"urn:textpulse:problem:{body['error']}"
+    assert body["instance"] == resp.request.url.path
     assert isinstance(body["detail"], str)
     assert isinstance(body["title"], str)
     for item in body["errors"]:

@@ -335,8 +335,11 @@ async def _check_entity_sentiment(client: Any, events: list[dict[str, Any]]) -> 
 
 
 async def _check_similar(client: Any, routes: list[dict[str, Any]]) -> None:
-    resp = await client.get("/v1/support/similar", params={"text": "I lost my card, I need a replacement", "size": 3})
+    ask = {"text": "I lost my card, I need a replacement", "size": 3}
+    resp = await client.post("/v1/support/similar", json=ask)
     assert resp.status_code == 200, resp.text
+    # The deprecated GET (text in the query string) still gives the same answer.
+    assert (await client.get("/v1/support/similar", params=ask)).json() == resp.json()
     hits = resp.json()["hits"]
     assert hits
     assert hits[0]["text"] == SUPPORT_TEXTS[0]
@@ -360,6 +363,9 @@ async def _check_bad_params(client: Any) -> None:
         assert resp.json()["error"] == "validation_failed"
     assert (await client.get("/v1/entities/acme/sentiment", params={"interval": "fortnight"})).status_code == 422
     assert (await client.get("/v1/support/similar")).status_code == 422
+    short = await client.post("/v1/support/similar", json={"text": "hi"})
+    assert short.status_code == 422
+    assert short.json()["errors"][0]["field"] == "text"
     # more buckets than the cluster allows (search.max_buckets): refused by Elasticsearch → 422, not 500
     huge = {"interval": "hour", "from": "1900-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"}
     resp = await client.get("/v1/entities/acme/sentiment", params=huge)

@@ -116,7 +116,8 @@ def post(
         problem = resp.json()
         # One error shape for every refusal (RFC 9457 plus the shared codes of textpulse.contracts.errors).
         assert resp.headers["content-type"].startswith("application/problem+json")
-        assert set(problem) == {"type", "title", "status", "detail", "error", "errors"}, problem
+        assert set(problem) == {"type", "title", "status", "detail", "instance", "error", "errors"}, problem
+        assert problem["instance"] == path
         assert problem["status"] == resp.status_code
         assert isinstance(problem["detail"], str)
         assert all(set(e) == {"code", "field", "message"} for e in problem["errors"])

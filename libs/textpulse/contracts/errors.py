@@ -61,6 +61,8 @@ class ErrorCode(StrEnum):
     # The system.
     BROKER_UNAVAILABLE = "broker_unavailable"
     RETRIES_EXHAUSTED = "retries_exhausted"
+    UNAVAILABLE = "unavailable"
+    INTERNAL_ERROR = "internal_error"
 
 
 #: The human sentence of each code; ``{...}`` placeholders are filled from the error's context.
@@ -93,7 +95,13 @@ MESSAGES: dict[ErrorCode, str] = {
     ErrorCode.RATE_LIMITED: "too many requests; retry later",
     ErrorCode.BROKER_UNAVAILABLE: "the event store did not acknowledge the write; retry later",
     ErrorCode.RETRIES_EXHAUSTED: "processing failed {attempts} times ({why})",
+    ErrorCode.UNAVAILABLE: "the service cannot answer now ({why}); retry later",
+    ErrorCode.INTERNAL_ERROR: "the service failed to answer; the failure is logged",
 }
+
+#: ``type`` of a problem body: this prefix plus the problem type (``error``). A URN, not an URL: the
+#: types are documented in the README ("HTTP errors"), not served, and no domain is implied.
+PROBLEM_TYPE_PREFIX = "urn:textpulse:problem:"
 
 #: The problem type (``error`` of the body, last part of ``type``) of each HTTP status.
 PROBLEMS: dict[int, str] = {
@@ -105,6 +113,7 @@ PROBLEMS: dict[int, str] = {
     415: "unsupported_media_type",
     422: "validation_failed",
     429: "rate_limited",
+    500: "internal_error",
     503: "unavailable",
 }
 
@@ -118,6 +127,7 @@ TITLES: dict[int, str] = {
     415: "Unsupported media type",
     422: "Validation failed",
     429: "Too many requests",
+    500: "Internal server error",
     503: "Service unavailable",
 }
 
@@ -244,7 +254,8 @@ def _from_pydantic(err: Any) -> FieldError:  # noqa: PLR0911, PLR0912 - one bran
         expected = err.get("expected") or _TYPE_NAMES.get(kind, kind.removesuffix("_type"))
         return error(ErrorCode.WRONG_TYPE, path, expected=expected)
     # A constrained type behind a validator reports ``too_short`` / ``too_long`` (pydantic says "items").
-    if kind in {"string_too_short", "too_short"} and is_text:
+    if kind in {"string_too_short", "too_short"} and is_text and int(ctx.get("min_length") or 1) <= 1:
+        # Only "empty" when one character would do (a search text of at least 3 is too_short).
         return error(ErrorCode.TEXT_EMPTY, path)
     if kind in {"string_too_long", "too_long"} and is_text:
         return error(ErrorCode.TEXT_TOO_LONG, path, limit=ctx.get("max_length"))
@@ -336,18 +347,23 @@ def problem(
     code: str | None = None,
     detail: str | None = None,
     title: str | None = None,
+    instance: str | None = None,
 ) -> dict[str, Any]:
-    """An RFC 9457 problem body: ``type``, ``title``, ``status``, ``detail``, plus ``error`` and ``errors``.
+    """An RFC 9457 problem body: ``type``, ``title``, ``status``, ``detail``, ``instance``, ``error``, ``errors``.
 
     ``error`` is the problem type (:data:`PROBLEMS` of the status unless ``code`` says otherwise);
     ``errors`` lists every :class:`FieldError`. ``detail`` defaults to the items' reason.
+    ``instance`` is the request path (never the query string: it may hold personal data).
     """
     top = code or PROBLEMS.get(status, "error")
-    return {
-        "type": f"urn:textpulse:problem:{top}",
+    body: dict[str, Any] = {
+        "type": f"{PROBLEM_TYPE_PREFIX}{top}",
         "title": title or TITLES.get(status, "Error"),
         "status": status,
         "detail": detail if detail is not None else (reason(errors) or TITLES.get(status, "Error")),
-        "error": top,
-        "errors": [e.as_dict() for e in errors],
     }
+    if instance is not None:
+        body["instance"] = instance
+    body["error"] = top
+    body["errors"] = [e.as_dict() for e in errors]
+    return body

@@ -1,9 +1,19 @@
 """Wire contracts: one pydantic model per topic value.
 
 Services never hand-build dicts for the wire; they build these models and
-serialise them with :func:`encode`. Every model carries ``schema_version`` so a
-consumer can refuse (dead-letter) a record written by a newer producer instead
-of misreading it.
+serialise them with :func:`encode`. Every value the platform writes carries ``schema_version``,
+the contract's *major* version (docs/contracts.md, schema evolution):
+
+- Within one major version a producer may add optional fields. Consumers are
+  tolerant readers: :class:`WireModel` ignores fields it does not know, so an
+  older consumer reads a newer producer's record, and a newer consumer reads an
+  older record because every added field has a default.
+- A breaking change (a removed, renamed or retyped field, a new required field,
+  a narrower constraint) bumps ``schema_version``; a consumer refuses
+  (dead-letters) a major version it does not read instead of misreading it.
+- The outside edge stays strict: :class:`TextEventIn` (``POST /v1/events`` and
+  ``text.in``) rejects unknown fields with ``unknown_field``, so a client's typo
+  is reported instead of silently dropped.
 """
 
 from __future__ import annotations
@@ -81,9 +91,16 @@ class Channel(StrEnum):
 
 
 class WireModel(BaseModel):
-    """Base of every wire model: strict about unknown fields, immutable once built."""
+    """Base of every wire model: a tolerant reader, immutable once built.
 
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    Unknown fields are ignored (not kept, not re-serialised): a newer producer may add
+    optional fields within the same ``schema_version`` without dead-lettering records at
+    consumers that are not upgraded yet (rolling upgrades). Producers still cannot add
+    a field by mistake: the pydantic mypy plugin (``init_forbid_extra``) rejects an
+    unknown keyword in a constructor call, and :func:`encode` writes declared fields only.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=False)
 
 
 class TextEvent(WireModel):
@@ -197,7 +214,15 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 class TextEventIn(WireModel):
-    """An event as clients send it (HTTP body, or a ``text.in`` record value)."""
+    """An event as clients send it (HTTP body, or a ``text.in`` record value).
+
+    Strict about unknown fields, unlike the internal contracts: this is the edge outside
+    writers use, and an unknown field there is far more often a typo (``conversationId``,
+    ``entity``) that would silently lose ordering or dedup than a planned addition. A new
+    optional field is added here first (ingest upgraded), then clients may send it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     id: Identifier | None = Field(None, description="Client event id; re-sending it is a no-op. Generated if absent.")
     source: ShortLabel = Field(description="Producer of the text.")

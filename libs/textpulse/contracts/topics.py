@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from .alerts import FinancialAlert
-from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
+from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent, TextEventIn
 from .recs import Interaction, Item, Recommendations, UserProfileState
 from .routing import RoutedMessage
 
@@ -44,6 +44,7 @@ TEXT_IN = TopicSpec(
     STREAM_PARTITIONS,
     key="any (ignored)",
     description="Raw JSON events from external producers; validated by ingest.",
+    value=TextEventIn,
 )
 TEXT_RAW = TopicSpec(
     "text.raw",

@@ -11,7 +11,9 @@ guards every path except the operations routes (``/health``, ``/ready``,
    ``WWW-Authenticate``.
 2. Rate limit — a token bucket per client (the matched key when keys are
    configured, else the client address); an empty bucket answers ``429`` with
-   ``Retry-After``.
+   ``Retry-After``. Behind proxies the client address is taken from
+   ``X-Forwarded-For``, counting ``trusted_proxy_hops`` entries from the right
+   (:func:`client_address`); with 0 (the default) it is the socket peer.
 3. Body size — a declared ``Content-Length`` above the cap answers ``413`` at once;
    a chunked body is counted while the app reads it and cut at the cap.
 
@@ -41,7 +43,7 @@ from fastapi import HTTPException, Request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, message, problem
+from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, error, message, problem
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,15 @@ class ApiSecuritySettings(BaseSettings):
     )
     open_paths: Annotated[tuple[str, ...], NoDecode] = Field(
         OPS_PATHS, description="Paths served without key, rate limit or cap (comma-separated)."
+    )
+    trusted_proxy_hops: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description=(
+            "Proxies in front of the service that append to X-Forwarded-For (an ingress: 1). The client address "
+            "is the entry this many hops from the right; 0: the socket peer (the header is ignored)."
+        ),
     )
 
     @field_validator("keys", mode="before")
@@ -153,12 +164,16 @@ class Rejection:
     detail: str
     headers: tuple[tuple[str, str], ...] = ()
 
-    def body(self) -> bytes:
+    limit: int | None = None
+
+    def body(self, instance: str | None = None) -> bytes:
         """The RFC 9457 problem body every HTTP API answers errors with (``textpulse.contracts.errors``)."""
         codes = {401: ErrorCode.UNAUTHORIZED, 413: ErrorCode.BODY_TOO_LARGE, 429: ErrorCode.RATE_LIMITED}
         code = codes.get(self.status)
-        items = [FieldError(code, "", self.detail)] if code is not None else []
-        return json.dumps(problem(self.status, items, code=self.error, detail=self.detail)).encode()
+        # The item carries the vocabulary's sentence; ``detail`` says more (missing vs invalid key, the wait).
+        items = [error(code, limit=self.limit)] if code is not None else []
+        body = problem(self.status, items, code=self.error, detail=self.detail, instance=instance)
+        return json.dumps(body).encode()
 
 
 def _digest(value: bytes) -> bytes:
@@ -170,6 +185,31 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return bytes(value)
     return None
+
+
+def _forwarded_for(scope: Scope) -> list[str]:
+    """Every ``X-Forwarded-For`` entry, all such headers in order (a proxy may add a header or append)."""
+    hops: list[str] = []
+    for key, value in scope.get("headers", ()):
+        if key.lower() == b"x-forwarded-for":
+            hops.extend(part.strip() for part in bytes(value).decode("latin-1").split(",") if part.strip())
+    return hops
+
+
+def client_address(scope: Scope, trusted_hops: int = 0) -> str:
+    """The client's address: the socket peer, or with ``trusted_hops`` proxies in front the
+    ``X-Forwarded-For`` entry that many hops from the right.
+
+    Only the entries the trusted proxies appended are believed: anything to their left was sent
+    by the client and may be forged. With fewer entries than trusted hops the request did not
+    come through all proxies, and the socket peer is used.
+    """
+    client = scope.get("client")
+    peer = str(client[0]) if client else "unknown"
+    if trusted_hops <= 0:
+        return peer
+    hops = _forwarded_for(scope)
+    return hops[-trusted_hops] if len(hops) >= trusted_hops else peer
 
 
 def presented_key(scope: Scope) -> bytes | None:
@@ -196,6 +236,7 @@ class ApiGuard:
             else None
         )
         self.open_paths = frozenset(settings.open_paths)
+        self.trusted_hops = settings.trusted_proxy_hops
 
     @property
     def keys_required(self) -> bool:
@@ -222,8 +263,7 @@ class ApiGuard:
     def authenticate(self, scope: Scope) -> tuple[str | None, Rejection | None]:
         """The client identity for the rate limit, or a 401."""
         if not self._digests:
-            client = scope.get("client")
-            return (f"addr:{client[0]}" if client else "addr:unknown"), None
+            return f"addr:{client_address(scope, self.trusted_hops)}", None
         presented = presented_key(scope)
         index = self.match(presented)
         if index is not None:
@@ -235,7 +275,7 @@ class ApiGuard:
         log.info(
             "request refused: %s",
             detail,
-            extra={"path": scope.get("path"), "client": _client_addr(scope), "reason": "api_key"},
+            extra={"path": scope.get("path"), "client": client_address(scope, self.trusted_hops), "reason": "api_key"},
         )
         return None, Rejection(401, "unauthorized", detail, (("www-authenticate", challenge),))
 
@@ -262,21 +302,24 @@ class ApiGuard:
         return self.throttle(client, scope)
 
 
-def _client_addr(scope: Scope) -> str:
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
-
-
-async def send_rejection(send: Send, rejection: Rejection) -> None:
-    body = rejection.body()
+async def send_rejection(send: Send, rejection: Rejection, scope: Scope | None = None) -> None:
+    body = rejection.body(instance=str(scope.get("path", "")) if scope is not None else None)
     headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(body)).encode())]
     headers.extend((name.encode(), value.encode()) for name, value in rejection.headers)
     await send({"type": "http.response.start", "status": rejection.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-class BodyTooLarge(Exception):
-    """Raised from ``receive`` when a streamed body passes the cap."""
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the cap.
+
+    An ``HTTPException`` so that FastAPI's body parsing lets it through (it turns any other
+    exception into a 400) and the problem handlers answer 413 with :attr:`problem_errors`.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, message(ErrorCode.BODY_TOO_LARGE, limit=limit))
+        self.problem_errors = [error(ErrorCode.BODY_TOO_LARGE, limit=limit)]
 
 
 class ApiGuardMiddleware:
@@ -294,7 +337,7 @@ class ApiGuardMiddleware:
         if rejection is None:
             rejection = _declared_too_large(scope, self.guard.settings.max_body_bytes)
         if rejection is not None:
-            await send_rejection(send, rejection)
+            await send_rejection(send, rejection, scope)
             return
         limit = self.guard.settings.max_body_bytes
         if limit is None:
@@ -312,7 +355,7 @@ class ApiGuardMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -326,7 +369,7 @@ class ApiGuardMiddleware:
         except BodyTooLarge:
             if started:
                 raise
-            await send_rejection(send, Rejection(413, "too_large", message(ErrorCode.BODY_TOO_LARGE, limit=limit)))
+            await send_rejection(send, _too_large(limit), scope)
 
 
 def _declared_too_large(scope: Scope, limit: int | None) -> Rejection | None:
@@ -334,8 +377,12 @@ def _declared_too_large(scope: Scope, limit: int | None) -> Rejection | None:
         return None
     declared = _header(scope, b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
-        return Rejection(413, "too_large", message(ErrorCode.BODY_TOO_LARGE, limit=limit))
+        return _too_large(limit)
     return None
+
+
+def _too_large(limit: int) -> Rejection:
+    return Rejection(413, "too_large", message(ErrorCode.BODY_TOO_LARGE, limit=limit), limit=limit)
 
 
 def install_api_guard(
@@ -360,6 +407,7 @@ def api_key_dependency(guard: ApiGuard) -> Callable[..., Awaitable[None]]:
             return
         rejection = guard.check(request.scope)
         if rejection is not None:
+            # The problem handlers (textpulse.observability.http) give it the same body as the middleware's.
             raise HTTPException(rejection.status, rejection.detail, headers=dict(rejection.headers))
 
     return require_api_key
