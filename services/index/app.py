@@ -22,6 +22,7 @@ from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
+from textpulse.kafka.transactions import settings_or_exit
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
 from textpulse.observability.http import install_problem_handlers, ops_routes, serve
@@ -150,7 +151,7 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = IndexSettings()
+    settings = settings_or_exit(IndexSettings, SERVICE)
     configure_logging(SERVICE, settings.log_level, json=settings.log_json)
     # The client logs every request at INFO (one line per bulk and per search): keep warnings only.
     logging.getLogger("elastic_transport.transport").setLevel(

@@ -21,6 +21,7 @@ from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.auth import check_auth
 from textpulse.kafka.broker import start_with_retry
+from textpulse.kafka.transactions import settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
@@ -133,7 +134,7 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = IngestSettings()
+    settings = settings_or_exit(IngestSettings, "ingest")
     configure_logging("ingest", settings.log_level, json=settings.log_json)
     serve(create_app(settings), settings)
 

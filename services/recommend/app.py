@@ -20,6 +20,7 @@ from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
+from textpulse.kafka.transactions import settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
 from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
@@ -158,7 +159,7 @@ def create_app(
 
 def main() -> None:
     """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = RecommendSettings()
+    settings = settings_or_exit(RecommendSettings, SERVICE)
     configure_logging(SERVICE, settings.log_level, json=settings.log_json)
     if settings.blas_threads:
         # One BLAS thread per scoring call: on a small box several threads per 10k×384 product only
