@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from datetime import UTC, datetime
 
 from elasticsearch import AsyncElasticsearch, TransportError
 from elasticsearch.serializer import OrjsonSerializer
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from .mappings import FAMILIES, Family, template_body
 from .settings import IndexSettings
@@ -37,20 +37,29 @@ def make_client(settings: IndexSettings) -> AsyncElasticsearch:
 
 
 async def wait_for_es(es: AsyncElasticsearch, timeout_s: float) -> None:
-    """Block until the cluster is at least yellow, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            health = await es.cluster.health(wait_for_status="yellow", timeout="5s")
-            if not health.body.get("timed_out"):
-                return
-            last = health.body.get("status")
-        except TransportError as exc:
-            last = exc
-        await asyncio.sleep(1.0)
-    msg = f"Elasticsearch did not become ready within {timeout_s:.0f}s: {last!r}"
-    raise TimeoutError(msg)
+    """Block until the cluster is at least yellow, or raise TimeoutError (with the last status or error)."""
+
+    async def probe() -> None:
+        health = await es.cluster.health(wait_for_status="yellow", timeout="5s")
+        if health.body.get("timed_out"):
+            raise _NotReadyError(health.body.get("status"))
+
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout_s),
+            wait=wait_fixed(1.0),
+            retry=retry_if_exception_type((TransportError, _NotReadyError)),
+        ):
+            with attempt:
+                await probe()
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        msg = f"Elasticsearch did not become ready within {timeout_s:.0f}s: {last!r}"
+        raise TimeoutError(msg) from last
+
+
+class _NotReadyError(Exception):
+    """The cluster answered, but not yet yellow (its status is the argument)."""
 
 
 async def install_templates(es: AsyncElasticsearch, settings: IndexSettings) -> list[str]:

@@ -28,7 +28,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+    wait_random,
+)
 
 from .backend import HeadSpec, ModelInfo, check_heads
 from .breaker import CircuitBreaker
@@ -146,19 +155,25 @@ class TritonBackend:
 
     async def _wait_server(self) -> None:
         client = self._client_or_raise()
-        deadline = time.monotonic() + self.startup_timeout_s
-        last: object = None
-        while time.monotonic() < deadline:
-            try:
-                live = await client.is_server_live(client_timeout=self.timeout_s)
-                if live and await client.is_server_ready(client_timeout=self.timeout_s):
-                    return
-                last = "server live but not ready" if live else "server not live"
-            except Exception as exc:  # noqa: BLE001 - any failure while waiting means "not yet"
-                last = exc
-            await asyncio.sleep(0.5)
-        msg = f"Triton at {self.url} is not live and ready after {self.startup_timeout_s:.0f}s: {last}"
-        raise BackendUnavailable(msg)
+
+        async def probe() -> None:
+            live = await client.is_server_live(client_timeout=self.timeout_s)
+            if not (live and await client.is_server_ready(client_timeout=self.timeout_s)):
+                raise BackendUnavailable("server live but not ready" if live else "server not live")
+
+        try:
+            # Any failure while waiting means "not yet" (connection refused, deadline, not ready).
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(self.startup_timeout_s),
+                wait=wait_fixed(0.5),
+                retry=retry_if_exception_type(Exception),
+            ):
+                with attempt:
+                    await probe()
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            msg = f"Triton at {self.url} is not live and ready after {self.startup_timeout_s:.0f}s: {last}"
+            raise BackendUnavailable(msg) from last
 
     async def _check_model(self, name: str) -> None:
         client = self._client_or_raise()

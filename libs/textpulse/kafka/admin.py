@@ -11,6 +11,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
+from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from textpulse.contracts.topics import ALL_TOPICS, TopicSpec
 from textpulse.settings import KafkaSettings
@@ -37,22 +38,26 @@ def client_options(settings: KafkaSettings) -> dict[str, object]:
 
 
 async def wait_for_broker(settings: KafkaSettings, timeout_s: float = 60.0) -> None:
-    """Block until the broker answers a metadata request, or raise TimeoutError."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
+    """Block until the broker answers a metadata request, or raise TimeoutError (with the last error)."""
+
+    async def probe() -> None:
         consumer = AIOKafkaConsumer(**client_options(settings))  # type: ignore[arg-type]
         try:
             await consumer.start()
             await consumer.topics()
-            return
-        except (KafkaError, OSError) as exc:
-            last = exc
-            await asyncio.sleep(0.5)
         finally:
             await consumer.stop()
-    msg = f"Kafka at {settings.bootstrap_servers} did not answer within {timeout_s:.0f}s: {last!r}"
-    raise TimeoutError(msg)
+
+    try:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(timeout_s), wait=wait_fixed(0.5), retry=retry_if_exception_type((KafkaError, OSError))
+        ):
+            with attempt:
+                await probe()
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        msg = f"Kafka at {settings.bootstrap_servers} did not answer within {timeout_s:.0f}s: {last!r}"
+        raise TimeoutError(msg) from last
 
 
 async def broker_default_replication(admin: AIOKafkaAdminClient) -> int:
