@@ -37,12 +37,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cachetools import LRUCache
 from pydantic import ValidationError
 from textpulse.contracts.alerts import AlertStatus, Detector, FinancialAlert, KeyKind
 from textpulse.contracts.errors import ErrorCode, error, reason, validation_errors
@@ -65,15 +65,12 @@ class TextCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._texts: OrderedDict[str, str] = OrderedDict()
+        self._texts: LRUCache[str, str] = LRUCache(maxsize=max(1, capacity))
 
     def put(self, event_id: str, text: str) -> None:
         if self.capacity <= 0:
             return
         self._texts[event_id] = text
-        self._texts.move_to_end(event_id)
-        while len(self._texts) > self.capacity:
-            self._texts.popitem(last=False)
 
     def get(self, event_id: str) -> str | None:
         return self._texts.get(event_id)

@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
+
+from cachetools import TTLCache
 
 
 class IdempotencyStore:
-    """Bounded LRU of committed ids plus in-flight reservations."""
+    """Bounded TTL + LRU window of committed ids (``cachetools.TTLCache``) plus in-flight reservations."""
 
     def __init__(self, capacity: int = 1_000_000, ttl_s: float = 86_400.0) -> None:
         self.capacity = capacity
         self.ttl_s = ttl_s
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        # TTLCache needs maxsize >= 1; capacity 0 (no window) never stores anything (_add).
+        self._seen: TTLCache[str, bool] = TTLCache(maxsize=max(1, capacity), ttl=ttl_s, timer=time.monotonic)
         # id → future of its outcome; the future is only created when a second writer waits.
         self._inflight: dict[str, asyncio.Future[bool] | None] = {}
 
@@ -31,14 +33,8 @@ class IdempotencyStore:
         return len(self._seen)
 
     def seen(self, event_id: str) -> bool:
-        """True if ``event_id`` was committed within the TTL."""
-        ts = self._seen.get(event_id)
-        if ts is None:
-            return False
-        if time.monotonic() - ts > self.ttl_s:
-            del self._seen[event_id]
-            return False
-        return True
+        """True if ``event_id`` was committed within the TTL (expired ids are gone from the cache)."""
+        return event_id in self._seen
 
     async def reserve(self, event_id: str) -> bool:
         """Claim ``event_id`` for writing. False means it is a duplicate."""
@@ -76,7 +72,4 @@ class IdempotencyStore:
     def _add(self, event_id: str) -> None:
         if self.capacity <= 0:
             return
-        self._seen[event_id] = time.monotonic()
-        self._seen.move_to_end(event_id)
-        while len(self._seen) > self.capacity:
-            self._seen.popitem(last=False)
+        self._seen[event_id] = True  # (re)sets its TTL; the least recently used goes when full

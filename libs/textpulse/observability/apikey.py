@@ -33,12 +33,12 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
+from cachetools import LRUCache
 from fastapi import HTTPException, Request
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -134,7 +134,8 @@ class TokenBuckets:
             msg = "rate must be positive"
             raise ValueError(msg)
         self.rate, self.burst, self.max_clients, self.clock = rate, float(burst), max_clients, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # The least recently seen client's bucket goes first when full (it would be full again by now).
+        self._buckets: LRUCache[str, tuple[float, float]] = LRUCache(maxsize=max(1, max_clients))
 
     def take(self, client: str) -> float:
         """Spend one token: 0.0 when allowed, else the seconds until a token is available."""
@@ -147,8 +148,6 @@ class TokenBuckets:
         else:
             wait = (1.0 - tokens) / self.rate
         self._buckets[client] = (tokens, now)
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
         return wait
 
     def __len__(self) -> int:

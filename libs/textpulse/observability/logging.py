@@ -11,12 +11,12 @@ import os
 import sys
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from cachetools import LRUCache
 
 #: LogRecord attributes that are not user-supplied ``extra`` fields.
 _STANDARD_ATTRS = frozenset(
@@ -80,7 +80,7 @@ class RepeatFilter(logging.Filter):
         self.max_keys = max_keys
         self.clock = clock
         # key -> [time the line last went out, repeats left out since]
-        self._seen: OrderedDict[tuple[object, ...], list[float]] = OrderedDict()
+        self._seen: LRUCache[tuple[object, ...], list[float]] = LRUCache(maxsize=max(1, max_keys))
 
     def _key(self, record: logging.LogRecord) -> tuple[object, ...]:
         exc = record.exc_info[1] if record.exc_info else None
@@ -106,9 +106,6 @@ class RepeatFilter(logging.Filter):
         if seen is not None and seen[1]:
             record.repeats_suppressed = int(seen[1])
         self._seen[key] = [now, 0]
-        self._seen.move_to_end(key)
-        while len(self._seen) > self.max_keys:
-            self._seen.popitem(last=False)
         return True
 
 
