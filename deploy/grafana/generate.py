@@ -156,7 +156,8 @@ def pipeline_overview() -> Dashboard:
                 "Consumer lag",
                 "short",
                 (Query(f"sum(env_service:textpulse_consumer_lag:sum{{{ENV_SVC}}})", "records"),),
-                "Records not yet consumed, summed over every consumer group and partition.",
+                "Records not yet consumed, summed over every consumer group and partition (each partition once: "
+                "the lag exporter's measure, else each replica's for the partitions it holds).",
                 kind="stat",
                 width=6,
                 height=4,
@@ -209,7 +210,22 @@ def pipeline_overview() -> Dashboard:
                         "{{service}} <- {{topic}}",
                     ),
                 ),
-                "Records behind, per consuming service and topic (end offset - committed offset).",
+                "Records behind, per consuming service and topic (end offset - committed offset), each partition "
+                "once; from the lag exporter, so it stays while a service is down.",
+            ),
+            Panel(
+                "Oldest unconsumed record per topic",
+                "s",
+                (
+                    Query(
+                        "max by (service, topic) "
+                        f"(env_service_topic:textpulse_consumer_group_lag_seconds:max{{{ENV_SVC}}})",
+                        "{{service}} <- {{topic}}",
+                    ),
+                ),
+                "Lag in seconds: age of the oldest record a service has not consumed yet, worst partition "
+                "(textpulse lag-exporter; 0 when caught up, growing by the clock while the consumers are down).",
+                red_above=600,
             ),
             Panel(
                 "End-to-end latency percentiles",

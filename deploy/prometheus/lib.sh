@@ -134,6 +134,7 @@ prom_render_targets() {
   for f in "$PROM_DEPLOY_DIR"/targets/*.yml; do
     job="$(basename "$f" .yml)"
     var="PROM_TARGET_${job^^}"
+    var="${var//-/_}"  # lag-exporter -> PROM_TARGET_LAG_EXPORTER
     if [[ -n "${!var+set}" ]]; then
       list="${!var}"
     elif [[ "$job" == prometheus ]]; then

@@ -261,7 +261,8 @@ def test_gpu_triton(rendered: dict[str, list[dict[str, Any]]]) -> None:
     assert env["TEXTPULSE_INFERENCE_BATCH_SIZE"] == "128"
     assert env["TEXTPULSE_TRITON_TIMEOUT_S"] == "5.5"
     assert set(by_kind(rendered["gpu"], "ServiceMonitor")) == {f"t-textpulse-{s}" for s in SERVICES} | {
-        "t-textpulse-triton"
+        "t-textpulse-triton",
+        "t-textpulse-lag-exporter",
     }
     # No Triton in the minimal case: in-process inference, no GPU anywhere.
     minimal = rendered["minimal"]
@@ -625,10 +626,10 @@ def test_packaged_chart_carries_rules_and_dashboards(helm_bin: Path, tmp_path: P
 def test_target_down_is_scoped_to_the_textpulse_jobs(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """up == 0 only for textpulse's jobs: services, Triton and the Kafka exporter, as scraped here and by the chart."""
     rules = {r["alert"]: r for g in _source_groups()["alerts"] for r in g["rules"] if "alert" in r}
-    match = re.fullmatch(r'up\{job=~"([a-z|]+)"\} == 0', rules["TextpulseTargetDown"]["expr"].strip())
+    match = re.fullmatch(r'up\{job=~"([a-z|-]+)"\} == 0', rules["TextpulseTargetDown"]["expr"].strip())
     assert match, rules["TextpulseTargetDown"]["expr"]
     jobs = set(match.group(1).split("|"))
-    assert jobs == set(SERVICES) | {"triton", "kafka"}
+    assert jobs == set(SERVICES) | {"triton", "kafka", "lag-exporter"}
     local = {job["job_name"] for job in yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())["scrape_configs"]}
     # Prometheus and Alertmanager: the heartbeat covers the alerting path itself.
     assert jobs == local - {"prometheus", "alertmanager"}
@@ -770,7 +771,13 @@ def test_network_policies(rendered: dict[str, list[dict[str, Any]]]) -> None:
         assert spec["podSelector"] == deployments[name]["spec"]["selector"]
         assert spec["policyTypes"] == ["Ingress"]
         ports = {p["port"] for rule in spec["ingress"] for p in rule["ports"]}
-        if name == "t-textpulse-triton":
+        if name == "t-textpulse-lag-exporter":
+            # /metrics only, for the scrapers.
+            assert ports == {"metrics"}
+            assert spec["ingress"][0]["from"] == [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ]
+        elif name == "t-textpulse-triton":
             assert ports == {"http", "grpc", "metrics"}
             grpc = next(r for r in spec["ingress"] if {"port": "grpc", "protocol": "TCP"} in r["ports"])
             assert all(_selects(peer["podSelector"], pods["t-textpulse-classify"]) for peer in grpc["from"])
@@ -853,3 +860,47 @@ def test_elasticsearch_ca_file(rendered: dict[str, list[dict[str, Any]]], monkey
     for name, dep in by_kind(docs, "Deployment").items():
         if name not in {"t-textpulse-index", "t-textpulse-triton"}:
             assert not any(k.endswith("_ES_CA_FILE") for k in container_env(docs, dep)), name
+
+
+# --- lag exporter -------------------------------------------------------------------------------------
+
+
+def test_lag_exporter_is_one_pod_running_the_real_command(
+    rendered: dict[str, list[dict[str, Any]]], render: Render, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One replica (Recreate: never two), scraped as job lag-exporter, its command accepted by the real CLI."""
+    from textpulse.cli import app
+    from textpulse.observability import lag_exporter
+    from typer.testing import CliRunner
+
+    docs = rendered["defaults-with-operators"]
+    dep = by_kind(docs, "Deployment")["t-textpulse-lag-exporter"]
+    assert dep["spec"]["replicas"] == 1
+    assert dep["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9309, "protocol": "TCP"}]
+    env = container_env(docs, dep)
+    assert env["TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS"] == VALUES["kafka"]["bootstrapServers"]
+    monitor = by_kind(docs, "ServiceMonitor")["t-textpulse-lag-exporter"]["spec"]
+    assert monitor["endpoints"][0]["port"] == "metrics"
+    assert by_kind(docs, "Service")["t-textpulse-lag-exporter"]["spec"]["ports"][0]["targetPort"] == "metrics"
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(lag_exporter, "serve", lambda settings, **kw: calls.append({"settings": settings, **kw}))
+    monkeypatch.setattr("textpulse.observability.logging.configure_logging", lambda *a, **k: None)
+    extra = render(values={"lagExporter": {"groups": {"my-ner": "ner"}, "interval": 30}})
+    command = by_kind(extra, "Deployment")["t-textpulse-lag-exporter"]["spec"]["template"]["spec"]["containers"][0][
+        "command"
+    ]
+    assert command[:2] == ["textpulse", "lag-exporter"]
+    result = CliRunner().invoke(app, command[1:])
+    assert result.exit_code == 0, result.output
+    (call,) = calls
+    assert (call["port"], call["interval_s"], call["prefix"], call["groups"]) == (
+        9309,
+        30.0,
+        "textpulse-",
+        {"my-ner": "ner"},
+    )
+    off = render(values={"lagExporter": {"enabled": False}}, api_versions=(MONITORING_API,))
+    assert not [d for d in off if d["metadata"]["name"] == "t-textpulse-lag-exporter"]

@@ -116,6 +116,17 @@ NOT_EMITTED: dict[str, str] = {
     "textpulse_inference_errors_total": "classify/ner count it per failed inference request (by kind), so it "
     "has no series until a request fails, and none fails in a healthy run; the errors panel falls back to 0 "
     "through its recording rule (test_triton_errors checks the counting)",
+    **dict.fromkeys(
+        (
+            "textpulse_consumer_group_lag",
+            "textpulse_consumer_group_lag_seconds",
+            "textpulse_consumer_group_members",
+            "textpulse_lag_exporter_last_success_timestamp_seconds",
+        ),
+        "the lag exporter's metric (`textpulse lag-exporter`, one process beside the broker) is not one of "
+        "this pipeline's processes; tests/integration/test_lag_exporter.py runs it on the real Kafka and "
+        "tests/unit/test_dashboards.py checks its names against the contract",
+    ),
     "textpulse_alerts_fired_total": "no alert fires in a minute of replayed tweets (the counter has no series "
     "until a detector fires; test_alert_kafka drives surges)",
     "textpulse_alerts_resolved_total": "no alert resolves in a minute of replayed tweets",

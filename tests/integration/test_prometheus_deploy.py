@@ -106,7 +106,7 @@ def eventually(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
 # Label values of the stand-in's series: small sets that still satisfy every
 # filter the rules and panels use (task, outcome, negative label, triage queue).
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
-    "service": ("ingest", "classify"),
+    "service": ("ingest", "classify", "index", "recommend"),
     "topic": ("text.raw",),
     "reason": ("invalid",),
     "partition": ("0", "1"),
@@ -125,6 +125,14 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "queue": ("cards", "human-triage"),
     "priority": ("high", "normal"),
     "version": ("0.0.0-test",),
+    "group": ("textpulse-ingest",),
+    "head": ("sentiment",),
+    "signal": ("label", "confidence"),
+    "endpoint": ("search",),
+    "family": ("events",),
+    "result": ("hit", "miss"),
+    "source": ("http",),
+    "gpu_uuid": ("GPU-0",),
 }
 
 

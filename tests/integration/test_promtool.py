@@ -60,11 +60,15 @@ def test_rule_unit_tests_pass() -> None:
 
 # One edit per alert that changes when it fires; each must make a unit test fail.
 MUTATIONS = {
-    "TextpulseTargetDown": ('|kafka"} == 0', '|kafka"} == 1'),
+    "TextpulseTargetDown": ('|lag-exporter"} == 0', '|lag-exporter"} == 1'),
     # Unscoped, it would page for every target of a cluster's Prometheus.
-    "TextpulseTargetDown/scope": ('up{job=~"ingest|classify|ner|alert|route|index|recommend|triton|kafka"}', "up"),
+    "TextpulseTargetDown/scope": (
+        'up{job=~"ingest|classify|ner|alert|route|index|recommend|triton|kafka|lag-exporter"}',
+        "up",
+    ),
     "TextpulseAlertingHeartbeat": ('(up{job="prometheus"}) == 1', '(up{job="prometheus"}) == 0'),
-    "TextpulseConsumerLagGrowing": ("(textpulse_consumer_lag) > 1000)", "(textpulse_consumer_lag) > 100)"),
+    "TextpulseConsumerLagGrowing": ("          ) > 1000\n", "          ) > 100\n"),
+    "TextpulseConsumerLagSecondsHigh": ("group_lag_seconds) > 600\n", "group_lag_seconds) > 6000\n"),
     "TextpulseConsumerStuck": ("(textpulse_consumer_stuck) == 1", "(textpulse_consumer_stuck) == 0"),
     "TextpulseDLQRateHigh": ("textpulse_dlq_messages_total[5m])) > 0.1", "textpulse_dlq_messages_total[5m])) > 1"),
     "TextpulseHandlerErrorRatioHigh": ("ratio_rate5m > 0.05", "ratio_rate5m > 0.2"),

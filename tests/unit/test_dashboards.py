@@ -335,7 +335,9 @@ def test_provisioning_points_at_the_dashboards_folder() -> None:
 def _metric_sets() -> dict[str, Any]:
     """The metric classes of the services, by name (each builds its own registry)."""
     from textpulse.inference.metrics import InferenceMetrics
+    from textpulse.observability.lag_exporter import LagExporter
     from textpulse.observability.metrics import ServiceMetrics
+    from textpulse.settings import KafkaSettings
 
     from services.index.metrics import IndexMetrics
     from services.recommend.metrics import RecommendMetrics
@@ -345,10 +347,11 @@ def _metric_sets() -> dict[str, Any]:
         "inference": lambda: InferenceMetrics("contract-test", enabled=True),
         "index": IndexMetrics,
         "recommend": RecommendMetrics,
+        "lag-exporter": lambda: LagExporter(KafkaSettings()),
     }
 
 
-@pytest.mark.parametrize("kind", ["service", "inference", "index", "recommend"])
+@pytest.mark.parametrize("kind", ["service", "inference", "index", "recommend", "lag-exporter"])
 def test_service_metrics_library_matches_the_contract(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """What libs/textpulse/observability, the inference client, index and recommend register is what the
     rules and panels expect."""

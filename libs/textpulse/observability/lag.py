@@ -2,6 +2,13 @@
 
 Each probe also feeds the group's progress (:mod:`.progress`): committed offset and stall
 time per partition, and whether a partition is stuck (``/ready`` then answers 503).
+
+``textpulse_consumer_lag`` of a replica covers only the partitions it holds now (the group's
+assignment, :data:`~.progress.ASSIGNED`): every partition is reported by exactly one replica, so
+``sum by (service)`` is the group's lag whatever the replica count (when each replica reported
+the whole group's lag, the sum was multiplied by it). The lag of a group whose consumers are
+down, and its age in seconds, come from the lag exporter (:mod:`.lag_exporter`), which the
+recording rules prefer where it runs.
 """
 
 from __future__ import annotations
@@ -9,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -17,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from textpulse.settings import KafkaSettings
 
 from .metrics import ServiceMetrics
-from .progress import progress_of
+from .progress import ASSIGNED, progress_of
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,9 @@ class LagMonitor:
     """Background task publishing ``textpulse_consumer_lag`` and the progress of one consumer group.
 
     ``stuck_after_s`` (default: ``settings.stuck_after_s``) is how long a partition may stall
-    while records wait before it counts as stuck.
+    while records wait before it counts as stuck. ``held``: the partitions of the group this
+    process holds now (default: its :data:`~.progress.ASSIGNED` entry, kept by the consumers'
+    rebalance listener; none before the first assignment); only their lag is exported.
     """
 
     def __init__(
@@ -91,6 +100,7 @@ class LagMonitor:
         interval_s: float,
         *,
         stuck_after_s: float | None = None,
+        held: Callable[[], Collection[TopicPartition]] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -98,6 +108,8 @@ class LagMonitor:
         self.topics = list(topics)
         self.interval_s = interval_s
         self.progress = progress_of(metrics, stuck_after_s or settings.stuck_after_s)
+        self.held = held or (lambda: ASSIGNED.get(group_id, set()))
+        self._exported: set[TopicPartition] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -110,19 +122,30 @@ class LagMonitor:
                 await self._task
 
     async def probe(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer) -> dict[TopicPartition, int]:
-        """One measurement: lag gauges, progress gauges, stuck decisions; returns the lag."""
+        """One measurement: lag gauges (held partitions), progress gauges, stuck decisions; returns the group's lag."""
         offsets = await measure_offsets(admin, consumer, self.group_id, self.topics)
+        held = set(self.held())
         lag: dict[TopicPartition, int] = {}
         for tp, (done, end) in offsets.items():
             lag[tp] = max(0, end - done)
-            self.metrics.consumer_lag.labels(self.metrics.service, tp.topic, str(tp.partition)).set(lag[tp])
+            if tp in held:
+                self.metrics.consumer_lag.labels(*self._labels(tp)).set(lag[tp])
             self.progress.observe(self.group_id, tp, done, end)
+        exported = held & offsets.keys()
+        for tp in self._exported - exported:
+            # Revoked since the last probe: its new owner reports it now.
+            with contextlib.suppress(KeyError):
+                self.metrics.consumer_lag.remove(*self._labels(tp))
+        self._exported = exported
         for tp, (done, end) in offsets.items():
             waiting = None
             if self.progress.is_candidate(self.group_id, tp):
                 waiting = await records_waiting(consumer, tp, done, end)
             self.progress.settle(self.group_id, tp, waiting=waiting)
         return lag
+
+    def _labels(self, tp: TopicPartition) -> tuple[str, str, str]:
+        return self.metrics.service, tp.topic, str(tp.partition)
 
     async def _run(self) -> None:
         from textpulse.kafka.admin import client_options

@@ -37,7 +37,7 @@ class _Disabled:
     def inc(self, *_args: Any, **_kwargs: Any) -> None:
         return None
 
-    dec = set = observe = set_function = inc
+    dec = set = observe = set_function = remove = inc
 
 
 _DISABLED = _Disabled()
