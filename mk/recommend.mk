@@ -19,6 +19,6 @@ test-recommend: ## Unit + in-memory tests of recommend, then its real-Kafka inte
 	$(RECOMMEND_PY) -m pytest -q libs/textpulse/recsys tests/inmemory/test_recommend_inmemory.py
 	$(RECOMMEND_PY) -m pytest -q -m kafka tests/integration/test_recommend_kafka.py
 
-bench-recommend: ## Recall@10/nDCG@10 of popular, item-kNN, text (pretrained, fine-tuned), hybrid; HTTP p99, 10k items, real server + Kafka
+bench-recommend: ## Recall@10/nDCG@10 of popular, item-kNN, EASE, text, hybrid, LambdaRank ranker + cold-start table; HTTP p99, 10k items, real server + Kafka
 	@test -d .cache/model-repo/recommend || $(MAKE) recommend-model
 	$(RECOMMEND_ENV) $(RECOMMEND_PY) -m bench.bench_recommend $(BENCH_RECOMMEND_ARGS)

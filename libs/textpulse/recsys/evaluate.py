@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from .data import MovieLens, Rating, positives_by_user, seen_by_user, tag_cutoff
 from .metrics import mean_metrics
 from .profile import Profile
 from .recommender import DAY_S, Recommender, RecommenderConfig
-from .scoring import Catalogue, ItemKNN, top_k
+from .scoring import EASE, Catalogue, ItemKNN, top_k
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,41 @@ def evaluate(split: Split, rank: Ranker, k: int = 10) -> dict[str, float]:
     return mean_metrics(rank_all(split, rank), split.relevant, k)
 
 
+#: Most train positives a user may have to count as a cold-start user.
+COLD_USER_POSITIVES = 5
+
+
+def cold_start_relevant(split: Split) -> dict[str, dict[str, set[str]]]:
+    """Subsets of ``split.relevant`` where collaborative signals are thin or absent.
+
+    ``cold items``: per user, the held-out positives whose item has no train
+    interaction at all (no rating by anyone, positive or not), users without one
+    left out. ``cold users``: the users with at most :data:`COLD_USER_POSITIVES`
+    train positives, all their held-out positives.
+    """
+    trained = {r.item for r in split.train}
+    n_pos = Counter(r.user for r in split.train if r.positive)
+    relevant = split.relevant
+    items = {u: {i for i in rel if i not in trained} for u, rel in relevant.items()}
+    return {
+        "cold items": {u: rel for u, rel in items.items() if rel},
+        f"users ≤{COLD_USER_POSITIVES} train positives": {
+            u: rel for u, rel in relevant.items() if n_pos.get(u, 0) <= COLD_USER_POSITIVES
+        },
+    }
+
+
+def evaluate_subsets(
+    split: Split, rank: Ranker, subsets: Mapping[str, Mapping[str, set[str]]], k: int = 10
+) -> dict[str, dict[str, float]]:
+    """Metrics on every user (``all``) and on each subset, from one ranking per user (the full top ``k``)."""
+    rankings = rank_all(split, rank)
+    out = {"all": mean_metrics(rankings, split.relevant, k)}
+    for name, relevant in subsets.items():
+        out[name] = mean_metrics(rankings, relevant, k)
+    return out
+
+
 class Rankers:
     """The baseline rankers over one split (popular, item-kNN, text-only with given vectors)."""
 
@@ -146,6 +182,23 @@ class Rankers:
         return self._ids(
             top_k(scores + 1e-6 * self.counts / max(1.0, float(self.counts.max())), self.k, self._exclude(user))
         )
+
+    def fit_ease(self, lam: float) -> EASE:
+        """EASE over the users' train positives (the same binary matrix as item-kNN)."""
+        return EASE(lam).fit([[r.item for r in rows] for rows in self.pos.values()], self.index, self.n)
+
+    def ease(self, model: EASE) -> Ranker:
+        """Every train positive counts equally, as in :meth:`item_knn`; users with none get the popular list."""
+
+        def rank(user: str) -> list[str]:
+            idx = [self.index[r.item] for r in self.pos.get(user, [])]
+            if not idx:
+                return self.popular(user)
+            scores = model.scores(idx, n_items=self.n)
+            tie = 1e-6 * self.counts / max(1.0, float(self.counts.max()))
+            return self._ids(top_k(scores + tie, self.k, self._exclude(user)))
+
+        return rank
 
     def text(self, vectors: np.ndarray) -> Ranker:
         def rank(user: str) -> list[str]:

@@ -109,6 +109,70 @@ class ItemKNN:
         return out
 
 
+class EASE:
+    """EASE (Steck 2019): closed-form item-item weights over binary user×item positives.
+
+    ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹`` and ``diag(B) = 0``; a user's
+    score of every item is the sum of ``B``'s rows of their items. Only items with at
+    least one positive enter the inverse (the others have zero rows and columns), so
+    the dense solve is over the items users interacted with, not the whole catalogue.
+    """
+
+    def __init__(self, lam: float = 500.0) -> None:
+        self.lam = lam
+        self.weights: np.ndarray = np.zeros((0, 0), dtype=np.float32)
+        #: Catalogue row of each column of ``weights``; ``col`` maps a catalogue row back (-1: no positive).
+        self.used: np.ndarray = np.zeros(0, dtype=np.int64)
+        self.col: np.ndarray = np.zeros(0, dtype=np.int64)
+
+    def fit(self, positives: Iterable[Sequence[str]], index: Mapping[str, int], n_items: int) -> EASE:
+        from scipy import linalg
+
+        rows, cols = [], []
+        for user, items in enumerate(positives):
+            for item in set(items):
+                c = index.get(item)
+                if c is not None:
+                    rows.append(user)
+                    cols.append(c)
+        n_users = (max(rows) + 1) if rows else 0
+        x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(n_users, n_items))
+        self.used = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
+        self.col = np.full(n_items, -1, dtype=np.int64)
+        self.col[self.used] = np.arange(len(self.used))
+        if not len(self.used):
+            self.weights = np.zeros((0, 0), dtype=np.float32)
+            return self
+        xu = x[:, self.used]
+        gram = (xu.T @ xu).toarray()
+        gram[np.diag_indices_from(gram)] += self.lam
+        p = linalg.inv(gram, overwrite_a=True, check_finite=False)
+        b = p / (-np.diag(p))
+        b[np.diag_indices_from(b)] = 0.0
+        self.weights = b.astype(np.float32)
+        return self
+
+    def scores(
+        self, items: Sequence[int], weights: Sequence[float] | None = None, n_items: int | None = None
+    ) -> np.ndarray:
+        """Sum of ``B``'s rows of the user's (weighted) items, per catalogue row (0 for items without positives)."""
+        n = n_items if n_items is not None else len(self.col)
+        out = np.zeros(n, dtype=np.float32)
+        pairs = [
+            (int(self.col[i]), w)
+            for i, w in zip(items, weights or [1.0] * len(items), strict=True)
+            if i < len(self.col) and self.col[i] >= 0
+        ]
+        if not pairs:
+            return out
+        idx = np.array([c for c, _ in pairs])
+        w = np.array([w for _, w in pairs], dtype=np.float32)
+        row = w @ self.weights[idx]
+        keep = self.used < n
+        out[self.used[keep]] = row[keep]
+        return out
+
+
 def _top_per_row(matrix: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     """Keep the ``k`` largest entries of each row (the usual neighbourhood pruning of item-kNN)."""
     indptr, indices, data = [0], [], []
