@@ -116,7 +116,8 @@ def test_flops_count_weights_tokens_and_attention() -> None:
     assert tok.flops(9) == tok.flops(4) == 2 * 268 * 4 + 4 * 2 * 4 * 16  # truncated at max_length
     per_event = flops_per_event([seq, tok], {"finance": [5, 5], "ner": [4, 2]})
     assert per_event == seq.flops(5) + (tok.flops(4) + tok.flops(2)) / 2
-    assert layer_shapes(weights) == [(4, 4)] * 4 + [(4, 8), (8, 4)]
+    # q, k, v as the fused graph's one [hidden, 3 x hidden] GEMM, then the output, FFN up and down
+    assert layer_shapes(weights) == [(4, 12), (4, 4), (4, 8), (8, 4)]
 
 
 def test_minilm_flops_per_token() -> None:
@@ -153,8 +154,11 @@ def test_int8_passes_split_their_flops_and_the_limit_weighs_each_precision() -> 
 
 
 def test_overlay_default_serves_each_models_measured_precision(tmp_path: Path) -> None:
-    served = threads_overlay(_repo(tmp_path, "fp32"), tmp_path / "served", threads=1, precision="default")
-    assert parameters_of(parse((served / MODELS[0] / "config.pbtxt").read_text()))["precision"] == "auto"
+    repo = _repo(tmp_path, "fp32")
+    (repo / MODELS[0] / "1" / "serving.json").write_text('{"defaults": {"onnx": "int8"}}')
+    served = threads_overlay(repo, tmp_path / "served", threads=1, precision="default")
+    params = [parameters_of(parse((served / m / "config.pbtxt").read_text()))["precision"] for m in MODELS]
+    assert params == ["int8", *(["fp32"] * (len(MODELS) - 1))]
 
 
 def _limit(events_per_s: float) -> Limit:
