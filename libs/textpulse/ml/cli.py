@@ -124,6 +124,66 @@ def train(
     _emit(summary)
 
 
+@app.command()
+def pretrain(
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML/JSON file of PretrainConfig fields (e.g. ml/profiles/pretrain/quick.yaml)."),
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="Shipped pretraining profile (quick | full) instead of --config.")
+    ] = None,
+    output: Annotated[Path | None, typer.Option(help="Base-model directory (default .cache/pretrain/base).")] = None,
+    base_model: Annotated[str | None, typer.Option(help="HF name or path (default: bundled all-MiniLM-L6-v2).")] = None,
+    epochs: Annotated[float | None, typer.Option()] = None,
+    max_steps: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    max_length: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    limit_texts: Annotated[int | None, typer.Option(help="Seeded random subset of the unlabelled texts.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any other PretrainConfig field: key=value.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Domain-adaptive pretraining: masked-LM on the in-domain training texts; prints metrics as JSON.
+
+    Resumes from OUTPUT/checkpoint when one exists for the same configuration. The output is a base
+    model for ``train --base-model`` (or ``base_model:`` in a profile).
+    """
+    _setup_logging(verbose)
+    from textpulse.ml.config import load_config_file
+    from textpulse.ml.pretrain import load_pretrain_config, pretrain_profile
+    from textpulse.ml.pretrain import pretrain as run_pretraining
+
+    if config and profile:
+        msg = "give --config or --profile, not both"
+        raise typer.BadParameter(msg)
+    source = config or (pretrain_profile(profile) if profile else None)
+    values: dict[str, Any] = load_config_file(source) if source else {}
+    flags = {
+        "output_dir": output,
+        "base_model": base_model,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "lr": lr,
+        "limit_texts": limit_texts,
+        "seed": seed,
+        "threads": threads,
+        "device": device,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(_parse_sets(set_ or []))
+    values["progress"] = progress and values.get("progress", True)
+    summary = run_pretraining(load_pretrain_config(values))
+    summary["output_dir"] = str(values.get("output_dir", ""))
+    _emit(summary)
+
+
 @app.command("eval")
 def evaluate(
     task: Annotated[str, typer.Argument(help=_TASK_HELP)],
@@ -180,8 +240,14 @@ def export(
     torch_threads: Annotated[int, typer.Option(help="torch threads per Triton instance.")] = 2,
     instances: Annotated[int, typer.Option(help="Triton instance count.")] = 1,
     precision: Annotated[
-        str, typer.Option(help="CPU config precision: fp32, or int8 (dynamic quantisation; the GPU variant is bf16).")
-    ] = "fp32",
+        str,
+        typer.Option(
+            help=(
+                "CPU config precision: auto (the version's measured default from serving.json, else fp32), fp32, "
+                "or int8 (dynamic quantisation; the GPU variant is bf16)."
+            )
+        ),
+    ] = "auto",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Export MODEL as the next version of NAME in the Triton repository; prints the manifest entry."""
