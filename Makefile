@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
+.PHONY: help install lock lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
 
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -18,10 +18,15 @@ help: ## List targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[ml,dev,search,serving]"
+	$(PY) -m pip install -q -e ".[ml,dev,search,serving,demo]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with every extra (pinned versions)
+
+# Every transitive version with hashes, for CPython 3.11 on this platform (Linux x86_64). Not yet what
+# make install or the images install: they still resolve pyproject.toml's pins.
+lock: install ## Regenerate requirements.lock from pyproject.toml (all extras, hashes; uv)
+	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 -o requirements.lock
 
 lint: install ## ruff (broad rule set) + mypy --strict on libs/
 	$(PY) -m ruff check libs services tests bench deploy

