@@ -163,7 +163,7 @@ def test_sequence_train_export_roundtrip(tmp_path: Path, monkeypatch: pytest.Mon
 
     _check_int8(version_dir, exported_torch, in_memory, monkeypatch)
     cpu_config = parse((repo / "sentiment" / "config.pbtxt").read_text())
-    assert parameters_of(cpu_config)["precision"] == "fp32"
+    assert parameters_of(cpu_config)["precision"] == "auto"  # serving.json's measured default, else fp32
     gpu_python = parse((repo / "sentiment" / "configs" / "gpu-python.pbtxt").read_text())
     assert parameters_of(gpu_python)["precision"] == "bf16"
 
