@@ -1009,7 +1009,7 @@ def collect_metrics(run: Run, ports: dict[str, int], triton: tuple[str, str, int
         run.client_ms[f"{service} texts/request"] = size / count if count else float("nan")
     if triton:
         text = scrape(triton[1])
-        for model in ("sentiment", "topic", "ner"):
+        for model in MODELS:
             items = metric_sum(text, "nv_inference_count", model=model)
             execs = metric_sum(text, "nv_inference_exec_count", model=model)
             run.server_batch[model] = items / execs if execs else float("nan")
