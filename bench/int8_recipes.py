@@ -20,8 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import onnx
-from onnx import TensorProto
-from onnxruntime.quantization import QuantType, quantize_dynamic
+from textpulse.ml.onnx_runtime import quantize_graph
 from textpulse.ml.predictor import Predictor, resolve_model_dir
 
 from bench.bench_int8 import dev_sets, score, text_of, throughput
@@ -54,15 +53,7 @@ def main() -> None:
             keep = [n for n in nodes if RECIPES[recipe](n)]
             folder = Path(tmp) / recipe
             shutil.copytree(src, folder, ignore=shutil.ignore_patterns("model.int8.onnx", "__pycache__"))
-            quantize_dynamic(
-                str(src / "model.opt.onnx"),
-                str(folder / "model.int8.onnx"),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=["MatMul", "Attention"],
-                nodes_to_exclude=keep,
-                extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
-            )
+            quantize_graph(src / "model.opt.onnx", folder / "model.int8.onnx", keep_fp32=keep)
             int8 = Predictor(folder, backend="onnx", precision="int8", threads=2, batch_size=32)
             row = {}
             for head, kind, examples in heads:

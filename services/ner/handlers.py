@@ -24,7 +24,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, encode
 from textpulse.inference import BackendUnavailable
-from textpulse.inference.consume import decode_batch, record_headers
+from textpulse.inference.consume import decode_batch, guard_counting_failures, record_headers
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
 from textpulse.kafka import DeadLetters
@@ -132,17 +132,14 @@ def _observe_entities(m: InferenceMetrics, enricher: Enricher, done: Sequence[En
 
 
 async def guarded(records: Sequence[Any], deps: Deps) -> None:
-    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ).
+    """``handle_records`` behind the dead letters' retry limit; failed tries counted in ``messages_failed``."""
 
-    A batch that fails (inference unavailable past ``unavailable_max_wait_s``, a write error ...) counts
-    its records in ``textpulse_messages_failed_total`` once per try before it is redelivered.
-    """
-    try:
-        await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
-    except Exception as exc:
-        reason = "inference_unavailable" if isinstance(exc, BackendUnavailable) else "error"
-        deps.metrics.failed.labels(SERVICE, deps.settings.topic_in, reason).inc(len(records))
-        raise
+    def count_failed(reason: str, n: int) -> None:
+        deps.metrics.failed.labels(SERVICE, deps.settings.topic_in, reason).inc(n)
+
+    await guard_counting_failures(
+        deps.dead_letters.guard, records, lambda recs: handle_records(recs, deps), count_failed
+    )
 
 
 def register(

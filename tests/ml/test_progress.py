@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from textpulse.ml.train import _duration, _Progress
+from textpulse.ml.train import Progress, _duration
 
 
 class Clock:
@@ -18,7 +18,7 @@ class Clock:
 
 def test_plain_progress_logs_once_a_minute_with_eta(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    progress = _Progress(10, enabled=True, terminal=False, log_every_s=60, clock=clock)
+    progress = Progress(10, enabled=True, terminal=False, log_every_s=60, clock=clock)
     with caplog.at_level(logging.INFO, logger="textpulse.ml.train"):
         for _ in range(4):
             clock.now += 20
@@ -31,7 +31,7 @@ def test_plain_progress_logs_once_a_minute_with_eta(caplog: pytest.LogCaptureFix
 
 def test_plain_progress_logs_the_last_step(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    progress = _Progress(2, enabled=True, terminal=False, log_every_s=3600, clock=clock)
+    progress = Progress(2, enabled=True, terminal=False, log_every_s=3600, clock=clock)
     with caplog.at_level(logging.INFO, logger="textpulse.ml.train"):
         clock.now += 5
         progress.advance("")
@@ -42,7 +42,7 @@ def test_plain_progress_logs_the_last_step(caplog: pytest.LogCaptureFixture) -> 
 
 def test_disabled_progress_is_silent(caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    progress = _Progress(1, enabled=False, terminal=False, log_every_s=0, clock=clock)
+    progress = Progress(1, enabled=False, terminal=False, log_every_s=0, clock=clock)
     with caplog.at_level(logging.INFO, logger="textpulse.ml.train"):
         progress.advance("x")
         progress.close()

@@ -8,7 +8,7 @@ everything else is processed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +25,8 @@ from textpulse.contracts.errors import (
     reason,
     validation_errors,
 )
+
+from .errors import BackendUnavailable
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,3 +92,24 @@ def record_headers(rec: Any, **updates: str) -> dict[str, str]:
     }
     headers.update(updates)
     return headers
+
+
+Batch = Sequence[Any]
+Handle = Callable[[Batch], Awaitable[None]]
+
+
+async def guard_counting_failures(
+    guard: Callable[[Batch, Handle], Awaitable[None]],
+    records: Batch,
+    handle: Handle,
+    count_failed: Callable[[str, int], None],
+) -> None:
+    """``handle`` behind the dead letters' retry limit (``DeadLetters.guard``); a batch that still fails
+    (inference unavailable past its wait, a write error ...) counts its records once per try, by reason
+    ``inference_unavailable`` or ``error``, before it is raised for redelivery. Shared by classify and NER.
+    """
+    try:
+        await guard(records, handle)
+    except Exception as exc:
+        count_failed("inference_unavailable" if isinstance(exc, BackendUnavailable) else "error", len(records))
+        raise

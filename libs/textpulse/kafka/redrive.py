@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from textpulse.settings import KafkaSettings
 
@@ -370,10 +370,6 @@ class Pacer:
 # --- aiokafka I/O -----------------------------------------------------------------------------
 
 
-def _consumer(settings: KafkaSettings) -> AIOKafkaConsumer:
-    return reader(settings)  # read_committed: an aborted dead letter was never written
-
-
 async def read_dead_letters(
     settings: KafkaSettings,
     topic: str,
@@ -386,7 +382,7 @@ async def read_dead_letters(
     Starts at ``from_offset`` or, with ``since``, at the first record written since then (minus a
     minute of clock skew between producers); records written while it reads are not included.
     """
-    consumer = _consumer(settings)
+    consumer = reader(settings)  # read_committed: an aborted dead letter was never written
     await consumer.start()
     try:
         tps = [
@@ -428,7 +424,7 @@ async def redriven_from(
     names = sorted(set(topics))
     if not names:
         return set()
-    consumer = _consumer(settings)
+    consumer = reader(settings)  # read_committed: an aborted dead letter was never written
     await consumer.start()
     found: set[str] = set()
     try:
@@ -458,7 +454,7 @@ async def restore_truncated(settings: KafkaSettings, letters: Sequence[DeadLette
     if not cut:
         return list(letters)
     restored: dict[str, DeadLetter] = {}
-    consumer = _consumer(settings)
+    consumer = reader(settings)  # read_committed: an aborted dead letter was never written
     await consumer.start()
     try:
         for letter in cut:

@@ -37,6 +37,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -183,8 +184,9 @@ def ffn_down_projections(graph_path: Path) -> list[str]:
     return [name for name, shape in matmuls if shape[0] == widest and shape[0] > shape[1]]
 
 
-def quantize_graph(source: Path, target: Path) -> list[str]:
-    """Dynamic int8 of ``source`` into ``target``; returns the MatMuls kept in FP32.
+def quantize_graph(source: Path, target: Path, keep_fp32: Sequence[str] | None = None) -> list[str]:
+    """Dynamic int8 of ``source`` into ``target``; returns the MatMuls kept in FP32 (``keep_fp32``,
+    default :func:`ffn_down_projections`; ``bench.int8_recipes`` compares other choices).
 
     MatMul/Attention weights QInt8 per output channel, activations QUInt8 per batch: u8
     activations x s8 weights is what AVX-512 VNNI (VPDPBUSD) multiplies natively, so no
@@ -203,7 +205,7 @@ def quantize_graph(source: Path, target: Path) -> list[str]:
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    keep_fp32 = ffn_down_projections(source)
+    keep_fp32 = list(ffn_down_projections(source) if keep_fp32 is None else keep_fp32)
     quantize_dynamic(
         str(source),
         str(target),

@@ -44,7 +44,7 @@ from textpulse.datasets.splits import near_duplicate_key
 from textpulse.ml.config import TrainConfig, load_config_file, resolve_task
 from textpulse.ml.data import Encoded, batches, collate
 from textpulse.ml.settings import REPO_ROOT, default_base_model, offline_hub
-from textpulse.ml.train import _Progress, carves_dev, extra_task_config, set_seed
+from textpulse.ml.train import Progress, carves_dev, extra_task_config, lr_groups, set_seed
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -349,19 +349,13 @@ def _schedule(config: PretrainConfig, total_steps: int) -> tuple[Any, Any]:
 def _parameter_groups(model: Any, config: PretrainConfig) -> list[dict[str, Any]]:
     """Encoder at ``lr`` (no decay on biases/LayerNorm); the MLM head (transform + bias) at ``head_lr``."""
     encoder_ids = {id(p) for p in model.base_model.parameters()}
-    decay, no_decay, head = [], [], []
-    for parameter in model.parameters():  # tied decoder weight = word embeddings: listed once
-        if id(parameter) not in encoder_ids:
-            head.append(parameter)
-        elif parameter.ndim < 2:  # noqa: PLR2004 - biases and LayerNorm weights
-            no_decay.append(parameter)
-        else:
-            decay.append(parameter)
-    return [
-        {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": no_decay, "lr": config.lr, "weight_decay": 0.0},
-        {"params": head, "lr": config.head_lr, "weight_decay": config.weight_decay},
-    ]
+    # model.parameters() lists the tied decoder weight (= word embeddings) once
+    return lr_groups(
+        ((id(p) not in encoder_ids, p) for p in model.parameters()),
+        lr=config.lr,
+        head_lr=config.head_lr,
+        weight_decay=config.weight_decay,
+    )
 
 
 def _resume_key(config: PretrainConfig) -> dict[str, Any]:
@@ -464,7 +458,7 @@ def pretrain(config: PretrainConfig) -> dict[str, Any]:  # noqa: PLR0912, PLR091
 
     stop_at = min(total_steps, step + config.stop_after_steps) if config.stop_after_steps else total_steps
     # counts this session's steps only, so the ETA of a resumed run is not flattered by earlier ones
-    progress = _Progress(stop_at - step, enabled=config.progress)
+    progress = Progress(stop_at - step, enabled=config.progress)
     started = time.perf_counter()
     model.train()
     try:

@@ -12,6 +12,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -103,23 +104,38 @@ def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Exampl
     return train, dev, f"{train_path}", dev_desc
 
 
-def _parameter_groups(model: TextPulseModel, config: TrainConfig) -> list[dict[str, Any]]:
-    """Encoder at ``lr`` (no decay on biases/LayerNorm), head at the higher head LR."""
+def lr_groups(
+    parameters: Iterable[tuple[bool, Any]], *, lr: float, head_lr: float, weight_decay: float
+) -> list[dict[str, Any]]:
+    """Optimizer groups from ``(is_head, parameter)`` pairs: encoder at ``lr`` (no decay on biases and
+    LayerNorm weights), head at ``head_lr``. Shared by fine-tuning and domain-adaptive pretraining."""
     decay, no_decay, head = [], [], []
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        if name.startswith(("head.", "extra_heads.")):
+    for is_head, parameter in parameters:
+        if is_head:
             head.append(parameter)
         elif parameter.ndim < 2:  # noqa: PLR2004 - biases and LayerNorm weights
             no_decay.append(parameter)
         else:
             decay.append(parameter)
     return [
-        {"params": decay, "lr": config.lr, "weight_decay": config.weight_decay},
-        {"params": no_decay, "lr": config.lr, "weight_decay": 0.0},
-        {"params": head, "lr": config.resolved_head_lr, "weight_decay": config.weight_decay},
+        {"params": decay, "lr": lr, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
+        {"params": head, "lr": head_lr, "weight_decay": weight_decay},
     ]
+
+
+def _parameter_groups(model: TextPulseModel, config: TrainConfig) -> list[dict[str, Any]]:
+    """Encoder at ``lr`` (no decay on biases/LayerNorm), head at the higher head LR."""
+    return lr_groups(
+        (
+            (name.startswith(("head.", "extra_heads.")), parameter)
+            for name, parameter in model.named_parameters()
+            if parameter.requires_grad
+        ),
+        lr=config.lr,
+        head_lr=config.resolved_head_lr,
+        weight_decay=config.weight_decay,
+    )
 
 
 def _apply_lora(model: TextPulseModel, config: TrainConfig) -> None:
@@ -141,7 +157,7 @@ def _merge_lora(model: TextPulseModel) -> None:
         model.encoder = model.encoder.merge_and_unload()
 
 
-class _Progress:
+class Progress:
     """Progress with ETA on stderr: a rich bar on a terminal, a log line a minute otherwise.
 
     rich draws nothing until ``stop`` when stderr is not a terminal (nohup,
@@ -422,7 +438,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
 
     best_score, best_state, best_step = -math.inf, None, 0
     evals_without_gain, step, seen, history = 0, 0, 0, []
-    progress = _Progress(total_steps, enabled=config.progress)
+    progress = Progress(total_steps, enabled=config.progress)
     started = time.perf_counter()
     generator = random.Random(config.seed)  # noqa: S311 - reproducible shuffling
     model.train()

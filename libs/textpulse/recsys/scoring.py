@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -66,6 +67,21 @@ class Catalogue:
         return True
 
 
+def positives_matrix(
+    positives: Iterable[Sequence[str]], index: Mapping[str, int], n_items: int, dtype: type[np.floating[Any]]
+) -> sparse.csr_matrix:
+    """Binary user x item matrix: row u has a 1 for each catalogue item (``index``) among user u's positives."""
+    rows, cols = [], []
+    for user, items in enumerate(positives):
+        for item in set(items):
+            col = index.get(item)
+            if col is not None:
+                rows.append(user)
+                cols.append(col)
+    n_users = (max(rows) + 1) if rows else 0
+    return sparse.csr_matrix((np.ones(len(rows), dtype=dtype), (rows, cols)), shape=(n_users, n_items))
+
+
 class ItemKNN:
     """Item-item cosine similarity over binary user×item positives, pruned to ``neighbours`` per item."""
 
@@ -74,15 +90,7 @@ class ItemKNN:
         self.sim: sparse.csr_matrix = sparse.csr_matrix((0, 0), dtype=np.float32)
 
     def fit(self, positives: Iterable[Sequence[str]], index: Mapping[str, int], n_items: int) -> ItemKNN:
-        rows, cols = [], []
-        for user, items in enumerate(positives):
-            for item in set(items):
-                col = index.get(item)
-                if col is not None:
-                    rows.append(user)
-                    cols.append(col)
-        n_users = (max(rows) + 1) if rows else 0
-        x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(n_users, n_items))
+        x = positives_matrix(positives, index, n_items, np.float32)
         counts = np.asarray(x.sum(axis=0)).ravel()
         co = (x.T @ x).tocsr().astype(np.float32)
         co.setdiag(0)
@@ -128,15 +136,7 @@ class EASE:
     def fit(self, positives: Iterable[Sequence[str]], index: Mapping[str, int], n_items: int) -> EASE:
         from scipy import linalg
 
-        rows, cols = [], []
-        for user, items in enumerate(positives):
-            for item in set(items):
-                c = index.get(item)
-                if c is not None:
-                    rows.append(user)
-                    cols.append(c)
-        n_users = (max(rows) + 1) if rows else 0
-        x = sparse.csr_matrix((np.ones(len(rows), dtype=np.float64), (rows, cols)), shape=(n_users, n_items))
+        x = positives_matrix(positives, index, n_items, np.float64)
         self.used = np.flatnonzero(np.asarray(x.sum(axis=0)).ravel() > 0)
         self.col = np.full(n_items, -1, dtype=np.int64)
         self.col[self.used] = np.arange(len(self.used))
