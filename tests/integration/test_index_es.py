@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import subprocess
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,14 +38,14 @@ from textpulse.contracts import (
     encode,
 )
 from textpulse.kafka.admin import client_options
-from textpulse.kafka.tansu import free_port
 from textpulse.settings import KafkaSettings
 
 from services.index.app import create_app
-from services.index.pii_corpus import POSITIVE
 from services.index.settings import IndexSettings
-from tests.conftest import REPO, missing, port_open
+from tests.conftest import REPO
+from tests.es_node import EsNode, own_node
 from tests.helpers import headers, read_all, running
+from tests.support.pii_corpus import POSITIVE
 
 pytestmark = [pytest.mark.es, pytest.mark.kafka]
 
@@ -69,73 +65,17 @@ SUPPORT_TEXTS = (
 # -- Elasticsearch ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class EsNode:
-    """A node started by deploy/elasticsearch/start.sh with its own ports and run dir."""
-
-    url: str
-    env: dict[str, str]
-
-    def script(self, name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(DEPLOY / name), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self) -> None:
-        res = self.script("start.sh")
-        assert res.returncode == 0, f"start.sh failed:\n{res.stderr[-3000:]}"
-
-    def stop(self) -> None:
-        res = self.script("stop.sh", timeout=120)
-        assert res.returncode == 0, f"stop.sh failed:\n{res.stderr[-3000:]}"
-
-
-def _check_prerequisites() -> None:
-    if not (DEPLOY / "start.sh").is_file():
-        missing("Elasticsearch", f"{DEPLOY}/start.sh not found")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        missing("Elasticsearch", "java (JDK 17+) is not installed")
-    if shutil.which("mvn") is None and not any((REPO / ".cache" / "elasticsearch").glob("*/.fetched")):
-        missing("Elasticsearch", "mvn is absent and no jars are cached (make es-fetch)")
-
-
 @pytest.fixture(scope="module")
 def own_es(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EsNode]:
     """A throwaway node of this module (free ports, temp run dir), always stopped afterwards."""
-    _check_prerequisites()
-    http_port, transport_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "ES_HTTP_PORT": str(http_port),
-        "ES_TRANSPORT_PORT": str(transport_port),
-        "ES_RUN_DIR": str(tmp_path_factory.mktemp("es-index")),
-        "ES_HEAP": "512m",
-        "ES_CLUSTER_NAME": "tp-index-test",
-        "ES_START_TIMEOUT": "240",
-    }
-    node = EsNode(f"http://127.0.0.1:{http_port}", env)
-    try:
-        node.start()
-    except AssertionError as exc:
-        missing("Elasticsearch", str(exc))
-    try:
+    with own_node(tmp_path_factory.mktemp("es-index"), "tp-index-test") as node:
         yield node
-    finally:
-        node.script("stop.sh", timeout=120)
 
 
 @pytest.fixture(scope="module")
-def es_url(request: pytest.FixtureRequest) -> str:
-    """The shared node on 9200 when it runs, else this module's own node."""
-    if port_open(int(os.environ.get("ES_HTTP_PORT", "9200"))):
-        return f"http://127.0.0.1:{os.environ.get('ES_HTTP_PORT', '9200')}"
-    node: EsNode = request.getfixturevalue("own_es")
-    return node.url
+def es_url(shared_es_url: str) -> str:
+    """The session's node (the developer's on 9200 when it runs)."""
+    return shared_es_url
 
 
 # -- data -----------------------------------------------------------------------

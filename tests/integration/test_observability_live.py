@@ -58,12 +58,12 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaProducer
 from textpulse.contracts.topics import STREAM_PARTITIONS, TopicSpec
-from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
 from textpulse.kafka.admin import client_options, create_topics, end_offsets
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
 from tests.conftest import REPO, in_ci, make_topics, missing, port_open
+from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.es, pytest.mark.timeout(300)]
 
@@ -446,39 +446,9 @@ def _mirror_with_references(repo: Path, mirror: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The shared Elasticsearch on 9200 when it runs, else a node of this module (stopped afterwards).
-
-    index's indices and templates go under a prefix unique to the run either way.
-    """
-    port = int(os.environ.get("ES_HTTP_PORT", "9200"))
-    if port_open(port):
-        yield f"http://127.0.0.1:{port}"
-        return
-    from tests.integration.test_index_es import EsNode, _check_prerequisites
-
-    _check_prerequisites()
-    http_port, transport_port = free_port(), free_port()
-    node = EsNode(
-        f"http://127.0.0.1:{http_port}",
-        {
-            **os.environ,
-            "ES_HTTP_PORT": str(http_port),
-            "ES_TRANSPORT_PORT": str(transport_port),
-            "ES_RUN_DIR": str(tmp_path_factory.mktemp("es-obs-live")),
-            "ES_HEAP": "512m",
-            "ES_CLUSTER_NAME": "tp-obs-live",
-            "ES_START_TIMEOUT": "240",
-        },
-    )
-    try:
-        node.start()
-    except AssertionError as exc:
-        missing("Elasticsearch", str(exc))
-    try:
-        yield node.url
-    finally:
-        node.script("stop.sh", timeout=120)
+def es_url(shared_es_url: str) -> str:
+    """The session's Elasticsearch; index's indices and templates go under a prefix unique to the run."""
+    return shared_es_url
 
 
 def _delete_indices(es_url: str, prefix: str) -> None:

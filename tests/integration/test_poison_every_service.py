@@ -32,7 +32,6 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import os
 import time
 import uuid
 from collections import Counter
@@ -63,11 +62,11 @@ from textpulse.kafka.dlq import (
 )
 from textpulse.settings import KafkaSettings
 
-from services.alert.synth import mention
-from services.route.synth import support_event
-from tests.conftest import TEST_TOPICS, missing, port_open
+from tests.conftest import TEST_TOPICS, missing
 from tests.helpers import headers
 from tests.property.loop import LoopThread
+from tests.support.alert_synth import mention
+from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka]
 
@@ -335,10 +334,9 @@ def start_app(  # noqa: PLR0911 - one branch per service: each app's settings re
             **common,
         )
         return asgi_lifespan(create_index(xs, retention=False, connect_timeout_s=30))
-    from textpulse.recsys.testing import HashEmbedder
-
     from services.recommend.app import create_app as create_recommend
     from services.recommend.settings import RecommendSettings
+    from tests.support.recsys import HashEmbedder
 
     rs2 = RecommendSettings(
         topic_items=names["items"],
@@ -602,7 +600,7 @@ def live(
     svc = SERVICES[request.param]
     ctx: dict[str, Any] = {}
     if svc.name in ("classify", "ner"):
-        from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
+        from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
         try:
             repo = build_tiny_repo(tiny_repo_from_env())
@@ -611,10 +609,9 @@ def live(
         monkeypatch.setenv("TEXTPULSE_MODEL_REPO", str(repo))
         monkeypatch.setenv("TEXTPULSE_LOCAL_THREADS", "1")
     if svc.name == "index":
-        port = int(os.environ.get("ES_HTTP_PORT", "9200"))
-        if not port_open(port):
-            missing("Elasticsearch", f"nothing listens on 127.0.0.1:{port} (make es-up)")
-        ctx = {"es_url": f"http://127.0.0.1:{port}", "index_prefix": f"tpt-poison-{uuid.uuid4().hex[:8]}"}
+        # The session's node: the developer's on 9200, else one started by deploy/elasticsearch.
+        es_url = request.getfixturevalue("shared_es_url")
+        ctx = {"es_url": es_url, "index_prefix": f"tpt-poison-{uuid.uuid4().hex[:8]}"}
     ref: dict[str, Harness] = {}
     wrap_handler(svc, ref, monkeypatch)
     loop = LoopThread(lambda: harness(svc, kafka_settings, topic_names(), ctx, ref), timeout_s=120)
