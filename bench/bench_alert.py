@@ -5,7 +5,7 @@ Stream: every labelled tweet of ``twitter_fin_sentiment/sent_train.csv``
 spread uniformly over one simulated day; the sentiment signal is each tweet's
 TRUE label (Bearish / Bullish / Neutral) with a simulated confidence. Entity
 attribution: cashtags where present, else a Zipf-drawn ticker among the data
-set's ``--entities`` most frequent cashtags (see services/alert/synth.py).
+set's ``--entities`` most frequent cashtags (see tests/support/alert_synth.py).
 Injected: ``--burst-size`` real Bearish tweets about one entity starting at
 ``--burst-at`` (hours into the day) over ``--burst-minutes``.
 
@@ -38,7 +38,7 @@ from textpulse.datasets import load_text_examples
 from bench.common import console, real_kafka
 from services.alert.config import DEFAULT_CONFIG, load_config
 from services.alert.engine import Engine
-from services.alert.synth import Planned, day_stream, universe
+from tests.support.alert_synth import Planned, day_stream, universe
 
 DAY0 = datetime(2026, 3, 2, tzinfo=UTC)
 GRACE = timedelta(minutes=30)

@@ -276,7 +276,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, flavor="apache")
     repo = Path(args.model_repo) if args.model_repo else None
     if repo is None:
-        from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
+        from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
         repo = build_tiny_repo(tiny_repo_from_env())
     tag = f"benchmetrics-{uuid.uuid4().hex[:6]}"

@@ -222,7 +222,7 @@ async def through_kafka(rules: Rules, dev: dict[str, list[TextExample]], preds: 
 
     from services.route.app import create_app
     from services.route.settings import RouteSettings
-    from services.route.synth import support_event
+    from tests.support.route_synth import support_event
 
     with real_kafka() as bootstrap:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)

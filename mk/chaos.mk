@@ -1,4 +1,4 @@
-# Chaos harness and sustained load (libs/textpulse/chaos, docs/chaos.md) — included by the main Makefile.
+# Chaos harness and sustained load (tests/chaos/harness, docs/chaos.md) — included by the main Makefile.
 # Everything runs on ports of its own (Kafka 9292, ES 9250, Triton 18000-18002, services 18080-18085,
 # Prometheus 19090) with state and logs under .run/chaos, so it never touches the usual stack.
 #   make chaos                                  full run: 3000 events at 25/s, every component killed once
@@ -21,7 +21,7 @@ LOAD_ARGS ?=
 .PHONY: chaos chaos-ci chaos-load chaos-down
 
 chaos: install kafka-fetch ## Chaos run: stack + steady replay + SIGKILL/restart of every component; fails on any loss
-	$(VENV)/bin/textpulse chaos run --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --seed $(CHAOS_SEED) \
+	$(PY) -m tests.chaos.harness run --events $(CHAOS_EVENTS) --rate $(CHAOS_RATE) --seed $(CHAOS_SEED) \
 	  --delivery $(CHAOS_DELIVERY) \
 	  $(if $(CHAOS_MODEL_REPO),--model-repo $(CHAOS_MODEL_REPO)) $(CHAOS_ARGS)
 
@@ -29,7 +29,7 @@ chaos-ci: install kafka-fetch ## Short chaos variant (the one CI runs, < 4 min):
 	$(PY) -m pytest tests/chaos -q -m chaos
 
 chaos-load: install kafka-fetch ## Sustained load (LOAD_MINUTES at LOAD_FRACTION of the measured max rate): lag and memory flat
-	$(VENV)/bin/textpulse chaos load --minutes $(LOAD_MINUTES) --rate $(LOAD_RATE) --fraction $(LOAD_FRACTION) \
+	$(PY) -m tests.chaos.harness load --minutes $(LOAD_MINUTES) --rate $(LOAD_RATE) --fraction $(LOAD_FRACTION) \
 	  --delivery $(CHAOS_DELIVERY) \
 	  $(if $(CHAOS_MODEL_REPO),--model-repo $(CHAOS_MODEL_REPO)) $(LOAD_ARGS)
 

@@ -7,13 +7,59 @@ with its own prefix (``TEXTPULSE_INGEST_`` …) for topics, limits and ports.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+import yaml
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validation_problems(exc: ValidationError, *, root: str = "<root>") -> str:
+    """A pydantic error as one line an operator can act on: ``field.path: message; ...``.
+
+    No input values (settings may hold secrets) and no "Value error, " prefix: the message of a
+    custom validator is ours. ``root`` names an error about the whole document.
+    """
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg'].removeprefix('Value error, ')}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )
+
+
+def load_yaml_model(path: Path, model: type[M], *, what: str, error: type[ValueError] = ValueError) -> M:
+    """Read a YAML file and validate it as ``model`` (see :func:`load_yaml_document`)."""
+    return load_yaml_document(path, model, what=what, error=error)[0]
+
+
+def load_yaml_document(path: Path, model: type[M], *, what: str, error: type[ValueError] = ValueError) -> tuple[M, str]:
+    """The YAML file validated as ``model`` (an empty file is ``{}``: every default), and its text.
+
+    The one loader of the YAML files the services read at start (route's rules, alert's
+    detectors): any problem raises ``error`` (the caller's own class) with one line naming
+    ``what``, the file and the problem (unreadable, not YAML, or the invalid fields, see
+    :func:`validation_problems`), which start-up logs before exiting. The text comes back so
+    that a caller can fingerprint exactly what it validated.
+    """
+    try:
+        text = path.read_text("utf-8")
+        raw = yaml.safe_load(text)
+    except OSError as exc:
+        msg = f"{what} {path}: cannot read: {exc}"
+        raise error(msg) from exc
+    except yaml.YAMLError as exc:
+        msg = f"{what} {path}: invalid YAML: {exc}"
+        raise error(msg) from exc
+    try:
+        return model.model_validate(raw or {}), text
+    except ValidationError as exc:
+        msg = f"{what} {path}: {validation_problems(exc)}"
+        raise error(msg) from exc
 
 
 class KafkaSettings(BaseSettings):
@@ -126,3 +172,31 @@ class ServiceSettings(BaseSettings):
             )
             raise ValueError(msg)
         return self
+
+
+# The two derivations of how to connect live beside KafkaSettings, not in textpulse.kafka: the lag
+# monitor (textpulse.observability) needs them, and textpulse.kafka imports observability (no cycle).
+def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
+    """TLS context for SSL / SASL_SSL listeners (None for plaintext)."""
+    if settings.security_protocol not in {"SSL", "SASL_SSL"}:
+        return None
+    ctx = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
+    if settings.ssl_certfile:
+        ctx.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
+    return ctx
+
+
+def client_options(settings: KafkaSettings) -> dict[str, object]:
+    """Connection options for raw aiokafka clients (admin, lag probe, replay readers)."""
+    opts: dict[str, object] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "security_protocol": settings.security_protocol,
+    }
+    if settings.security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = settings.sasl_mechanism
+        opts["sasl_plain_username"] = settings.sasl_username
+        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
+    ctx = ssl_context(settings)
+    if ctx is not None:
+        opts["ssl_context"] = ctx
+    return opts

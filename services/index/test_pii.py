@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from tests.support.pii_corpus import NEGATIVE, POSITIVE
+
 from .pii import (
     CARD,
     EMAIL,
@@ -20,7 +22,6 @@ from .pii import (
     redact_obj,
     redact_spans,
 )
-from .pii_corpus import NEGATIVE, POSITIVE
 
 
 @pytest.mark.parametrize(("text", "pii"), POSITIVE)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from textpulse.chaos.faults import FaultResult, fault_schedule
-from textpulse.chaos.load import Series
-from textpulse.chaos.logscan import ScanResult, scan_logs
-from textpulse.chaos.report import judge
-from textpulse.chaos.verify import OutputCheck, _alert_gaps, _check
-from textpulse.chaos.workload import bad_records
+from tests.chaos.harness.faults import FaultResult, fault_schedule
+from tests.chaos.harness.load import Series
+from tests.chaos.harness.logscan import ScanResult, scan_logs
+from tests.chaos.harness.report import judge
+from tests.chaos.harness.verify import OutputCheck, _alert_gaps, _check
+from tests.chaos.harness.workload import bad_records
 
 TARGETS = ["ingest", "classify", "ner", "alert", "route", "index", "triton", "elasticsearch", "kafka"]
 
@@ -78,7 +78,7 @@ def test_log_scan_names_what_leaked_not_the_value(tmp_path: Path) -> None:
 
 
 def test_slow_or_missing_first_output_after_restart_is_over_target() -> None:
-    from textpulse.chaos.report import slow_resumes
+    from tests.chaos.harness.report import slow_resumes
 
     faults = [
         FaultResult("classify", 1.0, 1.0, output_s=3.2),

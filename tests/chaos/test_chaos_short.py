@@ -16,11 +16,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from textpulse.chaos.run import ChaosOptions, ChaosResult, run_chaos
-from textpulse.chaos.stack import Ports
-from textpulse.inference.testing import build_tiny_repo
 
+from tests.chaos.harness.run import ChaosOptions, ChaosResult, run_chaos
+from tests.chaos.harness.stack import Ports
 from tests.conftest import REPO, missing, port_open
+from tests.support.inference import build_tiny_repo
 
 pytestmark = [pytest.mark.chaos, pytest.mark.kafka, pytest.mark.triton, pytest.mark.es]
 DELIVERY = os.environ.get("TEXTPULSE_CHAOS_DELIVERY", "exactly_once")

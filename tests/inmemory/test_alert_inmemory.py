@@ -19,8 +19,8 @@ from textpulse.kafka.broker import raw_decoder
 
 from services.alert.app import create_app
 from services.alert.settings import AlertSettings
-from services.alert.synth import surge_scenario
 from tests.ci import require_dataset
+from tests.support.alert_synth import surge_scenario
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -12,7 +12,6 @@ import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent, encode
-from textpulse.inference.testing import FakeBackend
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_CODE, H_REASON
@@ -21,6 +20,7 @@ from services.classify.app import create_app as create_classify
 from services.classify.settings import ClassifySettings
 from services.ner.app import create_app as create_ner
 from services.ner.settings import NerSettings
+from tests.support.inference import FakeBackend
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 

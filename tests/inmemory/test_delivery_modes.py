@@ -20,7 +20,6 @@ from faststream.kafka import TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
 from textpulse.contracts import ClassifiedEvent, TextEvent, encode
-from textpulse.inference.testing import FakeBackend
 from textpulse.kafka import make_broker
 from textpulse.kafka.broker import consumer_options, raw_decoder
 from textpulse.kafka.dedup import RecentIds
@@ -31,8 +30,9 @@ from services.classify.app import create_app as create_classify
 from services.classify.settings import ClassifySettings
 from services.route.app import create_app as create_route
 from services.route.settings import RouteSettings
-from services.route.synth import support_event
 from tests.conftest import REPO
+from tests.support.inference import FakeBackend
+from tests.support.route_synth import support_event
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 SERVICES = ["classify", "ner", "alert", "route"]

@@ -18,7 +18,7 @@ from textpulse.kafka.dlq import H_REASON
 
 from services.route.app import create_app
 from services.route.settings import RouteSettings
-from services.route.synth import support_event
+from tests.support.route_synth import support_event
 
 
 @dataclass

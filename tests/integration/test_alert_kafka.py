@@ -40,9 +40,9 @@ from services.alert.app import create_app
 from services.alert.config import ConfigError
 from services.alert.partitions import entity_partition
 from services.alert.settings import AlertSettings
-from services.alert.synth import Planned, surge_scenario
 from tests.conftest import REPO, missing, port_open
 from tests.helpers import headers, read_all
+from tests.support.alert_synth import Planned, surge_scenario
 
 pytestmark = [pytest.mark.kafka, pytest.mark.prometheus, pytest.mark.timeout(300)]
 

@@ -36,9 +36,9 @@ from textpulse.kafka.admin import client_options, create_topics, topic_partition
 from textpulse.settings import KafkaSettings
 
 from services.alert.partitions import entity_partition
-from services.alert.synth import Planned, surge_scenario
 from tests.conftest import REPO, missing
 from tests.integration.test_alert_kafka import T0, _free_port, _wait_ready, producer
+from tests.support.alert_synth import Planned, surge_scenario
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

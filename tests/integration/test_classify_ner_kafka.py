@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
-from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.broker import producer_options
 from textpulse.settings import KafkaSettings
@@ -36,6 +35,7 @@ from services.ner.app import create_app as create_ner
 from services.ner.settings import NerSettings
 from tests.conftest import REPO, missing
 from tests.helpers import read_all
+from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.slow]
 

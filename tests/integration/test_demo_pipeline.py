@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 from textpulse.demo import run_demo
-from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
 
 from tests.conftest import missing
+from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.tansu, pytest.mark.slow]
 

@@ -31,8 +31,8 @@ from textpulse.datasets import data_dir, load_text_examples
 from textpulse.kafka.admin import client_options, create_topics, topic_partitions
 from textpulse.settings import KafkaSettings
 
-from services.alert.synth import surge_scenario
 from tests.conftest import REPO, missing
+from tests.support.alert_synth import surge_scenario
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(110)]
 

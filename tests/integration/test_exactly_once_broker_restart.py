@@ -25,10 +25,10 @@ from textpulse.kafka.admin import client_options, create_topics, wait_for_broker
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
-from services.route.synth import support_event
 from tests.conftest import REPO, missing
 from tests.helpers import start_route as _start
 from tests.integration.test_exactly_once_route import INTENTS, _env, _ids, _wait_for
+from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(300)]
 

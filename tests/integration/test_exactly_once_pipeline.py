@@ -18,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from textpulse.contracts import EnrichedEvent, EntityMention, TextEvent
-from textpulse.inference.testing import FakeBackend
 from textpulse.kafka.admin import client_options, end_offsets, topic_partitions
 from textpulse.settings import KafkaSettings
 
@@ -27,6 +26,7 @@ from services.classify.settings import ClassifySettings
 from services.ner.app import create_app as create_ner
 from services.ner.settings import NerSettings
 from tests.integration.test_classify_ner_kafka import produce, serving
+from tests.support.inference import FakeBackend
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 

@@ -24,8 +24,8 @@ from textpulse.kafka.admin import client_options, create_topics, topic_partition
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
-from services.route.synth import support_event
 from tests.helpers import route_env, start_route
+from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(110)]
 

@@ -412,7 +412,7 @@ def _mirror_with_references(repo: Path, mirror: Path) -> Path:
 
     Never writes into ``repo`` (the shared tiny repository of the other tests).
     """
-    from textpulse.inference.health import REFERENCE_FILE, head_reference, write_reference
+    from textpulse.ml.drift import REFERENCE_FILE, head_reference, write_reference
 
     shutil.rmtree(mirror, ignore_errors=True)
     for version in sorted(p for p in repo.glob("*/*") if p.is_dir() and p.name.isdigit()):

@@ -22,9 +22,9 @@ from textpulse.settings import KafkaSettings
 from services.route.app import create_app
 from services.route.rules import DEFAULT_RULES, load_rules
 from services.route.settings import RouteSettings
-from services.route.synth import support_event
 from tests.conftest import REPO
 from tests.helpers import headers, read_all
+from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from textpulse.inference.health import load_reference
 from textpulse.ml.config import TrainConfig
+from textpulse.ml.drift import load_reference
 from textpulse.ml.predictor import Predictor
 from textpulse.ml.triton.config import parameters_of, parse
 

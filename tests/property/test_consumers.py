@@ -27,14 +27,12 @@ from hypothesis import HealthCheck, event, given, settings
 from pydantic import BaseModel, ValidationError
 from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
 from textpulse.contracts.events import Channel, Classification, ModelRef
-from textpulse.inference.testing import FakeBackend
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_REASON
 
 from services.alert.app import create_app as create_alert
 from services.alert.settings import AlertSettings
-from services.alert.synth import mention
 from services.classify.app import create_app as create_classify
 from services.classify.settings import ClassifySettings
 from services.index.bulk import BulkOutcome, BulkWriter
@@ -45,7 +43,9 @@ from services.ner.app import create_app as create_ner
 from services.ner.settings import NerSettings
 from services.route.app import create_app as create_route
 from services.route.settings import RouteSettings
-from services.route.synth import support_event
+from tests.support.alert_synth import mention
+from tests.support.inference import FakeBackend
+from tests.support.route_synth import support_event
 
 from .loop import LoopThread
 from .strategies import Case, bad_input, record_headers, record_keys, render

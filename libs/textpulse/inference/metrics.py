@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
+from textpulse.ml.drift import CONFIDENCE_BUCKETS, DriftWindow, HeadReference, load_reference
 from textpulse.observability.metrics import BATCH_BUCKETS, LATENCY_BUCKETS, ServiceMetrics
 
 from .breaker import CircuitBreaker, State
-from .health import CONFIDENCE_BUCKETS, DriftWindow, HeadReference, load_reference
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class InferenceMetrics(ServiceMetrics):
 
     ``textpulse_model_*``: model health per model, version and head: prediction counts by label,
     confidence (max softmax) histograms and, where the model version has a ``reference.json``
-    (:mod:`textpulse.inference.health`), the drift gauge: PSI of the label mix and of confidence over
+    (:mod:`textpulse.ml.drift`), the drift gauge: PSI of the label mix and of confidence over
     the last ``drift_window`` predictions against the training distribution.
     """
 

@@ -2,39 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
-from tenacity import AsyncRetrying, RetryError, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from textpulse.contracts.topics import ALL_TOPICS, TopicSpec
 from textpulse.settings import KafkaSettings
 
-from .broker import ssl_context
+# Defined beside KafkaSettings (observability needs it without importing kafka); kept importable
+# from here, where every client of the library looks for it (explicit re-export for mypy --strict).
+from textpulse.settings import client_options as client_options  # noqa: PLC0414
 
 log = logging.getLogger(__name__)
-
-
-def client_options(settings: KafkaSettings) -> dict[str, object]:
-    """Connection options for raw aiokafka clients (admin, lag probe, replay readers)."""
-    opts: dict[str, object] = {
-        "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.security_protocol.startswith("SASL"):
-        opts["sasl_mechanism"] = settings.sasl_mechanism
-        opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password.get_secret_value() if settings.sasl_password else None
-    ctx = ssl_context(settings)
-    if ctx is not None:
-        opts["ssl_context"] = ctx
-    return opts
 
 
 async def wait_for_broker(settings: KafkaSettings, timeout_s: float = 60.0) -> None:
@@ -197,26 +188,28 @@ async def wait_for_leaders(settings: KafkaSettings, topics: Iterable[str], timeo
     names = list(topics)
     consumer = AIOKafkaConsumer(**client_options(settings))  # type: ignore[arg-type]
     await consumer.start()
+
+    async def leaderless() -> list[str]:
+        await consumer._client.force_metadata_update()
+        cluster = consumer._client.cluster
+        return [
+            t
+            for t in names
+            if not cluster.partitions_for_topic(t)
+            or any(
+                cluster.leader_for_partition(TopicPartition(t, p)) in (None, -1)
+                for p in cluster.partitions_for_topic(t) or ()
+            )
+        ]
+
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            await consumer._client.force_metadata_update()
-            cluster = consumer._client.cluster
-            pending = [
-                t
-                for t in names
-                if not cluster.partitions_for_topic(t)
-                or any(
-                    cluster.leader_for_partition(TopicPartition(t, p)) in (None, -1)
-                    for p in cluster.partitions_for_topic(t) or ()
-                )
-            ]
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                msg = f"topics without leaders after {timeout_s}s: {pending[:5]}"
-                raise TimeoutError(msg)
-            await asyncio.sleep(0.2)
+        # Polled until none is pending; metadata errors are not retried (as before: they propagate).
+        await AsyncRetrying(
+            stop=stop_after_delay(timeout_s), wait=wait_fixed(0.2), retry=retry_if_result(bool), reraise=True
+        )(leaderless)
+    except RetryError as exc:
+        msg = f"topics without leaders after {timeout_s}s: {exc.last_attempt.result()[:5]}"
+        raise TimeoutError(msg) from None
     finally:
         await consumer.stop()
 

@@ -10,7 +10,7 @@ Layout (see ``EXPORT_FORMAT.md``)::
     <repo>/<name>/<version>/model.safetensors, config.json, tokenizer files,
                                 id2label.json, model.onnx (+ .opt / .int8), metrics.json, README.md
     <repo>/<name>/<version>/reference.json  per head: label mix and confidence histogram of the model's
-                                predictions on its dev split (the drift reference, textpulse.inference.health)
+                                predictions on its dev split (the drift reference, textpulse.ml.drift)
 
 Each export writes the next version number, so Triton (version policy
 ``latest``) picks it up and older versions stay for rollback.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textpulse.inference.health import HeadReference, head_reference, write_reference
+from textpulse.ml.drift import HeadReference, head_reference, write_reference
 from textpulse.ml.modeling import TOKENIZER_FILES, WEIGHTS_FILE, TextPulseModel, labels_of, load_model
 from textpulse.ml.onnx_runtime import write_runtime_graphs
 from textpulse.ml.triton import config as triton_config

@@ -148,7 +148,7 @@ class LagMonitor:
         return self.metrics.service, tp.topic, str(tp.partition)
 
     async def _run(self) -> None:
-        from textpulse.kafka.admin import client_options
+        from textpulse.settings import client_options
 
         opts = client_options(self.settings)
         warned = False

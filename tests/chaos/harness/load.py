@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import psutil
 from rich.table import Table
-
 from textpulse.kafka.admin import create_topics
 from textpulse.replay import ReplayStats, replay
 
@@ -69,7 +68,7 @@ class Series:
     def slope(self) -> float:
         """Least-squares slope (units per second) over the second half."""
         t, v = self.second_half()
-        if len(t) < 3 or float(np.ptp(t)) == 0.0:  # noqa: PLR2004 - a line needs three points to mean anything
+        if len(t) < 3 or float(np.ptp(t)) == 0.0:  # a line needs three points to mean anything
             return 0.0
         return float(np.polyfit(t, v, 1)[0])
 

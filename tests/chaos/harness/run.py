@@ -13,7 +13,6 @@ from pathlib import Path
 import psutil
 from aiokafka import AIOKafkaProducer
 from tenacity import AsyncRetrying, stop_after_delay, wait_exponential
-
 from textpulse.kafka.admin import client_options, create_topics
 from textpulse.kafka.broker import producer_options
 from textpulse.replay import ReplayStats, replay
@@ -37,7 +36,7 @@ def default_model_repo() -> Path:
     quick = REPO_ROOT / ".cache" / "model-repo"
     if all((quick / m).is_dir() for m in ("finance", "support", "ner")):  # what classify + NER start
         return quick
-    from textpulse.inference.testing import build_tiny_repo
+    from tests.support.inference import build_tiny_repo
 
     return Path(build_tiny_repo(REPO_ROOT / ".cache" / "test-model-repo"))
 

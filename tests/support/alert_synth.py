@@ -103,7 +103,7 @@ def day_stream(
     random pipeline delay. Burst tweets are real Bearish tweets, attributed to
     ``burst_entity`` at ``start + burst_at`` over ``burst_minutes``.
     """
-    rng = random.Random(seed)  # noqa: S311 - reproducible replays, not security
+    rng = random.Random(seed)  # reproducible replays, not security
     tickers = universe(examples, entities)
     weights = [1.0 / (rank + 1) ** 1.1 for rank in range(len(tickers))]
     day = 24 * 3600.0
@@ -151,7 +151,7 @@ def surge_scenario(
     (~15 % Bearish); during the surge 90 % of the mentions are real Bearish tweets.
     Event ids are unique and ordered (``<entity>-<n>``); ``burst`` marks surge tweets.
     """
-    rng = random.Random(seed)  # noqa: S311 - reproducible replays, not security
+    rng = random.Random(seed)  # reproducible replays, not security
     labelled = [e for e in examples if e.label in LABELS]
     bearish = [e for e in labelled if e.label == "Bearish"]
     others = [e for e in labelled if e.label != "Bearish"]

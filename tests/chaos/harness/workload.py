@@ -37,7 +37,7 @@ SUPPORT_FILE = "banking77/train.csv"
 PII_EMAIL = "jane.doe.chaos@example.org"
 PII_PHONE = "+44 20 7946 0958"
 #: fake secrets set in every service's environment for the run (PLAINTEXT ignores them)
-FAKE_SASL_PASSWORD = "chaos-Sasl-Pw-7f3a9c1e"  # noqa: S105 - a planted fake, searched for in the logs
+FAKE_SASL_PASSWORD = "chaos-Sasl-Pw-7f3a9c1e"  # a planted fake, searched for in the logs
 FAKE_API_KEY = "chaos-api-key-5b8d2e40aa"
 
 
@@ -106,7 +106,7 @@ def build_workload(events: int, *, seed: int, support_share: float = 0.3, pii_ev
         ev["user_id"] = f"chaos-user-{i % 97}"
     for ev in sup[:pii_events]:
         ev["text"] = f"{ev['text']} You can reach me at {PII_EMAIL} or {PII_PHONE}."
-    rng = random.Random(seed)  # noqa: S311 - a reproducible order, not a secret
+    rng = random.Random(seed)  # a reproducible order, not a secret
     merged = fin + sup
     rng.shuffle(merged)
     # Event times in replay order again, so the alert watermark sees an ordered flow.

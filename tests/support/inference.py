@@ -20,13 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from textpulse.contracts import ModelRef
-
-from .backend import HeadSpec, ModelInfo, check_heads
-from .types import Prediction, Span
+from textpulse.inference.backend import HeadSpec, ModelInfo, check_heads
+from textpulse.inference.types import Prediction, Span
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_TINY_REPO = REPO_ROOT / ".cache" / "test-model-repo"
 MARKER = ".tiny-complete"
 
@@ -110,7 +109,7 @@ class FakeBackend:
     name = "fake"
 
     def __init__(self, *, fail_times: int = 0, reject: str | None = None) -> None:
-        from .errors import BackendUnavailable, InputRejected
+        from textpulse.inference.errors import BackendUnavailable, InputRejected
 
         self._unavailable = BackendUnavailable
         self._rejected = InputRejected

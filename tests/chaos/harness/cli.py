@@ -1,4 +1,4 @@
-"""``textpulse chaos run`` and ``textpulse chaos load``."""
+"""``python -m tests.chaos.harness run`` and ``python -m tests.chaos.harness load``."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _setup() -> None:
     for name in ("aiokafka", "kafka"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
-    def _term(signum: int, frame: object) -> None:  # noqa: ARG001 - signal handler signature
+    def _term(signum: int, frame: object) -> None:  # signal handler signature
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _term)

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from .health import (
+from textpulse.inference.metrics import InferenceMetrics
+
+from .drift import (
     CONFIDENCE_EDGES,
     DriftWindow,
     HeadReference,
@@ -20,7 +22,6 @@ from .health import (
     psi,
     write_reference,
 )
-from .metrics import InferenceMetrics
 
 LABELS = ("Bearish", "Bullish", "Neutral")
 

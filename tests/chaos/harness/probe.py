@@ -9,43 +9,32 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-
-from textpulse.contracts.topics import (
-    ALERTS_FINANCIAL,
-    ENTITY_MENTIONS,
-    SUPPORT_ROUTED,
-    TEXT_CLASSIFIED,
-    TEXT_ENRICHED,
-    TEXT_IN,
-    TEXT_RAW,
-)
+from textpulse.contracts.services import consumer_group, runnable
 from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-#: consumer group → the topics it reads (services/<name>/app.py defaults)
-GROUPS: dict[str, tuple[str, ...]] = {
-    "textpulse-ingest": (TEXT_IN.name,),
-    "textpulse-classify": (TEXT_RAW.name,),
-    "textpulse-ner": (TEXT_CLASSIFIED.name,),
-    "textpulse-alert": (ENTITY_MENTIONS.name, TEXT_ENRICHED.name),
-    "textpulse-route": (TEXT_ENRICHED.name,),
-    "textpulse-index": (TEXT_ENRICHED.name,),
-    "textpulse-index-alerts": (ALERTS_FINANCIAL.name,),
-    "textpulse-index-routes": (SUPPORT_ROUTED.name,),
-}
+
+def _groups() -> dict[str, tuple[str, ...]]:
+    """Consumer group → the topics it reads, for the chaos stack's services (from the registry)."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for spec in runnable(have={"models", "elasticsearch"}):
+        for use in spec.inputs:
+            group = consumer_group(spec.name, suffix=use.group_suffix)
+            groups[group] = (*groups.get(group, ()), use.topic)
+    return groups
+
+
+#: consumer group → the topics it reads (the services' defaults, from the registry)
+GROUPS: dict[str, tuple[str, ...]] = _groups()
 #: component → the groups whose progress shows that it works again after a fault
 PROGRESS_GROUPS: dict[str, tuple[str, ...]] = {
-    "ingest": ("textpulse-ingest",),
-    "classify": ("textpulse-classify",),
-    "ner": ("textpulse-ner",),
-    "alert": ("textpulse-alert",),
-    "route": ("textpulse-route",),
-    "index": ("textpulse-index", "textpulse-index-alerts", "textpulse-index-routes"),
-    "triton": ("textpulse-classify", "textpulse-ner"),
-    "elasticsearch": ("textpulse-index",),
-    "kafka": ("textpulse-classify", "textpulse-ner", "textpulse-route", "textpulse-index"),
+    **{spec.name: spec.groups for spec in runnable(have={"models", "elasticsearch"})},
+    # Infrastructure: the services whose progress shows it is back.
+    "triton": (consumer_group("classify"), consumer_group("ner")),
+    "elasticsearch": (consumer_group("index"),),
+    "kafka": tuple(consumer_group(name) for name in ("classify", "ner", "route", "index")),
 }
 
 

@@ -22,7 +22,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 import httpx
-
+from textpulse.contracts.services import runnable
 from textpulse.kafka.admin import wait_for_broker
 from textpulse.settings import REPO_ROOT, KafkaSettings
 
@@ -46,7 +46,9 @@ class Ports:
 
 
 #: service name → offset from ``Ports.service_base`` (ingest 18080 … index 18085)
-SERVICES = ("ingest", "classify", "ner", "alert", "route", "index")
+#: (the registry's services that need at most the models and Elasticsearch: recommend, which needs
+#: the recsys artefacts, is not part of the chaos stack)
+SERVICES = tuple(s.name for s in runnable(have={"models", "elasticsearch"}))
 #: services whose processing guarantee ``--delivery`` switches
 TRANSACTIONAL = ("classify", "ner", "alert", "route")
 
@@ -213,7 +215,7 @@ class ServiceComponent(Component):
         self.starts += 1
         with self.log_path.open("ab") as fh:
             # Popen returns as soon as the child is spawned; a Popen handle is what poll/kill need.
-            self.proc = subprocess.Popen(  # noqa: ASYNC220
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.name}.app"],
                 env={**os.environ, **self.env},
                 stdout=fh,

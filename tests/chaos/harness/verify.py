@@ -35,7 +35,6 @@ from typing import Any
 
 import httpx
 import orjson
-
 from textpulse.contracts.topics import (
     ALERTS_FINANCIAL,
     ALL_TOPICS,

@@ -82,7 +82,7 @@ def fault_schedule(
     down_s: tuple[float, float] = (1.0, 4.0),
 ) -> list[Fault]:
     """One fault per target, at seeded random times inside ``[start_frac, end_frac]`` of the window."""
-    rng = random.Random(seed)  # noqa: S311 - a reproducible schedule, not a secret
+    rng = random.Random(seed)  # a reproducible schedule, not a secret
     order = list(targets)
     rng.shuffle(order)
     lo, hi = start_frac * window_s, end_frac * window_s
@@ -165,7 +165,7 @@ async def run_fault(
 async def _is_ready(component: Component) -> bool:
     try:
         return await component.ready()
-    except Exception:  # noqa: BLE001 - a component that does not answer is not ready
+    except Exception:  # a component that does not answer is not ready
         return False
 
 

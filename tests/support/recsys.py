@@ -7,7 +7,6 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-
 from textpulse.contracts import ModelRef
 from textpulse.inference.errors import BackendUnavailable
 
@@ -40,7 +39,7 @@ class HashEmbedder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in _WORD.findall(text.lower()):
-                out[row, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0  # noqa: S324 - bucketing
+                out[row, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dim] += 1.0  # bucketing
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         unit: np.ndarray = out / np.maximum(norms, 1e-9)
         return unit
