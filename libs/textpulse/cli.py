@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 import textpulse
-from textpulse.chaos.cli import app as chaos_app
+from textpulse.contracts.services import GROUP_PREFIX, REGISTRY
 from textpulse.settings import KafkaSettings
 
 if TYPE_CHECKING:
@@ -22,18 +22,10 @@ if TYPE_CHECKING:
 app = typer.Typer(help="textpulse: event-driven text intelligence on Kafka.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics declared by the platform.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
-app.add_typer(chaos_app, name="chaos")
 console = Console(stderr=True)
 
-SERVICES = {
-    "ingest": "services.ingest.app",
-    "alert": "services.alert.app",
-    "route": "services.route.app",
-    "index": "services.index.app",
-    "classify": "services.classify.app",
-    "ner": "services.ner.app",
-    "recommend": "services.recommend.app",
-}
+#: ``serve`` / ``asyncapi``: service → its app module, from the one registry (``contracts/services.py``).
+SERVICES = {spec.name: spec.module for spec in REGISTRY}
 
 
 @app.command()
@@ -189,7 +181,7 @@ def lag_exporter(
     host: Annotated[str, typer.Option(help="Address of /metrics")] = "0.0.0.0",  # noqa: S104 - scraped from another pod
     port: Annotated[int, typer.Option(help="Port of /metrics")] = 9309,
     interval: Annotated[float, typer.Option(help="Seconds between probes")] = 15.0,
-    group_prefix: Annotated[str, typer.Option(help="Groups measured: names with this prefix")] = "textpulse-",
+    group_prefix: Annotated[str, typer.Option(help="Groups measured: names with this prefix")] = GROUP_PREFIX,
     group: Annotated[
         list[str] | None, typer.Option(help="GROUP=SERVICE: one more group (a custom group id); repeatable")
     ] = None,
@@ -287,13 +279,12 @@ SourceTopic = Annotated[
 
 
 def _dlq_topic(service: str, topic: str | None) -> str:
-    from textpulse.contracts.topics import SERVICES as DECLARED
     from textpulse.contracts.topics import dlq
 
     if topic:
         return topic
-    if service not in DECLARED:
-        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(DECLARED)}")
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; choose from {', '.join(SERVICES)}")
     return dlq(service).name
 
 

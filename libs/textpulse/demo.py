@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from pathlib import Path
@@ -35,7 +36,9 @@ from aiokafka import AIOKafkaConsumer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from tenacity import AsyncRetrying, RetryError, retry_if_result, stop_after_delay, wait_fixed
 
+from textpulse.contracts.services import runnable, service
 from textpulse.contracts.topics import (
     ALERTS_FINANCIAL,
     ALL_TOPICS,
@@ -201,18 +204,24 @@ def _summary(value: bytes | None) -> dict[str, str]:
 
 
 async def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
+
+        async def ready() -> bool:
+            if proc.poll() is not None:  # not retried: the service is gone
                 msg = f"service exited with {proc.returncode}"
                 raise RuntimeError(msg)
-            with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(f"{url}/ready")).status_code == HTTPStatus.OK:
-                    return
-            await asyncio.sleep(0.3)
-    msg = f"{url} not ready after {timeout_s}s"
-    raise TimeoutError(msg)
+            try:
+                return (await client.get(f"{url}/ready")).status_code == HTTPStatus.OK
+            except httpx.HTTPError:
+                return False
+
+        try:
+            await AsyncRetrying(
+                stop=stop_after_delay(timeout_s), wait=wait_fixed(0.3), retry=retry_if_result(lambda ok: not ok)
+            )(ready)
+        except RetryError:
+            msg = f"{url} not ready after {timeout_s}s"
+            raise TimeoutError(msg) from None
 
 
 def start_service(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -240,13 +249,11 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None
 
 #: what classify (multi-head finance + support, its default settings) and NER start
 PIPELINE_MODELS = ("finance", "support", "ner")
-#: service module, env prefix of its settings, whether it needs the models
-PIPELINE_SERVICES = (
-    ("services.classify.app", "TEXTPULSE_CLASSIFY_"),
-    ("services.ner.app", "TEXTPULSE_NER_"),
-    ("services.route.app", "TEXTPULSE_ROUTE_"),
-    ("services.alert.app", "TEXTPULSE_ALERT_"),
-)
+#: the demo's entry: the HTTP API the tweets are replayed into
+ENTRY = service("ingest")
+#: what starts beside it with the models: every registered service that needs nothing but Kafka and
+#: the exported models (not index: Elasticsearch; not recommend: the recsys models)
+PIPELINE_SERVICES = tuple(spec for spec in runnable(have={"models"}) if spec != ENTRY)
 SUPPORT_FILE = "banking77/train.csv"
 
 
@@ -362,12 +369,13 @@ async def _start_services(
 ) -> str:
     """Start ingest (and the pipeline's services); ingest's URL."""
     repo = env["TEXTPULSE_MODEL_REPO"]
-    url = await _start("services.ingest.app", "TEXTPULSE_INGEST_", env, run_dir, procs)
-    console.print(f"[bold]ingest[/] on {url} (OpenAPI at {url}/docs); logs in {run_dir}")
+    url = await _start(ENTRY.module, ENTRY.env_prefix, env, run_dir, procs)
+    console.print(f"[bold]{ENTRY.name}[/] on {url} (OpenAPI at {url}/docs); logs in {run_dir}")
     if pipeline:
         backend = os.environ.get("TEXTPULSE_TRITON_URL") or "in-process"
-        console.print(f"starting classify, ner, route, alert (models from {repo}, inference: {backend}) …")
-        await asyncio.gather(*(_start(m, p, env, run_dir, procs) for m, p in PIPELINE_SERVICES))
+        names = ", ".join(spec.name for spec in PIPELINE_SERVICES)
+        console.print(f"starting {names} (models from {repo}, inference: {backend}) …")
+        await asyncio.gather(*(_start(s.module, s.env_prefix, env, run_dir, procs) for s in PIPELINE_SERVICES))
     else:
         console.print(f"[yellow]no exported models in {repo}: ingest only (run `make models` for the pipeline)[/]")
     return url
@@ -445,21 +453,25 @@ async def run_demo(
         broker.stop()
 
 
+async def _wait_until(done: Callable[[], bool], view: asyncio.Task[Any], timeout_s: float, every_s: float) -> None:
+    """Until ``done()`` or the live view ended, or quietly at the time-out (the final report says what is missing)."""
+
+    async def finished() -> bool:
+        return view.done() or done()
+
+    with contextlib.suppress(RetryError):
+        await AsyncRetrying(
+            stop=stop_after_delay(timeout_s), wait=wait_fixed(every_s), retry=retry_if_result(lambda ok: not ok)
+        )(finished)
+
+
 async def _wait_counts(counts: dict[str, int], want: dict[str, int], view: asyncio.Task[Any], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not view.done():
-        if all(counts.get(t, 0) >= n for t, n in want.items()):
-            return
-        await asyncio.sleep(0.3)
+    await _wait_until(lambda: all(counts.get(t, 0) >= n for t, n in want.items()), view, timeout_s, 0.3)
 
 
 async def _wait_alert(alerts: list[dict[str, Any]], view: asyncio.Task[Any], timeout_s: float) -> None:
     """Until an alert on the burst's ticker was read (or the time-out)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not view.done():
-        if any(a["subject"] == BURST_SUBJECT for a in alerts):
-            return
-        await asyncio.sleep(0.5)
+    await _wait_until(lambda: any(a["subject"] == BURST_SUBJECT for a in alerts), view, timeout_s, 0.5)
 
 
 def _port_free(port: int) -> bool:

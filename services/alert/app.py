@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 import httpx
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.transactions import BatchRunner, batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, faststream_producer
@@ -60,7 +61,7 @@ def create_app(
     partitions = PartitionState(processor, settings) if real_kafka else None
     if partitions is not None:
         partitions.hook()
-    group_id = settings.group_id or "textpulse-alert"
+    group_id = consumer_group(handlers.SERVICE, settings.group_id)
     runner = batch_runner(
         settings,
         service=handlers.SERVICE,
@@ -73,7 +74,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
         client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_s)
-        processor.outputs = _outputs(settings, broker, client)
+        processor.outputs = _outputs(settings, broker, client, metrics)
         if partitions is not None:
             restored = await partitions.start(engine)
             processor.refresh_gauges()
@@ -128,7 +129,7 @@ def create_app(
     return app
 
 
-def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncClient) -> Outputs:
+def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncClient, metrics: AlertMetrics) -> Outputs:
     """Writers of the changelog, alerts and dead letters, and the optional notifier."""
 
     def writer(topic: str) -> RecordWriter:
@@ -151,7 +152,9 @@ def _outputs(settings: AlertSettings, broker: KafkaBroker, client: httpx.AsyncCl
     return Outputs(
         state=writer(settings.topic_state),
         alerts=writer(settings.topic_out),
-        dead_letters=DeadLetters(broker.publish, service="alert", topic=settings.topic_dlq, kafka=settings.kafka),
+        dead_letters=DeadLetters(
+            broker.publish, service="alert", topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
+        ),
         notifier=notifier,
     )
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from textpulse.settings import load_yaml_model
 
 DEFAULT_CONFIG = Path(__file__).with_name("alert.yaml")
 
@@ -128,18 +128,4 @@ class ConfigError(ValueError):
 
 def load_config(path: Path | str | None = None) -> AlertConfig:
     """Read and validate the YAML detector file."""
-    file = Path(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(file.read_text("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"alert config {file}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"alert config {file}: invalid YAML: {exc}") from exc
-    try:
-        return AlertConfig.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
-            for e in exc.errors(include_url=False, include_input=False)
-        )
-        raise ConfigError(f"alert config {file}: {problems}") from exc
+    return load_yaml_model(Path(path) if path else DEFAULT_CONFIG, AlertConfig, what="alert config", error=ConfigError)

@@ -45,6 +45,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from cachetools import LRUCache
 from pydantic import ValidationError
 from textpulse.contracts.alerts import AlertStatus, Detector, FinancialAlert, KeyKind
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode, error, reason, validation_errors
 from textpulse.contracts.events import EnrichedEvent, EntityMention, encode
 from textpulse.kafka import DeadLetters
@@ -171,7 +172,6 @@ class Processor:
                     else:
                         outcome = self._mention(rec) if kind == "mention" else self._enriched(rec)
                 except (ValidationError, ValueError) as exc:
-                    m.dlq.labels(svc, rec.topic, "invalid").inc()
                     # The shared vocabulary (x-dlq-code/-field); pydantic's own text would echo the input.
                     if isinstance(exc, ValidationError):
                         errs = validation_errors(exc)
@@ -180,7 +180,11 @@ class Processor:
                     else:
                         errs = [error(ErrorCode.INVALID_VALUE, why=type(exc).__name__)]
                     await self.outputs.dead_letters.send(
-                        rec, f"not a valid {kind} record: {reason(errs)}", exc, errors=errs
+                        rec,
+                        DeadLetterReason.INVALID_RECORD,
+                        f"not a valid {kind} record: {reason(errs)}",
+                        exc,
+                        errors=errs,
                     )
                     continue
                 m.mentions.labels(svc, kind, outcome).inc()

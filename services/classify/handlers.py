@@ -25,7 +25,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from textpulse.contracts import ClassifiedEvent, TextEvent, encode
+from textpulse.contracts import ClassifiedEvent, DeadLetterReason, TextEvent, encode
 from textpulse.inference import BackendUnavailable
 from textpulse.inference.consume import decode_batch, guard_counting_failures, record_headers
 from textpulse.inference.metrics import InferenceMetrics
@@ -86,12 +86,12 @@ async def handle_records(records: Sequence[Any], deps: Deps) -> None:
     if deps.seen is not None:
         deps.seen.add(event.id for event, result in zip(events, results, strict=True) if result is not None)
     for rec, poison in batch.poison:
-        await deps.dead_letters.send(rec, poison.reason, poison)
-        m.dlq.labels(SERVICE, topic, "poison").inc()
+        await deps.dead_letters.send(rec, DeadLetterReason.INVALID_RECORD, poison.reason, poison)
         m.failed.labels(SERVICE, topic, "poison").inc()
     for index, exc in rejected:
-        await deps.dead_letters.send(batch.good[index][0], f"model rejected: {exc}", exc)
-        m.dlq.labels(SERVICE, topic, "model_rejected").inc()
+        await deps.dead_letters.send(
+            batch.good[index][0], DeadLetterReason.MODEL_REJECTED, f"model rejected: {exc}", exc
+        )
         m.failed.labels(SERVICE, topic, "model_rejected").inc()
         m.inference_rejected.labels(SERVICE, "classify").inc()
     _observe(m, results, started, topic, len(records), deps.classifier)

@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 import pytest
 from textpulse.contracts import Channel, TextEvent
 from textpulse.inference import HeadSpec, ModelMismatch
-from textpulse.inference.testing import FakeBackend
+
+from tests.support.inference import FakeBackend
 
 from .core import INTENT, SENTIMENT, TOPIC, Classifier, parse_head, routes_for
 from .settings import ClassifySettings

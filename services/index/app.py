@@ -84,7 +84,7 @@ def create_app(
             deps_ref["indexer"] = Indexer(
                 writer=writer,
                 dead_letters=DeadLetters(
-                    broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+                    broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
                 ),
                 metrics=metrics,
                 options=BuildOptions(prefix=settings.index_prefix, redact=settings.redact_pii),

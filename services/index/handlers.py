@@ -12,6 +12,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka.broker import batch_records, batch_subscriber
 
 from .indexer import SERVICE, Indexer
@@ -31,8 +32,7 @@ def topics(settings: IndexSettings) -> dict[str, str]:
 
 def group_for(settings: IndexSettings, family: str) -> str:
     """Consumer group of a family: one group each, so an outage of one family never rebalances another."""
-    base = settings.group_id or f"textpulse-{SERVICE}"
-    return base if family == EVENTS.name else f"{base}-{family}"
+    return consumer_group(SERVICE, settings.group_id, "" if family == EVENTS.name else f"-{family}")
 
 
 def _handler(family: str, deps_ref: dict[str, Indexer]) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.kafka import DeadLetters
 from textpulse.kafka.dlq import RecordLike
 
@@ -129,7 +130,7 @@ class Indexer:
                 with contextlib.suppress(asyncio.CancelledError, BulkRetryExhausted):
                     await pending.task
             m.bulk_duration.labels(SERVICE, family).observe(time.perf_counter() - started)
-        await self._dead_letter(topic, invalid, written)
+        await self._dead_letter(invalid, written)
         self._count(family, topic, len(records), len(invalid), written)
         m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
@@ -152,17 +153,16 @@ class Indexer:
 
     async def _dead_letter(
         self,
-        topic: str,
         invalid: list[tuple[RecordLike, str]],
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]],
     ) -> None:
         for rec, reason in invalid:
-            await self.dead_letters.send(rec, reason)
-            self.metrics.dlq.labels(SERVICE, topic, "invalid_record").inc()
+            await self.dead_letters.send(rec, DeadLetterReason.INVALID_RECORD, reason)
         for _, sources, outcome in written:
             for pos, reason in outcome.rejected:
-                await self.dead_letters.send(sources[pos], f"rejected by Elasticsearch: {reason}")
-                self.metrics.dlq.labels(SERVICE, topic, "es_rejected").inc()
+                await self.dead_letters.send(
+                    sources[pos], DeadLetterReason.STORE_REJECTED, f"rejected by Elasticsearch: {reason}"
+                )
 
     def _count(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from textpulse.contracts import TextEvent
+from textpulse.contracts import DeadLetterReason, TextEvent
 from textpulse.contracts.errors import ErrorCode, error
 from textpulse.kafka import DeadLetters
 from textpulse.kafka.broker import batch_records, batch_subscriber
@@ -65,7 +65,9 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
         results = await deps.ingestor.ingest(events)
         for rec, invalid in rejected:
             # Reason, x-dlq-code and x-dlq-field are those the HTTP API answers for the same bytes.
-            await deps.dead_letters.send(rec, invalid.reason, invalid, errors=invalid.errors)
+            await deps.dead_letters.send(
+                rec, DeadLetterReason.INVALID_RECORD, invalid.reason, invalid, errors=invalid.errors
+            )
     except WriteError:
         log.exception("text.in batch not written; it will be redelivered")
         m.failed.labels(svc, topic, "write_error").inc(len(records))
@@ -80,7 +82,6 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
         m.e2e_latency.labels(svc).observe(max(0.0, (now() - ingest_time).total_seconds()))
     if rejected:
         m.ingest_events.labels(svc, "unknown", "dlq").inc(len(rejected))
-        m.dlq.labels(svc, topic, "invalid_input").inc(len(rejected))
     m.processed.labels(svc, topic).inc(len(records))
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from faststream.kafka import KafkaBroker
+from textpulse.contracts.services import consumer_group
 from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.settings import make_backend
@@ -60,7 +61,7 @@ def create_app(
     metrics = InferenceMetrics(handlers.SERVICE)
     broker = broker or make_broker(settings.kafka, service=handlers.SERVICE, metrics=metrics)
     deps_ref: dict[str, handlers.Deps] = {}
-    group_id = settings.group_id or f"textpulse-{handlers.SERVICE}"
+    group_id = consumer_group(handlers.SERVICE, settings.group_id)
     runner = batch_runner(settings, service=handlers.SERVICE, group_id=group_id)
     handlers.register(broker, settings, deps_ref, runner)
     state = AppState(broker=broker, metrics=metrics)
@@ -88,7 +89,11 @@ def create_app(
             enriched_writer=writer(settings.topic_out),
             mentions_writer=writer(settings.topic_mentions),
             dead_letters=DeadLetters(
-                broker.publish, service=handlers.SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+                broker.publish,
+                service=handlers.SERVICE,
+                topic=settings.topic_dlq,
+                kafka=settings.kafka,
+                metrics=metrics,
             ),
             metrics=metrics,
             settings=settings,

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from faststream.asgi import AsgiFastStream
 from faststream.kafka import KafkaBroker
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.dedup import RecentIds
 from textpulse.kafka.transactions import batch_runner, settings_or_exit
@@ -55,7 +56,9 @@ def create_app(
             rules=rules,
             routed=writer(settings.topic_out),
             queues={q: writer(f"{settings.queue_topic_prefix}{q}") for q in rules.queues},
-            dead_letters=DeadLetters(broker.publish, service="route", topic=settings.topic_dlq, kafka=settings.kafka),
+            dead_letters=DeadLetters(
+                broker.publish, service="route", topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
+            ),
             metrics=metrics,
             topic=settings.topic_in,
             seen=RecentIds() if runner.delivery == "at_least_once" else None,
@@ -68,7 +71,7 @@ def create_app(
     async def after_startup() -> None:
         if real_kafka and settings.kafka.flavor == "apache":
             await deps_ref["route"].dead_letters.start()
-            group = settings.group_id or "textpulse-route"
+            group = consumer_group(handlers.SERVICE, settings.group_id)
             monitor = LagMonitor(settings.kafka, metrics, group, [settings.topic_in], settings.lag_refresh_s)
             monitor.start()
             monitors.append(monitor)

@@ -21,6 +21,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import reason as reason_of
 from textpulse.contracts.errors import validation_errors
 from textpulse.contracts.events import EnrichedEvent, utcnow
@@ -67,10 +68,11 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
         try:
             event = EnrichedEvent.model_validate_json(rec.value or b"")
         except ValidationError as exc:
-            m.dlq.labels(svc, topic, "invalid").inc()
             # The shared vocabulary (x-dlq-code/-field); pydantic's own text would echo the input.
             errs = validation_errors(exc)
-            await deps.dead_letters.send(rec, f"not a valid EnrichedEvent: {reason_of(errs)}", exc, errors=errs)
+            await deps.dead_letters.send(
+                rec, DeadLetterReason.INVALID_RECORD, f"not a valid EnrichedEvent: {reason_of(errs)}", exc, errors=errs
+            )
             continue
         if deps.seen is not None:
             if event.event.id in deps.seen or event.event.id in batch_ids:

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from textpulse.contracts.events import Classification, IntentResult
 from textpulse.contracts.routing import Priority, RouteReason
+from textpulse.contracts.topics import SUPPORT_QUEUES
+from textpulse.settings import load_yaml_document
 
 DEFAULT_RULES = Path(__file__).with_name("rules.yaml")
 VOCABULARIES = Path(__file__).with_name("vocabularies.json")
@@ -76,6 +77,14 @@ class RulesFile(_Strict):
         )
         if len(queues) != len(self.queues):
             problems.append("queues are listed twice")
+        # A queue's topic is declared once, with every other topic (textpulse topics create makes it):
+        # a queue named only here would be routed to a topic that never exists.
+        problems.extend(
+            f"queue {q!r} is not declared: add it to SUPPORT_QUEUES in textpulse/contracts/topics.py "
+            f"(its topic support.queue.{q}) or remove it from the rules"
+            for q in self.queues
+            if q not in SUPPORT_QUEUES
+        )
         problems.extend(
             f"{name} {value!r} is not one of the queues {sorted(queues)}"
             for name, value in (("triage_queue", self.triage_queue), ("default_queue", self.default_queue))
@@ -193,20 +202,7 @@ class Rules:
 
 def load_rules(path: Path | str | None = None) -> Rules:
     """Read, validate and compile a rules file; raise :class:`RulesError` with a clear message."""
-    file = Path(path) if path else DEFAULT_RULES
-    try:
-        text = file.read_text("utf-8")
-        raw = yaml.safe_load(text)
-    except OSError as exc:
-        raise RulesError(f"routing rules {file}: cannot read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise RulesError(f"routing rules {file}: invalid YAML: {exc}") from exc
-    try:
-        spec = RulesFile.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors(include_url=False, include_input=False)
-        )
-        raise RulesError(f"routing rules {file}: {problems}") from exc
+    spec, text = load_yaml_document(
+        Path(path) if path else DEFAULT_RULES, RulesFile, what="routing rules", error=RulesError
+    )
     return Rules(spec, hashlib.sha256(text.encode()).hexdigest()[:12])

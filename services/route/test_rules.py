@@ -105,6 +105,8 @@ def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
         (lambda d: d.update(triage_queue="humans"), "triage_queue 'humans'"),
         (lambda d: d.update(vocabularies=["banking78"]), "unknown vocabularies"),
         (lambda d: d["queues"].append("Bad Queue"), "not a valid topic suffix"),
+        # A queue added to the rules without its topic in contracts/topics.py.
+        (lambda d: d["queues"].append("mortgages"), r"queue 'mortgages' is not declared: add it to SUPPORT_QUEUES"),
         (lambda d: d.update(min_intent_confidence=2), "min_intent_confidence"),
         (lambda d: d.update(extra_key=1), "extra_key"),
     ],
@@ -114,6 +116,24 @@ def test_bad_rules_are_clear_errors(tmp_path: Path, mutate, fragment: str) -> No
     with pytest.raises(RulesError, match=fragment) as err:
         load_rules(path)
     assert str(path) in str(err.value)
+
+
+def test_the_rules_name_only_declared_queues() -> None:
+    from textpulse.contracts.topics import ALL_TOPICS, SUPPORT_QUEUES
+
+    queues = set(load_rules().queues)
+    assert queues <= set(SUPPORT_QUEUES), queues - set(SUPPORT_QUEUES)
+    # Each one has its topic among the declared ones (what ``textpulse topics create`` makes).
+    assert {f"support.queue.{q}" for q in queues} <= {t.name for t in ALL_TOPICS}
+
+
+def test_route_refuses_to_start_on_an_undeclared_queue(tmp_path: Path) -> None:
+    from services.route.app import create_app
+    from services.route.settings import RouteSettings
+
+    path = _write(tmp_path, lambda d: d["queues"].append("mortgages"))
+    with pytest.raises(RulesError, match="'mortgages' is not declared"):
+        create_app(RouteSettings(rules_path=path), real_kafka=False)
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:

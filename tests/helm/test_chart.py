@@ -2,9 +2,9 @@
 
 Rendered manifests are validated against the Kubernetes JSON schemas of
 kubernetes-validate (strict: unknown fields fail) and the custom resources
-against tests/helm/crd_schemas.py. The services, their settings and their
-probe paths are discovered from services/*, so a new service (or setting)
-without a chart entry fails here.
+against tests/helm/crd_schemas.py. The services come from the service registry
+(textpulse.contracts.services), their settings and probe paths from services/<name>,
+so a new service (or setting) without a chart entry fails here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic_settings import BaseSettings
+from textpulse.contracts.services import SERVICES as REGISTERED
 from textpulse.contracts.topics import ALL_TOPICS
 from textpulse.inference.settings import InferenceSettings
 from textpulse.observability.apikey import ApiSecuritySettings
@@ -60,9 +61,9 @@ MATRIX: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 
 def service_settings() -> dict[str, type[ServiceSettings]]:
-    """services/<name>/settings.py → its ServiceSettings subclass, for every service directory."""
+    """services/<name>/settings.py → its ServiceSettings subclass, for every registered service."""
     found: dict[str, type[ServiceSettings]] = {}
-    for path in sorted((REPO / "services").glob("*/settings.py")):
+    for path in (REPO / "services" / name / "settings.py" for name in REGISTERED):
         module = importlib.import_module(f"services.{path.parent.name}.settings")
         classes = [
             obj
@@ -333,7 +334,7 @@ def _datasources(node: Any) -> list[dict[str, Any]]:
 
 def test_every_service_has_a_chart_entry() -> None:
     assert SERVICES, "no services discovered"
-    assert set(VALUES["services"]) == set(SERVICES), "values.yaml services and services/*/settings.py differ"
+    assert set(VALUES["services"]) == set(SERVICES), "values.yaml services and the service registry differ"
     for name, cls in SERVICES.items():
         block = VALUES["services"][name]
         defaults = cls.model_fields

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from click.testing import Result
 from textpulse.cli import app as cli_app
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode, FieldError
 from textpulse.contracts.events import encode
 from textpulse.contracts.topics import STREAM_PARTITIONS, TopicSpec
@@ -35,8 +36,8 @@ from typer.testing import CliRunner
 from services.route.app import create_app
 from services.route.rules import load_rules
 from services.route.settings import RouteSettings
-from services.route.synth import support_event
 from tests.helpers import headers, read_all, read_to_end
+from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -120,9 +121,15 @@ async def _lose_events(kafka_settings: KafkaSettings, dlq_topic: str, topic_in: 
             rec = Rec(topic_in, 0, 100 + i, f"conv:c{i}".encode(), encode(event), [("traceparent", b"00-t%d" % i)])
             exhausted = FieldError(ErrorCode.RETRIES_EXHAUSTED, "", "processing failed 5 times")
             await dead.send(
-                rec, f"{RETRIES_EXHAUSTED} after 5 attempts: TimeoutError()", TimeoutError(), errors=[exhausted]
+                rec,
+                DeadLetterReason.RETRIES_EXHAUSTED,
+                f"{RETRIES_EXHAUSTED} after 5 attempts: TimeoutError()",
+                TimeoutError(),
+                errors=[exhausted],
             )
-        await dead.send(Rec(topic_in, 1, 200, b"conv:c9", encode(other), []), "some other failure")
+        await dead.send(
+            Rec(topic_in, 1, 200, b"conv:c9", encode(other), []), DeadLetterReason.INVALID_RECORD, "some other failure"
+        )
         # An unreadable record for route, which dead-letters it itself (DLQ offset 4).
         await prod.send_and_wait(topic_in, b'{"schema_version": 2}', key=b"bad")
     finally:
@@ -246,7 +253,7 @@ async def test_truncated_dead_letter_is_redriven_whole(
         await prod.send_and_wait(topic_in, value, key=b"big", headers=[("traceparent", b"00-big")])
         (original,) = await read_to_end(kafka_settings, topic_in)
         dead = DeadLetters(publish, service="ingest", topic=dlq_topic, max_bytes=2000)
-        await dead.send(original, "too slow")
+        await dead.send(original, DeadLetterReason.RETRIES_EXHAUSTED, "too slow")
     finally:
         await prod.stop()
     result, lines = await cli(kafka_settings, dlq_topic, "list", "ingest")

@@ -8,16 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 from starlette.routing import Route
 from textpulse.observability import HttpMetricsMiddleware, ServiceMetrics
 from textpulse.observability.apikey import (
     ApiGuard,
     ApiSecuritySettings,
     TokenBuckets,
-    api_key_dependency,
     install_api_guard,
 )
 from textpulse.observability.http import health_app, metrics_app
@@ -195,18 +193,3 @@ def test_settings_from_env_shared_and_per_service(monkeypatch: pytest.MonkeyPatc
     assert guard.key_count == 3
     assert guard.match(b"from-file-2") == 2
     assert guard.match(b"from-file-") is None
-
-
-def test_dependency_variant() -> None:
-    guard = ApiGuard(settings(keys=[SecretStr(KEY_A)]))
-    app = FastAPI(dependencies=[Depends(api_key_dependency(guard))])
-
-    @app.get("/v1/thing")
-    async def thing() -> dict[str, str]:
-        return {"ok": "yes"}
-
-    with TestClient(app) as c:
-        r = c.get("/v1/thing")
-        assert r.status_code == 401
-        assert r.headers["www-authenticate"].startswith("Bearer")
-        assert c.get("/v1/thing", headers={"X-API-Key": KEY_A}).status_code == 200

@@ -28,6 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import pytest
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
+from textpulse.contracts.services import REGISTRY, SERVICES
 from textpulse.datasets.settings import DEFAULT_DATA_DIR, DatasetSettings
 from textpulse.inference.settings import InferenceSettings
 from textpulse.kafka.broker import consumer_options
@@ -36,9 +37,8 @@ from textpulse.observability.apikey import ApiSecuritySettings
 from textpulse.settings import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("ingest", "classify", "ner", "route", "alert", "index", "recommend")
 #: Services whose HTTP API reads ``TEXTPULSE_<SERVICE>_API_*`` (``ApiSecuritySettings.for_service``).
-API_SERVICES = ("ingest", "index", "recommend")
+API_SERVICES = tuple(spec.name for spec in REGISTRY if spec.kind == "api")
 NAME = re.compile(r"`(TEXTPULSE_[A-Z0-9_<>]+|_[A-Z0-9_]+)`")
 NUMBER = re.compile(r"(\d[\d_]*(?:\.\d+)?(?:e\d+)?)\s*(KiB|MiB|GiB)?")
 UNITS = {None: 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}

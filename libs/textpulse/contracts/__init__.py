@@ -11,6 +11,7 @@ from .alerts import (
     SentimentCounts,
     WindowFigures,
 )
+from .dead_letters import DeadLetterReason
 from .events import (
     MAX_TEXT_CHARS,
     SCHEMA_VERSION,
@@ -41,6 +42,7 @@ __all__ = [
     "Channel",
     "Classification",
     "ClassifiedEvent",
+    "DeadLetterReason",
     "Detector",
     "EnrichedEvent",
     "Entity",

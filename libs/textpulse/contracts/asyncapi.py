@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode
 from textpulse.contracts.topics import TopicSpec, by_name
 from textpulse.kafka import dlq as dlq_headers
@@ -43,6 +44,10 @@ DEAD_LETTER_HEADERS: dict[str, str] = {
     dlq_headers.H_SOURCE_OFFSET: "Offset of the original record (the full original stays there until retention).",
     dlq_headers.H_TIME: "When the record was dead-lettered (ISO 8601, UTC).",
     dlq_headers.H_SERVICE: "Service that dead-lettered the record.",
+    dlq_headers.H_CATEGORY: (
+        "Category of the reason (textpulse.contracts.dead_letters.DeadLetterReason), the reason label of "
+        "textpulse_dlq_messages_total."
+    ),
     dlq_headers.H_CODE: (
         "Error code of the first mistake, as in the HTTP problem body's errors list ('retries_exhausted' "
         "after the retry limit); absent when the reason has no code (e.g. rejected by Elasticsearch)."
@@ -71,6 +76,7 @@ _FORMATS: dict[str, dict[str, Any]] = {
     dlq_headers.H_SOURCE_OFFSET: {"pattern": "^[0-9]+$"},
     dlq_headers.H_TIME: {"format": "date-time"},
     dlq_headers.H_CODE: {"enum": [code.value for code in ErrorCode]},
+    dlq_headers.H_CATEGORY: {"enum": [reason.value for reason in DeadLetterReason]},
     dlq_headers.H_ATTEMPTS: {"pattern": "^[0-9]+$"},
     dlq_headers.H_TRUNCATED: {"const": "true"},
     dlq_headers.H_ORIGINAL_SIZE: {"pattern": "^[0-9]+$"},

@@ -23,7 +23,7 @@ import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
@@ -206,11 +206,6 @@ def utcnow() -> datetime:
 def encode(model: BaseModel) -> bytes:
     """Serialise a wire model to compact JSON bytes (the only wire encoding)."""
     return model.__pydantic_serializer__.to_json(model)
-
-
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """JSON schema of a contract, used by the generated AsyncAPI/OpenAPI docs."""
-    return model.model_json_schema()
 
 
 class TextEventIn(WireModel):

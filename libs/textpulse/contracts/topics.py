@@ -15,6 +15,7 @@ from .alerts import FinancialAlert
 from .events import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent, TextEventIn
 from .recs import Interaction, Item, Recommendations, UserProfileState
 from .routing import RoutedMessage
+from .services import SERVICES
 
 #: Partitions of the main streams: bounds consumer parallelism per service.
 STREAM_PARTITIONS = 6
@@ -95,6 +96,7 @@ SUPPORT_ROUTED = TopicSpec(
     description="Routed support messages.",
     value=RoutedMessage,
 )
+#: The support queues, each with its topic ``support.queue.<name>``; route refuses rules naming any other.
 SUPPORT_QUEUES = ("cards", "payments", "transfers", "fraud-and-security", "account", "general", "human-triage")
 
 
@@ -122,8 +124,6 @@ RECS_PROFILES = TopicSpec(
     value=UserProfileState,
     compacted=True,
 )
-
-SERVICES = ("ingest", "classify", "ner", "alert", "route", "index", "recommend")
 
 
 def dlq(service: str) -> TopicSpec:

@@ -16,13 +16,19 @@ Two guarantees every service gets from here:
 - **No record is retried for ever.** :meth:`DeadLetters.guard` wraps a batch handler: a
   batch that fails at the same offsets ``max_attempts - 1`` times is, on the next try, handled
   one record at a time, and a record that still fails alone is dead-lettered with the reason
-  ``retries exhausted`` (and the last error); the rest of the batch is processed normally and
-  the partition moves on. Each failure pauses before the redelivery (0.1 s doubling to
-  5 s; exactly-once backs off in its runner) so a failing batch does not spin. Outages
+  ``retries exhausted`` (and the last error; category ``retries_exhausted``); the rest of the
+  batch is processed normally and the partition moves on. Each failure pauses before the
+  redelivery (0.1 s doubling to 5 s; exactly-once backs off in its runner) so a failing batch
+  does not spin. Outages
   (:func:`is_transient`: time-outs, lost connections, retriable Kafka errors, exceptions marked
   ``transient = True`` such as an unavailable inference backend or Elasticsearch) are not
   counted: they are not the record's fault, and draining a partition into the DLQ during an
   outage would lose the order and the outputs (they are paced like the others, not counted).
+- **One vocabulary, counted once.** Every dead letter has a category
+  (:class:`~textpulse.contracts.dead_letters.DeadLetterReason`, header ``x-dlq-category``) beside
+  its free-text reason (``x-dlq-reason``), and :meth:`DeadLetters.send` counts it in
+  ``textpulse_dlq_messages_total{service, topic, reason=<category>}``: no service counts its own,
+  so the label values cannot drift apart and the ``retries exhausted`` letters are counted too.
 """
 
 from __future__ import annotations
@@ -49,7 +55,9 @@ from aiokafka.errors import (
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from textpulse.contracts import dlq
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode, FieldError
+from textpulse.observability.metrics import ServiceMetrics
 from textpulse.settings import KafkaSettings
 
 from .admin import client_options
@@ -65,6 +73,8 @@ H_SOURCE_PARTITION = "x-dlq-source-partition"
 H_SOURCE_OFFSET = "x-dlq-source-offset"
 H_TIME = "x-dlq-time"
 H_SERVICE = "x-dlq-service"
+#: The category (:class:`DeadLetterReason`); ``x-dlq-reason`` is the free-text detail.
+H_CATEGORY = "x-dlq-category"
 #: The error code (``textpulse.contracts.errors.ErrorCode``, as in the HTTP ``errors`` list) of the
 #: first mistake, and its field path; present when the reason came from the shared vocabulary.
 H_CODE = "x-dlq-code"
@@ -113,6 +123,7 @@ def dlq_headers(
     reason: str,
     exc: BaseException | None = None,
     errors: Sequence[FieldError] = (),
+    category: DeadLetterReason | None = None,
 ) -> dict[str, str]:
     """Original headers (decoded leniently) plus the dead-letter headers (``errors``: code and field headers)."""
     headers: dict[str, str] = {}
@@ -132,6 +143,8 @@ def dlq_headers(
             H_SERVICE: service,
         }
     )
+    if category is not None:
+        headers[H_CATEGORY] = category.value
     if errors:
         headers[H_CODE] = errors[0].code.value
         headers[H_FIELD] = clean_header(errors[0].field, 256)
@@ -247,6 +260,9 @@ class DeadLetters:
     ``kafka`` (the service's Kafka settings) gives ``max_attempts`` (``dlq_max_attempts``) and
     caps the record size at the producer's ``max_request_bytes``; :meth:`start` reads the DLQ
     topic's own limit. Until then (and without a broker) the limit is Kafka's default, 1 MiB.
+
+    ``metrics`` (the service's): each dead letter sent increments its ``dlq`` counter, labelled
+    with this service, the source topic and the category.
     """
 
     def __init__(
@@ -259,6 +275,7 @@ class DeadLetters:
         max_attempts: int | None = None,
         max_bytes: int | None = None,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        metrics: ServiceMetrics | None = None,
     ) -> None:
         """``backoff_s``: pause before a counted failure is redelivered (first, doubling up to the second)."""
         self._publish = publish
@@ -272,6 +289,7 @@ class DeadLetters:
         # Consecutive transient failures (any partition): paces the redelivery during an outage.
         self._outages = 0
         self.backoff_s = backoff_s
+        self.metrics = metrics
         self.exhausted = 0
         self.truncated = 0
 
@@ -298,7 +316,8 @@ class DeadLetters:
     async def send(
         self,
         record: RecordLike,
-        reason: str,
+        category: DeadLetterReason,
+        detail: str,
         exc: BaseException | None = None,
         *,
         attempts: int | None = None,
@@ -306,13 +325,18 @@ class DeadLetters:
     ) -> None:
         """Republish ``record`` (value and key; cut to fit the DLQ topic's limit) with reason headers.
 
+        ``category`` goes into :data:`H_CATEGORY` and the metric's ``reason`` label; ``detail``
+        (the one-line reason, never the input) into :data:`H_REASON`.
+
         ``errors`` (default: ``exc.errors`` when it is a list of :class:`FieldError`) adds
         :data:`H_CODE` and :data:`H_FIELD`, the code and field the HTTP API would answer.
         """
         if errors is None:
             found = getattr(exc, "errors", None)
             errors = found if isinstance(found, list) and all(isinstance(e, FieldError) for e in found) else ()
-        headers = dlq_headers(record, service=self.service, reason=reason, exc=exc, errors=errors)
+        headers = dlq_headers(
+            record, service=self.service, reason=detail, exc=exc, errors=errors, category=DeadLetterReason(category)
+        )
         if attempts is not None:
             headers[H_ATTEMPTS] = str(attempts)
         key, value, headers = fit_to_limit(record.key, record.value or b"", headers, self.max_bytes)
@@ -323,6 +347,7 @@ class DeadLetters:
             extra={
                 "dlq_topic": self.topic,
                 "reason": headers[H_REASON][:200],
+                "category": headers[H_CATEGORY],
                 "source_topic": record.topic,
                 "partition": record.partition,
                 "offset": record.offset,
@@ -333,8 +358,11 @@ class DeadLetters:
         if producer is not None:
             raw = [(k, v.encode()) for k, v in headers.items()]
             await producer.send_and_wait(self.topic, value, key=key, headers=raw)
-            return
-        await self._publish(value, self.topic, key=key, headers=headers)
+        else:
+            await self._publish(value, self.topic, key=key, headers=headers)
+        if self.metrics is not None:
+            # Counted once acknowledged: a send that fails raises, and the redelivered record is counted then.
+            self.metrics.dlq.labels(self.service, record.topic, headers[H_CATEGORY]).inc()
 
     async def guard(self, records: Sequence[Any], handle: BatchHandler) -> None:
         """Run ``handle(records)``; a record that keeps failing ends in the DLQ (``retries exhausted``).
@@ -387,6 +415,7 @@ class DeadLetters:
                 self.exhausted += 1
                 await self.send(
                     rec,
+                    DeadLetterReason.RETRIES_EXHAUSTED,
                     f"{RETRIES_EXHAUSTED} after {self.max_attempts} attempts: {exc!r}",
                     exc,
                     attempts=done + 1,

@@ -8,13 +8,13 @@ when ``TEXTPULSE_KAFKA_FLAVOR=tansu`` and refuses exactly-once there.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 
 def binary() -> str:
@@ -70,17 +70,26 @@ class TansuBroker:
             start_new_session=True,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                msg = f"tansu exited with {self.proc.returncode}"
+        proc = self.proc
+
+        def listening() -> None:
+            if proc.poll() is not None:  # not an OSError: never retried
+                msg = f"tansu exited with {proc.returncode}"
                 raise RuntimeError(msg)
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
-                return self
-            time.sleep(0.05)
-        self.stop()
-        msg = f"tansu did not listen on {self.bootstrap} within {timeout_s}s"
-        raise TimeoutError(msg)
+            socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+
+        try:
+            Retrying(
+                stop=stop_after_delay(timeout_s),
+                wait=wait_fixed(0.05),
+                retry=retry_if_exception_type(OSError),
+                reraise=True,
+            )(listening)
+        except OSError:
+            self.stop()
+            msg = f"tansu did not listen on {self.bootstrap} within {timeout_s}s"
+            raise TimeoutError(msg) from None
+        return self
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

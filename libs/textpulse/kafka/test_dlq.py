@@ -7,14 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, MessageSizeTooLargeError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode, FieldError, error, reason
 
 from .dlq import (
     H_ATTEMPTS,
+    H_CATEGORY,
     H_CODE,
     H_EXC_TYPE,
     H_FIELD,
@@ -62,7 +65,7 @@ async def test_send_republishes_original_bytes() -> None:
     async def publish(value: bytes, topic: str, **kw: Any) -> None:
         sent.append((value, topic, kw))
 
-    await DeadLetters(publish, service="ner").send(Rec(), "boom")
+    await DeadLetters(publish, service="ner").send(Rec(), DeadLetterReason.INVALID_RECORD, "boom")
     ((value, topic, kw),) = sent
     assert value == b"\xff raw"
     assert topic == "dlq.ner"
@@ -83,7 +86,7 @@ async def test_send_takes_code_and_field_from_the_exception() -> None:
 
     errors = [error(ErrorCode.TEXT_TOO_LONG, "text", limit=10), error(ErrorCode.UNKNOWN_FIELD, "x\r\ny")]
     exc = Refused(errors)
-    await DeadLetters(publish, service="ingest").send(Rec(), str(exc), exc)
+    await DeadLetters(publish, service="ingest").send(Rec(), DeadLetterReason.INVALID_RECORD, str(exc), exc)
     (headers,) = sent
     assert (headers[H_CODE], headers[H_FIELD]) == ("text_too_long", "text")
     assert (
@@ -143,7 +146,7 @@ async def test_send_truncates_to_the_limit() -> None:
         sent.append((value, topic, kw))
 
     dl = DeadLetters(publish, service="ingest", max_bytes=65_536)
-    await dl.send(Rec(value=b"x" * 65_000), "bad json")
+    await dl.send(Rec(value=b"x" * 65_000), DeadLetterReason.INVALID_RECORD, "bad json")
     ((value, _topic, kw),) = sent
     assert len(value) < 65_000
     assert kw["headers"][H_TRUNCATED] == "true"
@@ -262,3 +265,44 @@ async def test_success_resets_the_count() -> None:
     while part.position < 20:
         await part.poll(handle)
     assert sent == []  # never twice in a row at the same offset
+
+
+async def test_send_counts_the_dead_letter_by_service_topic_and_category() -> None:
+    from textpulse.observability.metrics import ServiceMetrics
+
+    sent: list[dict[str, str]] = []
+
+    async def publish(value: bytes, topic: str, **kw: Any) -> None:
+        sent.append(kw["headers"])
+
+    metrics = ServiceMetrics("ingest", enabled=True)
+    dl = DeadLetters(publish, service="ingest", metrics=metrics)
+    await dl.send(Rec(), DeadLetterReason.INVALID_RECORD, "not_json: the value is not valid JSON")
+    await dl.send(Rec(), DeadLetterReason.INVALID_RECORD, "empty_value")
+    (first, _) = sent
+    assert first[H_CATEGORY] == "invalid_record"
+    assert first[H_REASON] == "not_json: the value is not valid JSON"  # the detail keeps its header
+    labels = {"service": "ingest", "topic": "text.in", "reason": "invalid_record"}
+    assert metrics.registry.get_sample_value("textpulse_dlq_messages_total", labels) == 2
+
+
+async def test_retries_exhausted_is_counted_under_its_category() -> None:
+    from textpulse.observability.metrics import ServiceMetrics
+
+    sent: list[dict[str, str]] = []
+
+    async def publish(value: bytes, topic: str, **kw: Any) -> None:
+        sent.append(kw["headers"])
+
+    async def handle(records: Sequence[Any]) -> None:
+        raise ValueError("always")
+
+    metrics = ServiceMetrics("route", enabled=True)
+    dl = DeadLetters(publish, service="route", max_attempts=2, backoff_s=(0.0, 0.0), metrics=metrics)
+    with pytest.raises(ValueError, match="always"):  # the first failure is redelivered
+        await dl.guard([Rec()], handle)
+    await dl.guard([Rec()], handle)
+    (headers,) = sent
+    assert headers[H_CATEGORY] == "retries_exhausted"
+    labels = {"service": "route", "topic": "text.in", "reason": "retries_exhausted"}
+    assert metrics.registry.get_sample_value("textpulse_dlq_messages_total", labels) == 1

@@ -69,9 +69,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
+from textpulse.contracts.services import consumer_group
 from textpulse.observability.logging import configure_logging
 from textpulse.observability.progress import ASSIGNMENTS
-from textpulse.settings import KafkaSettings
+from textpulse.settings import KafkaSettings, validation_problems
 
 from .admin import client_options
 from .broker import batch_records, producer_options
@@ -330,7 +331,7 @@ def batch_runner(
         return AtLeastOnce()
     return ExactlyOnce(
         settings.kafka,
-        group_id=group_id or settings.group_id or f"textpulse-{service}",
+        group_id=group_id or consumer_group(service, settings.group_id),
         service=service,
         on_abort=on_abort,
     )
@@ -350,9 +351,6 @@ def settings_or_exit(cls: type[S], service: str) -> S:
         return cls()
     except ValidationError as exc:
         configure_logging(service, "INFO", json=os.environ.get(f"TEXTPULSE_{service.upper()}_LOG_JSON") != "false")
-        reasons = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
+        reasons = validation_problems(exc, root="settings")
         log.critical("invalid %s settings, refusing to start: %s", service, reasons)
         raise SystemExit(2) from None

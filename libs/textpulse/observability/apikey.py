@@ -21,8 +21,6 @@ Keys are :class:`~pydantic.SecretStr` and are never logged: log lines name a key
 by its position (``key#0``), never by its value. Settings come from
 ``TEXTPULSE_API_*`` (shared by every service) overridden per service by
 ``TEXTPULSE_<SERVICE>_API_*`` (see :meth:`ApiSecuritySettings.for_service`).
-:func:`api_key_dependency` is the same key check as a FastAPI dependency for
-routers that want it per route.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from cachetools import LRUCache
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -396,17 +394,3 @@ def install_api_guard(
     else:
         log.info("no API keys configured: the HTTP API is open (set TEXTPULSE_API_KEYS)")
     return guard
-
-
-def api_key_dependency(guard: ApiGuard) -> Callable[..., Awaitable[None]]:
-    """The key and rate checks as a FastAPI dependency: ``APIRouter(dependencies=[Depends(...)])``."""
-
-    async def require_api_key(request: Request) -> None:
-        if guard.is_open(request.url.path):
-            return
-        rejection = guard.check(request.scope)
-        if rejection is not None:
-            # The problem handlers (textpulse.observability.http) give it the same body as the middleware's.
-            raise HTTPException(rejection.status, rejection.detail, headers=dict(rejection.headers))
-
-    return require_api_key

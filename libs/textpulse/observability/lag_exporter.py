@@ -52,13 +52,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry, Gauge
 
 import textpulse
+from textpulse.contracts.services import GROUP_PREFIX
 from textpulse.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 #: The ``service`` label of the exporter's own series.
 SERVICE = "lag-exporter"
-DEFAULT_PREFIX = "textpulse-"
+DEFAULT_PREFIX = GROUP_PREFIX
 DEFAULT_PORT = 9309
 
 
@@ -287,7 +288,7 @@ class LagExporter:
 
     async def run(self) -> None:
         """Probe every ``interval_s`` until cancelled; a broker outage is logged and retried."""
-        from textpulse.kafka.admin import client_options
+        from textpulse.settings import client_options
 
         opts = client_options(self.settings)
         warned = False

@@ -1,0 +1,1 @@
+"""A minimal service to copy when adding one (not deployed: see README.md)."""
