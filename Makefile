@@ -15,16 +15,19 @@ export PYTHONUNBUFFERED := 1
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Installs exactly requirements.lock (every transitive version, with hashes: pip's hash-checking mode),
+# then the project itself without resolving anything again. A dependency added to pyproject.toml needs
+# `make lock` (tests/unit/test_lock.py fails until the lock carries it).
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[ml,dev,search,serving,demo]"
+	$(PY) -m pip install -q --require-hashes -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with every extra (pinned versions)
+install: $(STAMP) ## Create .venv and install requirements.lock (all extras, hashes) and the project
 
-# Every transitive version with hashes, for CPython 3.11 on this platform (Linux x86_64). Not yet what
-# make install or the images install: they still resolve pyproject.toml's pins.
+# Every transitive version with hashes, for CPython 3.11 on Linux x86_64 (what make install installs).
 lock: install ## Regenerate requirements.lock from pyproject.toml (all extras, hashes; uv)
 	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 -o requirements.lock
 
@@ -33,11 +36,11 @@ lint: install ## ruff (broad rule set) + mypy --strict on libs/
 	$(PY) -m mypy libs/textpulse
 
 test-models: install ## Train + export the tiny test models once (.cache/test-model-repo, ~5 min on 2 cores)
-	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from textpulse.inference.testing import build_tiny_repo; print(build_tiny_repo())"
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from tests.support.inference import build_tiny_repo; print(build_tiny_repo())"
 
 # Everything the tests need is provided here, so a developer's `make test` runs the tests CI runs
 # (under CI=true, tests/ci.py fails a session that skipped or deselected any test).
-test: install kafka-fetch es-fetch triton-fetch prom-install kcat-install test-models ## All tests (fetches Kafka, Elasticsearch and Triton, installs Prometheus and kcat, builds the tiny test models once)
+test: install kafka-fetch es-fetch triton-fetch prom-install kcat-install jaeger-build test-models ## All tests (fetches Kafka, Elasticsearch and Triton, installs Prometheus and kcat, builds Jaeger and the tiny test models once)
 	$(PY) -m pytest -q
 
 test-fast: install ## Unit and in-memory tests only (no external components)
@@ -56,7 +59,7 @@ models-if-missing: install ## Train + export the quick-profile models once (~15 
 
 # Prometheus/Alertmanager are Debian packages: prom-install runs apt-get as root (or via sudo) and says so
 # first; SKIP_APT=1 skips it, and then Prometheus/Alertmanager start only if they are already on PATH.
-up: install kafka-up topics prom-install ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager) on 127.0.0.1; apt-get needs root (SKIP_APT=1 skips it)
+up: install kafka-up topics prom-install jaeger-up ## Start the local stack (Apache Kafka + topics, Prometheus, Alertmanager, Jaeger) on 127.0.0.1; apt-get needs root (SKIP_APT=1 skips it)
 	@if command -v prometheus >/dev/null && command -v prometheus-alertmanager >/dev/null; then \
 	  $(MAKE) --no-print-directory obs-up; \
 	else echo "Prometheus/Alertmanager not installed: started Kafka only (install them with make prom-install as root)"; fi
@@ -64,6 +67,7 @@ up: install kafka-up topics prom-install ## Start the local stack (Apache Kafka 
 down: ## Stop the local stack (the services pipeline-up started first)
 	-$(MAKE) --no-print-directory pipeline-down
 	-$(MAKE) --no-print-directory obs-down
+	-$(MAKE) --no-print-directory jaeger-down
 	-$(MAKE) --no-print-directory kafka-down
 
 topics: install ## Create the declared topics on TEXTPULSE_KAFKA_BOOTSTRAP_SERVERS (default 127.0.0.1:9092)

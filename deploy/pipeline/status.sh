@@ -7,7 +7,7 @@ set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$OBS_REPO_ROOT"
 
-for script in deploy/kafka/status.sh deploy/prometheus/status.sh deploy/alertmanager/status.sh \
+for script in deploy/kafka/status.sh deploy/prometheus/status.sh deploy/alertmanager/status.sh deploy/jaeger/status.sh \
   deploy/elasticsearch/status.sh deploy/triton/status.sh; do
   [[ -f "$script" ]] && bash "$script" 2>&1 | sed -n '1p'
 done

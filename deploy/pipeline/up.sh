@@ -25,6 +25,12 @@ fi
 log "creating the declared topics on $PIPELINE_BOOTSTRAP (existing ones are kept)"
 "$PIPELINE_PYTHON" -m textpulse.cli topics create >/dev/null
 
+# Tracing: with the local Jaeger of `make up` listening and no endpoint chosen, every service exports to it.
+if [[ -z "${TEXTPULSE_OTLP_ENDPOINT:-}${OTEL_EXPORTER_OTLP_ENDPOINT:-}" ]] && port_open "${JAEGER_OTLP_HTTP_PORT:-4318}"; then
+  export TEXTPULSE_OTLP_ENDPOINT="http://127.0.0.1:${JAEGER_OTLP_HTTP_PORT:-4318}"
+  log "tracing to $TEXTPULSE_OTLP_ENDPOINT (Jaeger UI: http://127.0.0.1:${JAEGER_QUERY_PORT:-16686})"
+fi
+
 mkdir -p "$PIPELINE_RUN_DIR"
 declare -A started=() log_offset=()
 for svc in $PIPELINE_SERVICES; do

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from textpulse.contracts.errors import PROBLEM_JSON, ErrorCode, FieldError, error, reason
 from textpulse.kafka.writer import WriteError
 from textpulse.observability.http import problem_response
+from textpulse.observability.tracing import bind_event
 
 from .core import Ingestor, InvalidInput, Result, decode_json, now, parse_batch, validate_event
 from .metrics import IngestMetrics
@@ -175,6 +176,7 @@ async def post_event(
             event = validate_event(decode_json(raw), ingest_time=now(), fallback_id=idempotency_key)
         except InvalidInput as exc:
             raise ApiError.of(exc) from exc
+        bind_event(event.id)
         results = await _write(ingestor, [event], settings)
         return _respond(results, [event], metrics)
     except ApiError as err:

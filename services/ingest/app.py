@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
 from textpulse.contracts import TextEventIn
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.auth import check_auth
@@ -27,6 +28,7 @@ from textpulse.observability import HttpMetricsMiddleware, configure_logging
 from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
 from textpulse.observability.http import install_problem_handlers, ops_routes, problem_openapi, serve
 from textpulse.observability.lag import LagMonitor
+from textpulse.observability.tracing import instrument_asgi
 
 from . import api, handlers
 from .core import Ingestor
@@ -66,7 +68,7 @@ def create_app(
     if settings.consume_text_in:
         handlers.register(broker, settings, deps_ref)
     handlers.declare_outputs(broker, settings)
-    group_id = settings.group_id or "textpulse-ingest"
+    group_id = consumer_group(handlers.SERVICE, settings.group_id)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,7 +83,9 @@ def create_app(
         app.state.settings, app.state.ingestor, app.state.metrics = settings, ingestor, metrics
         deps_ref["edge"] = handlers.EdgeDeps(
             ingestor=ingestor,
-            dead_letters=DeadLetters(broker.publish, service="ingest", topic=settings.topic_dlq, kafka=settings.kafka),
+            dead_letters=DeadLetters(
+                broker.publish, service="ingest", topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
+            ),
             metrics=metrics,
             topic=settings.topic_in,
         )
@@ -126,6 +130,8 @@ def create_app(
 
     # 422 of FastAPI's own checks (headers), 404, 405 and 500: the same problem body as the routes' errors.
     install_problem_handlers(app)
+    # Last added, so outermost: every request (refusals included) starts or continues a trace (when on).
+    instrument_asgi(app)
     # The routes read their bodies themselves (one error language): the event model is documented by hand.
     defs = TextEventIn.model_json_schema(ref_template="#/components/schemas/{model}")
     app.openapi = problem_openapi(app, {**defs.pop("$defs", {}), "TextEventIn": defs})  # type: ignore[method-assign]

