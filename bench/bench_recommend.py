@@ -8,8 +8,10 @@ encoder, (e) text-only with the fine-tuned encoder (the latest ``recommend``
 export, or ``--model-dir``), (f) the service's hybrid — its own
 ``Recommender`` + ``Profile`` code, weights chosen on the inner split, (g) a
 LightGBM LambdaRank ranker (``textpulse.recsys.ranker``) trained on the inner
-split, (h) the same ranker with one of the ten slots reserved for the best text
-match among items without any train rating. The inner split is a temporal
+split (the recipe of ``make recommend-model``: ``ranker.train_on_inner``), (h) the
+same ranker with one of the ten slots reserved for the best text match among items
+without any positive, (i) the ranker the service serves (``ranker/`` of the
+fine-tuned export, loaded from its files), when there is one. The inner split is a temporal
 split of the train part (per user its latest 20 %), with its own time-honest
 item text; nothing is chosen on the split that is scored.
 
@@ -30,7 +32,8 @@ Kafka consumer and the real fine-tuned encoder (latest ``recommend`` export):
 ~9.7k films) and 1,000 users × 60 interactions go in through the topics, the
 service embeds every item; then p50/p99 of one recommendation over HTTP
 (cache off, one request at a time) and, on the same state and clock, of the
-scorer alone (the reference: HTTP / scorer p99 is the server's overhead);
+scorer alone (``State.rank``: the ranker when the export ships one, else the
+hybrid; the reference: HTTP / scorer p99 is the server's overhead);
 a GET /health on the same server gives its floor; several rounds, medians,
 with the machine's load average (the latency of a busy shared box is mostly
 waiting for a core).
@@ -53,7 +56,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 from textpulse.contracts.recs import Interaction, Item
-from textpulse.recsys.data import MovieLens, load_movielens, load_ratings, tag_cutoffs, temporal_split
+from textpulse.recsys.data import MovieLens, load_movielens, load_ratings, tag_cutoffs
 from textpulse.recsys.embed import TorchEncoder
 from textpulse.recsys.evaluate import (
     Rankers,
@@ -68,7 +71,7 @@ from textpulse.recsys.evaluate import (
     split_of,
     weights_key,
 )
-from textpulse.recsys.ranker import FeatureState, RankerConfig, train_ranker
+from textpulse.recsys.ranker import RANKER_DIR, FeatureState, RankerConfig, inner_split, load_ranker, train_on_inner
 from textpulse.recsys.recommender import Recommender, RecommenderConfig
 from textpulse.recsys.scoring import HybridWeights
 
@@ -168,7 +171,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     # Every choice (EASE λ, hybrid weights, the ranker's training) is made on this inner split of the
     # train part, whose item text keeps only the tags written in *its* train part (split_of): with the
     # outer text, tags of the inner held-out period would leak into the choices.
-    inner = split_of(ml, *temporal_split(split.train, 0.2))
+    inner = inner_split(ml, split)
     subsets = cold_start_relevant(split)
     rankers = Rankers(split, K)
     rows: dict[str, dict[str, dict[str, float]]] = {}
@@ -194,10 +197,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         split, HybridEval(split, vectors).ranker(config), subsets, K
     )
     rconfig = RankerConfig(ease_lambda=lam)
-    inner_state = FeatureState(
-        ml.items_as_of(tag_cutoffs(inner.train)), inner.item_ids, inner_vectors, inner.train, rconfig
-    )
-    trained = train_ranker(inner_state, inner.relevant, rconfig)
+    trained = train_on_inner(ml, inner, inner_vectors, rconfig)  # the recipe of make recommend-model
     state = FeatureState(ml.items_as_of(tag_cutoffs(split.train)), split.item_ids, vectors, split.train, rconfig)
     rows["(g) LambdaRank ranker (LightGBM)"] = evaluate_subsets(
         split, lambda user: trained.rank(state, user, K), subsets, K
@@ -206,6 +206,15 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     rows["(h) ranker + 1 slot for the best new item by text"] = evaluate_subsets(
         split, lambda user: slotted.rank(state, user, K), subsets, K
     )
+    if model_dir is not None and (model_dir / RANKER_DIR).is_dir():
+        # The file the service loads (trained by make recommend-model with its default EASE λ).
+        shipped = load_ranker(model_dir / RANKER_DIR, embedding_dim=int(vectors.shape[1]))
+        shipped_state = FeatureState(
+            ml.items_as_of(tag_cutoffs(split.train)), split.item_ids, vectors, split.train, shipped.config
+        )
+        rows[f"(i) shipped ranker ({model_dir.name}/{RANKER_DIR}, served)"] = evaluate_subsets(
+            split, lambda user: shipped.rank(shipped_state, user, K), subsets, K
+        )
     return {
         "split": split_name,
         "users": int(rows["(a) most popular"]["all"]["users"]),
@@ -346,6 +355,10 @@ def serving(n_items: int, rounds: int, requests: int, users: int = 1000, per_use
                 load_before = os.getloadavg()[0]
                 results = _measure(url, app.state.recommend, rounds, requests)
                 load_after = os.getloadavg()[0]
+                lists = {
+                    scorer: app.state.recommend.metrics.lists.labels("recommend", scorer)._value.get()
+                    for scorer in ("ranker", "hybrid", "popular")
+                }
                 model = app.state.recommend.embedder.model
         finally:
             asyncio.run(_delete_topics(bootstrap, list(names.values())))
@@ -360,6 +373,8 @@ def serving(n_items: int, rounds: int, requests: int, users: int = 1000, per_use
         "requests_per_round": requests,
         **medians,
         "http_over_scorer_p99": round(medians["http_p99_ms"] / medians["scorer_p99_ms"], 2),
+        "scorer": "LambdaRank ranker" if app.state.recommend.ranker is not None else "hybrid (no ranker shipped)",
+        "lists_by_scorer": lists,
         "load_average_1m": [round(load_before, 1), round(load_after, 1)],
         "per_round": {k: [round(x, 2) for x in v] for k, v in results.items()},
     }
@@ -413,7 +428,7 @@ def _measure(url: str, state: Any, rounds: int, requests: int) -> dict[str, list
                     raise RuntimeError(msg)
                 if r % 2 == 0:
                     started = time.perf_counter()
-                    state.recommender.recommend(state.profiles[user], 10)
+                    state.rank(state.profiles[user], 10)  # the service's scorer: the ranker when shipped
                     scorer.append((time.perf_counter() - started) * 1000)
                 else:  # the server's floor: a request that does no work, same socket and middleware
                     started = time.perf_counter()
@@ -469,7 +484,8 @@ def report(q: dict[str, Any] | None, s: dict[str, Any] | None) -> None:
     if s:
         ok = s["http_p99_ms"] <= 50
         console.print(
-            f"serving (uvicorn on loopback, real Kafka, encoder {s['encoder']}), {s['items']} items, "
+            f"serving (uvicorn on loopback, real Kafka, encoder {s['encoder']}, scorer {s['scorer']}: lists "
+            f"{s['lists_by_scorer']}), {s['items']} items, "
             f"{s['users']} users × {s['interactions'] // s['users']} interactions (loaded through Kafka in "
             f"{s['load_seconds']} s), cache off, median of {s['rounds']} rounds × {s['requests_per_round']} "
             f"requests: HTTP p50 {s['http_p50_ms']} ms, p99 {s['http_p99_ms']} ms (target ≤ 50 ms: "

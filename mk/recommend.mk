@@ -7,13 +7,16 @@ RECOMMEND_ENV := PYTHONPATH=libs:.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFL
 RECOMMEND_TRAIN_ARGS ?=
 BENCH_RECOMMEND_ARGS ?=
 
-.PHONY: recommend-run recommend-model test-recommend bench-recommend
+.PHONY: recommend-run recommend-model recommend-ranker test-recommend bench-recommend
 
 recommend-run: ## Run the recommend service (items + user.interactions → recs.scores, API on 127.0.0.1:8086)
 	$(RECOMMEND_ENV) $(RECOMMEND_PY) -m services.recommend.app
 
-recommend-model: ## Fine-tune the recommend bi-encoder on MovieLens (CPU, minutes) and export it to the model repo
+recommend-model: ## Fine-tune the recommend bi-encoder on MovieLens, train its LambdaRank ranker (CPU, minutes); export both to the model repo
 	$(RECOMMEND_ENV) $(RECOMMEND_PY) -m textpulse.recsys.train $(RECOMMEND_TRAIN_ARGS)
+
+recommend-ranker: ## Retrain only the LambdaRank ranker of the latest recommend export (into its ranker/ folder)
+	$(RECOMMEND_ENV) $(RECOMMEND_PY) -m textpulse.recsys.train --ranker-only $(RECOMMEND_TRAIN_ARGS)
 
 test-recommend: ## Unit + in-memory tests of recommend, then its real-Kafka integration test
 	$(RECOMMEND_PY) -m pytest -q libs/textpulse/recsys tests/inmemory/test_recommend_inmemory.py

@@ -18,6 +18,7 @@ import textpulse
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 from starlette.routing import Route
+from textpulse.contracts.services import consumer_group
 from textpulse.kafka import DeadLetters, make_broker
 from textpulse.kafka.broker import start_with_retry
 from textpulse.kafka.transactions import settings_or_exit
@@ -29,7 +30,7 @@ from textpulse.observability.lag import LagMonitor
 from textpulse.recsys.embed import Embedder, make_embedder
 
 from . import api, handlers
-from .core import SERVICE, Outputs, Processor, State, restore
+from .core import SERVICE, Outputs, Processor, State, find_ranker, restore
 from .metrics import RecommendMetrics
 from .settings import RecommendSettings
 
@@ -75,7 +76,8 @@ def create_app(
         lag: LagMonitor | None = None
         try:
             await enc.start()
-            state = State(settings, enc, metrics)
+            # Fails start-up when a ranker is shipped but cannot be served (see core.find_ranker).
+            state = State(settings, enc, metrics, find_ranker(settings, enc))
             if restore_state:
                 restored = await restore(settings, state)
                 log.info(
@@ -97,7 +99,7 @@ def create_app(
                     profiles=writer(settings.topic_profiles),
                     recs=writer(settings.topic_out),
                     dead_letters=DeadLetters(
-                        broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka
+                        broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
                     ),
                 ),
                 settings,
@@ -109,7 +111,7 @@ def create_app(
                 lag = LagMonitor(
                     settings.kafka,
                     metrics,
-                    settings.group_id or f"textpulse-{SERVICE}",
+                    consumer_group(SERVICE, settings.group_id),
                     [settings.topic_items, settings.topic_interactions],
                     settings.lag_refresh_s,
                 )

@@ -6,7 +6,10 @@ Per consumed batch (both input topics, one consumer group):
    null value deletes the item), so interactions in the same batch can use them;
 2. interactions update the profiles of their users;
 3. the changed profiles are written to the compacted ``recs.profiles`` and,
-   for each changed user, the new top-k to ``recs.scores``; both acknowledged;
+   for each changed user, the new top-k to ``recs.scores``; both acknowledged
+   (the top-k comes from the LambdaRank ranker shipped with the encoder when
+   there is one and the user has a positive in it, else from the hybrid scorer,
+   else popularity: :meth:`State.recommend`);
 4. the handler returns and the batch is committed.
 
 A crash before 3 replays the batch into the restored state; a profile update is
@@ -22,24 +25,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from cachetools import LRUCache
 from pydantic import ValidationError
-from textpulse.contracts import encode, utcnow
+from textpulse.contracts import DeadLetterReason, encode, utcnow
 from textpulse.contracts.errors import ErrorCode, FieldError, error, validation_errors
 from textpulse.contracts.errors import reason as reason_of
 from textpulse.contracts.recs import Interaction, Item, Recommendations, ScoredItem, UserProfileState
-from textpulse.inference.errors import BackendUnavailable, InputRejected
+from textpulse.inference.codec import resolve_version
+from textpulse.inference.errors import BackendUnavailable, InputRejected, ModelMismatch
 from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.kafka.dlq import DeadLetters
 from textpulse.kafka.writer import OutRecord, RecordWriter
 from textpulse.recsys.embed import Embedder
 from textpulse.recsys.profile import Profile
-from textpulse.recsys.recommender import Recommender
+from textpulse.recsys.ranker import RANKER_DIR, FeatureState, TrainedRanker, load_ranker
+from textpulse.recsys.recommender import Recommender, Scored
 from textpulse.recsys.scoring import Catalogue
 from textpulse.settings import KafkaSettings
 
@@ -50,10 +55,46 @@ log = logging.getLogger(__name__)
 SERVICE = "recommend"
 
 
-class State:
-    """Catalogue, profiles and the scorer; one event loop owns it (no locks needed)."""
+def find_ranker(settings: RecommendSettings, embedder: Embedder) -> TrainedRanker | None:
+    """The ranker shipped with the encoder's export (``<model>/<version>/ranker/``), if any.
 
-    def __init__(self, settings: RecommendSettings, embedder: Embedder, metrics: RecommendMetrics) -> None:
+    Absent → None (the service serves the hybrid scorer, as before). Present but not servable
+    (other features, format, embedding size, unreadable) → :class:`RankerMismatch` at start-up,
+    rather than silently serving the fallback. ``ranker_dir`` names a folder that must exist.
+    """
+    if not settings.ranker:
+        return None
+    if settings.ranker_dir is not None:
+        path = settings.ranker_dir
+        if not path.is_dir():
+            msg = f"TEXTPULSE_RECOMMEND_RANKER_DIR={path} is not a folder"
+            raise FileNotFoundError(msg)
+    else:
+        if embedder.model.name != settings.model_name:
+            return None  # the pretrained base encoder (or a test's): no ranker was trained on its vectors
+        try:
+            version_dir = resolve_version(settings.inference.model_repo, settings.model_name, embedder.model.version)
+        except ModelMismatch:
+            return None  # a Triton model without a local copy of its folder
+        path = version_dir / RANKER_DIR
+        if not path.exists():
+            log.info("no ranker shipped with the encoder: serving the hybrid scorer", extra={"path": str(path)})
+            return None
+    ranker = load_ranker(path, embedding_dim=embedder.dim)
+    log.info("serving the LambdaRank ranker", extra={"path": str(path), "trees": ranker.booster.num_trees()})
+    return ranker
+
+
+class State:
+    """Catalogue, profiles and the scorers; one event loop owns it (no locks needed)."""
+
+    def __init__(
+        self,
+        settings: RecommendSettings,
+        embedder: Embedder,
+        metrics: RecommendMetrics,
+        ranker: TrainedRanker | None = None,
+    ) -> None:
         self.settings = settings
         self.embedder = embedder
         self.metrics = metrics
@@ -61,7 +102,17 @@ class State:
         self.catalogue = Catalogue(embedder.dim)
         self.recommender = Recommender(self.catalogue, settings.recommender_config())
         self.profiles: dict[str, Profile] = {}
-        self.cache: OrderedDict[tuple[str, int], tuple[tuple[int, int, int], Recommendations]] = OrderedDict()
+        #: Item metadata (genres, tags, title): features of the ranker.
+        self.items: dict[str, Item] = {}
+        self.ranker = ranker
+        #: The ranker's item-side state (EASE, item-kNN, popularity over time), rebuilt with item-kNN.
+        self.ranker_state: FeatureState | None = None
+        #: Items deleted since ``ranker_state`` was built: never ranked, although its snapshot has them.
+        self._removed: set[str] = set()
+        # (user, k) → (validity key, list); the key check drops a stale entry, the LRU bounds memory.
+        self.cache: LRUCache[tuple[str, int], tuple[tuple[int, int, int], Recommendations]] | None = (
+            LRUCache(maxsize=settings.cache_size) if settings.cache_size else None
+        )
         self.cf_version = 0
         self._cf_dirty = False
 
@@ -74,11 +125,18 @@ class State:
         vectors = await self.embedder.embed([i.text() for i in items])
         for item, vec in zip(items, vectors, strict=True):
             self.catalogue.upsert(item.item_id, item.title, vec)
+            self.items[item.item_id] = item
+            self._removed.discard(item.item_id)
+        # The CF models and the ranker's state are indexed by catalogue row: rebuild them to include these.
+        self._cf_dirty = True
         self.metrics.embedded.labels(SERVICE).inc(len(items))
         self.metrics.catalogue_items.labels(SERVICE).set(len(self.catalogue))
 
     def delete_item(self, item_id: str) -> None:
         if self.catalogue.remove(item_id):
+            self.items.pop(item_id, None)
+            self._removed.add(item_id)
+            self._cf_dirty = True
             self.metrics.catalogue_items.labels(SERVICE).set(len(self.catalogue))
 
     # -- profiles --------------------------------------------------------------
@@ -113,13 +171,28 @@ class State:
     # -- CF --------------------------------------------------------------------
 
     async def refresh_cf(self, *, force: bool = False) -> bool:
-        """Rebuild item-kNN + popularity from the profiles (in a thread: the loop keeps serving)."""
+        """Rebuild item-kNN, popularity and the ranker's state from the profiles, in a thread (the loop serves)."""
         if not (force or self._cf_dirty):
             return False
         self._cf_dirty = False
         started = time.perf_counter()
         snapshot = [p.positive_items() for p in self.profiles.values()]
         await asyncio.to_thread(self.recommender.fit_cf, snapshot)
+        if self.ranker is not None:
+            cat = self.catalogue
+            # Copies taken on the loop: the thread must not see the catalogue or profiles change under it.
+            history = {u: [(p.item_id, p.time) for p in prof.positives] for u, prof in self.profiles.items()}
+            removed = set(self._removed)
+            self.ranker_state = await asyncio.to_thread(
+                FeatureState.from_history,
+                dict(self.items),
+                list(cat.ids),
+                cat.vectors.copy(),
+                history,
+                self.ranker.config,
+                cat.active.copy(),
+            )
+            self._removed -= removed
         self.cf_version += 1
         self.metrics.cf_refresh_seconds.labels(SERVICE).observe(time.perf_counter() - started)
         self.metrics.profiles.labels(SERVICE).set(len(self.profiles))
@@ -132,30 +205,53 @@ class State:
         started = time.perf_counter()
         profile = self.profiles.get(user_id)
         key = (self.catalogue.version, self.cf_version, profile.interactions if profile else -1)
-        cached = self.cache.get((user_id, k))
+        cached = self.cache.get((user_id, k)) if self.cache is not None else None
         if cached is not None and cached[0] == key:
-            self.cache.move_to_end((user_id, k))
             self.metrics.cache.labels(SERVICE, "hit").inc()
             self.metrics.request_seconds.labels(SERVICE, source).observe(time.perf_counter() - started)
             return cached[1], True
         self.metrics.cache.labels(SERVICE, "miss").inc()
-        items, fallback = self.recommender.recommend(profile, k)
-        self.metrics.candidates.labels(SERVICE, source).inc(self.recommender.stats.candidates)
-        if fallback:
+        items, scorer, candidates = self.rank(profile, k)
+        self.metrics.candidates.labels(SERVICE, source).inc(candidates)
+        self.metrics.lists.labels(SERVICE, scorer).inc()
+        if scorer == "popular":
             self.metrics.fallbacks.labels(SERVICE).inc()
         result = Recommendations(
             user_id=user_id,
             items=[ScoredItem(item_id=s.item_id, score=s.score, reason=s.reason) for s in items],
             model=self.embedder.model,
-            popular_fallback=fallback,
+            popular_fallback=scorer == "popular",
             generated_at=utcnow(),
         )
-        if self.settings.cache_size:
+        if self.cache is not None:
             self.cache[(user_id, k)] = (key, result)
-            while len(self.cache) > self.settings.cache_size:
-                self.cache.popitem(last=False)
         self.metrics.request_seconds.labels(SERVICE, source).observe(time.perf_counter() - started)
         return result, False
+
+    def rank(self, profile: Profile | None, k: int) -> tuple[list[Scored], str, int]:
+        """(items, scorer, candidates scored): the ranker when it knows a positive of the user, else the fallbacks."""
+        if self.ranker is not None and self.ranker_state is not None and profile is not None:
+            got = self.ranker_state.user_features(
+                [(p.item_id, p.time) for p in profile.positives], profile.seen, self._removed
+            )
+            if got is not None:
+                state, cat = self.ranker_state, self.catalogue
+                top = self.ranker.top(*got, k)
+                return (
+                    [
+                        Scored(
+                            state.item_ids[row],
+                            round(score, 6),
+                            self.recommender.reason(profile, cat.index[state.item_ids[row]]),
+                        )
+                        for row, score in top
+                    ],
+                    "ranker",
+                    len(got[0]),
+                )
+        # Unknown users, users none of whose positives the ranker's state has yet, or no ranker shipped.
+        items, fallback = self.recommender.recommend(profile, k)
+        return items, "popular" if fallback else "hybrid", self.recommender.stats.candidates
 
 
 @dataclass
@@ -190,10 +286,14 @@ class Processor:
         self.metrics.handler_duration.labels(SERVICE, "all").observe(time.perf_counter() - started)
 
     async def _dead_letter(
-        self, rec: Any, reason: str, exc: BaseException | None = None, errors: list[FieldError] | None = None
+        self,
+        rec: Any,
+        category: DeadLetterReason,
+        reason: str,
+        exc: BaseException | None = None,
+        errors: list[FieldError] | None = None,
     ) -> None:
-        await self.outputs.dead_letters.send(rec, reason, exc, errors=errors)
-        self.metrics.dlq.labels(SERVICE, rec.topic, reason.split(":", 1)[0][:40]).inc()
+        await self.outputs.dead_letters.send(rec, category, reason, exc, errors=errors)
 
     async def _items(self, records: Sequence[Any]) -> None:
         latest: dict[str, tuple[Any, Item | None]] = {}
@@ -203,13 +303,20 @@ class Processor:
                 if key:
                     latest[key] = (rec, None)
                 else:
-                    await self._dead_letter(rec, "tombstone without key", errors=[error(ErrorCode.EMPTY_VALUE)])
+                    await self._dead_letter(
+                        rec,
+                        DeadLetterReason.INVALID_RECORD,
+                        "tombstone without key",
+                        errors=[error(ErrorCode.EMPTY_VALUE)],
+                    )
                 continue
             try:
                 item = Item.model_validate_json(rec.value)
             except ValidationError as exc:
                 errs = validation_errors(exc)
-                await self._dead_letter(rec, f"invalid item: {reason_of(errs)}", exc, errs)
+                await self._dead_letter(
+                    rec, DeadLetterReason.INVALID_RECORD, f"invalid item: {reason_of(errs)}", exc, errs
+                )
                 continue
             latest[item.item_id] = (rec, item)
         upserts = [(rec, item) for rec, item in latest.values() if item is not None]
@@ -239,7 +346,7 @@ class Processor:
             try:
                 await self.state.upsert_items([item])
             except InputRejected as exc:
-                await self._dead_letter(rec, f"encoder rejected the item: {exc}", exc)
+                await self._dead_letter(rec, DeadLetterReason.MODEL_REJECTED, f"encoder rejected the item: {exc}", exc)
 
     async def _interactions(self, records: Sequence[Any]) -> None:
         changed: dict[str, None] = {}
@@ -248,7 +355,9 @@ class Processor:
                 interaction = Interaction.model_validate_json(rec.value or b"")
             except ValidationError as exc:
                 errs = validation_errors(exc)
-                await self._dead_letter(rec, f"invalid interaction: {reason_of(errs)}", exc, errs)
+                await self._dead_letter(
+                    rec, DeadLetterReason.INVALID_RECORD, f"invalid interaction: {reason_of(errs)}", exc, errs
+                )
                 continue
             if self.state.apply(interaction):
                 changed[interaction.user_id] = None

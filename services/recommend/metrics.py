@@ -7,7 +7,7 @@ from textpulse.observability.metrics import LATENCY_BUCKETS, ServiceMetrics
 
 
 class RecommendMetrics(ServiceMetrics):
-    """Labels are bounded: ``source`` (http | stream), ``result`` (hit | miss), ``kind``."""
+    """Bounded labels: ``source`` (http | stream), ``result`` (hit | miss), ``scorer``."""
 
     def __init__(self) -> None:
         super().__init__("recommend")
@@ -32,6 +32,12 @@ class RecommendMetrics(ServiceMetrics):
             "textpulse_recommend_popular_fallbacks",
             "Lists served from popularity (no profile).",
             ["service"],
+            registry=r,
+        )
+        self.lists = Counter(
+            "textpulse_recommend_lists",
+            "Recommendation lists computed (cache misses) by scorer: ranker (LambdaRank), hybrid, popular.",
+            ["service", "scorer"],
             registry=r,
         )
         self.embedded = Counter(

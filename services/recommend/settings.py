@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 from textpulse.contracts.topics import ITEMS, RECS_PROFILES, RECS_SCORES, USER_INTERACTIONS, dlq
@@ -27,6 +29,14 @@ class RecommendSettings(ServiceSettings):
     topic_out: str = Field(RECS_SCORES.name, description="Recommendations per user.")
     topic_profiles: str = Field(RECS_PROFILES.name, description="Compacted changelog of the user profiles.")
     topic_dlq: str = Field(dlq("recommend").name, description="Records recommend cannot process.")
+    ranker: bool = Field(
+        True,
+        description="Serve the LambdaRank ranker shipped in the encoder's export (ranker/ beside its weights) "
+        "when there is one; unknown users and users without a known positive get the hybrid / popular fallback.",
+    )
+    ranker_dir: Path | None = Field(
+        None, description="A ranker folder to serve instead of the export's (must exist and match the encoder)."
+    )
     top_k: int = Field(10, ge=1, le=100, description="Items per published recommendation.")
     max_k: int = Field(100, ge=1, le=1000, description="Largest k the HTTP API serves.")
     publish_on_change: bool = Field(True, description="Publish recs.scores for every user whose profile changed.")

@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.events import encode
@@ -18,10 +20,11 @@ from textpulse.kafka import make_broker
 from textpulse.kafka.broker import raw_decoder
 from textpulse.kafka.dlq import H_REASON
 from textpulse.observability.apikey import ApiSecuritySettings
-from textpulse.recsys.testing import HashEmbedder
 
 from services.recommend.app import create_app
 from services.recommend.settings import RecommendSettings
+from tests.support.recommend_ranker import tiny_ranker
+from tests.support.recsys import HashEmbedder
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 ITEMS = [
@@ -53,9 +56,9 @@ class Harness:
 
 
 @asynccontextmanager
-async def harness(api_security: ApiSecuritySettings | None = None) -> AsyncIterator[Harness]:
+async def harness(api_security: ApiSecuritySettings | None = None, **overrides: Any) -> AsyncIterator[Harness]:
     """Not a fixture: the lifespan must be entered and left in the same task."""
-    settings = RecommendSettings(cf_refresh_s=3600)
+    settings = RecommendSettings(cf_refresh_s=3600, **overrides)
     broker = make_broker(settings.kafka, service="recommend")
     app = create_app(
         settings,
@@ -192,3 +195,67 @@ async def test_recommendations_api_requires_the_key_when_configured() -> None:
             assert (await client.get(path, headers={"X-API-Key": "wrong"})).status_code == 401
             assert (await client.get(path, headers={"Authorization": f"Bearer {key}"})).status_code == 200
             assert (await client.get("/health")).status_code == 200
+
+
+def _lists(metrics: str, scorer: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith("textpulse_recommend_lists_total{") and f'scorer="{scorer}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_ranker_serves_known_users_and_falls_back_for_the_others(tmp_path: Path) -> None:
+    ranker_dir = tiny_ranker(tmp_path / "ranker", HashEmbedder().dim)
+    async with (
+        harness(ranker_dir=ranker_dir) as h,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=h.app), base_url="http://recommend") as client,
+    ):
+        state = h.app.state.recommend
+        assert state.ranker is not None
+        await h.items(*ITEMS)
+        for user, item, day in (("alice", "s1", 1), ("alice", "s2", 2), ("bob", "r1", 1), ("carol", "s1", 3)):
+            await h.act(user, item, day=day)
+        await state.refresh_cf(force=True)  # the ranker's item-side state (the harness skips the start-up replay)
+        body = (await client.get("/v1/users/alice/recommendations", params={"k": 4})).json()
+        assert body["popular_fallback"] is False
+        ids = [i["item_id"] for i in body["items"]]
+        assert not {"s1", "s2"} & set(ids)
+        # The served list is the shared feature function + the model, on the service's state.
+        profile = state.profiles["alice"]
+        got = state.ranker_state.user_features([(p.item_id, p.time) for p in profile.positives], profile.seen)
+        assert ids == [state.ranker_state.item_ids[row] for row, _ in state.ranker.top(*got, 4)]
+        stranger = (await client.get("/v1/users/stranger/recommendations", params={"k": 2})).json()
+        assert stranger["popular_fallback"] is True
+        # A user whose only positive arrived after the ranker's state was built: the hybrid scorer.
+        await h.items(Item(item_id="n1", title="New Orbit", genres=["Sci-Fi"], tags=["space"]))
+        await h.act("dave", "n1", day=4)
+        dave = (await client.get("/v1/users/dave/recommendations", params={"k": 2})).json()
+        assert dave["popular_fallback"] is False
+        assert state.rank(state.profiles["dave"], 2)[1] == "hybrid"
+        assert state.rank(state.profiles["alice"], 2)[1] == "ranker"
+        metrics = (await client.get("/metrics")).text
+        assert _lists(metrics, "ranker") >= 1
+        assert _lists(metrics, "popular") == 1
+        await state.refresh_cf(force=True)
+        assert state.rank(state.profiles["dave"], 2)[1] == "ranker"  # once the state has n1
+
+
+async def test_without_a_ranker_the_hybrid_serves() -> None:
+    async with harness() as h:
+        assert h.app.state.recommend.ranker is None  # the test encoder has no export, so no ranker
+        await h.items(*ITEMS)
+        await h.act("alice", "s1")
+        metrics = h.app.state.recommend.metrics
+        assert metrics.lists.labels("recommend", "hybrid")._value.get() == 1
+
+
+async def test_a_ranker_that_does_not_fit_the_encoder_fails_start_up(tmp_path: Path) -> None:
+    from textpulse.recsys.ranker import RankerMismatch
+
+    ranker_dir = tiny_ranker(tmp_path / "ranker", HashEmbedder().dim + 1)
+    with pytest.raises(RankerMismatch, match="item vectors"):
+        async with harness(ranker_dir=ranker_dir):
+            pass
+    with pytest.raises(FileNotFoundError, match="RANKER_DIR"):
+        async with harness(ranker_dir=tmp_path / "missing"):
+            pass

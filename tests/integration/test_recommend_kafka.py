@@ -3,7 +3,8 @@
 Items and interactions in → recommendations out for those users; bad records
 dead-lettered; a restart replays the catalogue and the profile changelog and
 keeps every profile; a new item nobody interacted with is recommended to the
-user whose history matches its text.
+user whose history matches its text. With a LambdaRank ranker shipped, known
+users' lists come from it and unknown users still get the popular fallback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -31,6 +33,7 @@ from services.recommend.app import create_app
 from services.recommend.settings import RecommendSettings
 from tests.conftest import missing
 from tests.helpers import headers, read_all
+from tests.support.recommend_ranker import tiny_ranker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120)]
 
@@ -184,3 +187,59 @@ async def test_items_interactions_restart_and_cold_item(
             assert COLD.item_id not in [i["item_id"] for i in bob_now["items"]]
             metrics = (await client.get("/metrics")).text
             assert "textpulse_recommend_cache_requests_total" in metrics
+
+
+def _lists(metrics: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("textpulse_recommend_lists_total{"):
+            scorer = line.split('scorer="', 1)[1].split('"', 1)[0]
+            out[scorer] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def test_ranker_is_served_with_popular_fallback_for_unknown_users(
+    kafka_settings: KafkaSettings, kafka_topics: dict[str, str], encoder_dir: str, tmp_path: Path
+) -> None:
+    """A shipped LambdaRank ranker ranks known users' lists (stream and HTTP); unknown users get popular items."""
+    prefix = kafka_topics["items"].removesuffix("items")
+    settings = RecommendSettings(
+        kafka=kafka_settings,
+        topic_items=kafka_topics["items"],
+        topic_interactions=kafka_topics["user.interactions"],
+        topic_out=kafka_topics["recs.scores"],
+        topic_profiles=kafka_topics["recs.profiles"],
+        topic_dlq=kafka_topics["dlq.recommend"],
+        group_id=f"{prefix}recommend",
+        top_k=5,
+        cf_refresh_s=0.5,
+        kafka_batch_timeout_ms=50,
+        ranker_dir=tiny_ranker(tmp_path / "ranker", 384),  # all-MiniLM-L6-v2's size
+    )
+    async with producer(kafka_settings) as prod:
+        for item in CATALOGUE:
+            await prod.send_and_wait(settings.topic_items, encode(item), key=item.item_id.encode())
+        async with running(settings, encoder_dir) as (app, client):
+            state = app.state.recommend
+            assert state.ranker is not None
+            await until(lambda: len(state.catalogue) == len(CATALOGUE))
+            await until(lambda: state.ranker_state is not None and state.ranker_state.n == len(CATALOGUE))
+            for event in HISTORY:
+                await prod.send_and_wait(settings.topic_interactions, encode(event), key=event.user_id.encode())
+            recs = await latest_recs(settings, {"alice", "bob", "carol", "dave"})
+            alice = [i["item_id"] for i in recs["alice"]["items"]]
+            assert not {"m1", "m2", "m4"} & set(alice)  # seen items (a view too) are excluded
+            assert recs["alice"]["popular_fallback"] is False
+            served = (await client.get("/v1/users/alice/recommendations", params={"k": 3})).json()
+            profile = state.profiles["alice"]
+            got = state.ranker_state.user_features([(p.item_id, p.time) for p in profile.positives], profile.seen)
+            assert got is not None
+            ranked = [state.ranker_state.item_ids[row] for row, _ in state.ranker.top(*got, 3)]
+            assert [i["item_id"] for i in served["items"]] == ranked  # the ranker's order, not the hybrid's
+            stranger = (await client.get("/v1/users/stranger/recommendations", params={"k": 3})).json()
+            assert stranger["popular_fallback"] is True
+            assert stranger["items"][0]["item_id"] == "m4"  # the only item liked by two users
+            lists = _lists((await client.get("/metrics")).text)
+            assert lists.get("ranker", 0) >= 5  # alice, bob, carol, dave on the stream + alice over HTTP
+            assert lists.get("popular") == 1  # the stranger
+            assert lists.get("hybrid", 0) == 0

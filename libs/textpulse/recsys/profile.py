@@ -8,11 +8,12 @@ item that arrives after the interaction still counts once it is embedded.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+from cachetools import LRUCache
 
 from textpulse.contracts.recs import Interaction, PositiveRef, UserProfileState
 
@@ -35,17 +36,32 @@ class Profile:
     max_positives: int = 200
     max_seen: int = 5000
     positives: deque[PositiveRef] = field(default_factory=deque)
-    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: Bounded to the ``max_seen`` most recently seen items (LRU); iterates oldest first (see :meth:`_see`).
+    seen: LRUCache[str, None] = field(default_factory=lambda: LRUCache(maxsize=5000))
     interactions: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seen.maxsize != self.max_seen:
+            old, self.seen = self.seen, LRUCache(maxsize=self.max_seen)
+            for item in list(old)[-self.max_seen :]:
+                self.seen[item] = None
+
+    def _see(self, item_id: str) -> None:
+        """Mark ``item_id`` as the most recently seen; the least recent one beyond ``max_seen`` is evicted.
+
+        Delete-then-insert keeps the cache's iteration order (its dict's insertion order) equal to the
+        recency order, which :meth:`to_state` persists: re-setting a present key alone would move it in
+        the LRU order only, and a restored profile would then evict it too early.
+        """
+        if item_id in self.seen:
+            del self.seen[item_id]
+        self.seen[item_id] = None
 
     def apply(self, interaction: Interaction) -> bool:
         """Apply one interaction; False when it changed nothing (a redelivered duplicate)."""
         ts = interaction.time.timestamp()
         changed = interaction.item_id not in self.seen
-        self.seen[interaction.item_id] = None
-        self.seen.move_to_end(interaction.item_id)
-        while len(self.seen) > self.max_seen:
-            self.seen.popitem(last=False)
+        self._see(interaction.item_id)
         if interaction.is_positive():
             duplicate = any(p.item_id == interaction.item_id and p.time == ts for p in self.positives)
             if not duplicate:
@@ -89,9 +105,16 @@ class Profile:
             max_positives=max_positives,
             max_seen=max_seen,
             positives=deque(sorted(state.positives, key=lambda p: p.time)[-max_positives:]),
-            seen=OrderedDict.fromkeys(state.seen[-max_seen:]),
+            seen=_lru(state.seen[-max_seen:], max_seen),
             interactions=state.interactions,
         )
+
+
+def _lru(items: list[str], maxsize: int) -> LRUCache[str, None]:
+    cache: LRUCache[str, None] = LRUCache(maxsize=maxsize)
+    for item in items:
+        cache[item] = None
+    return cache
 
 
 def interest_vector(weighted: list[tuple[str, float]], index: dict[str, int], vectors: np.ndarray) -> np.ndarray | None:

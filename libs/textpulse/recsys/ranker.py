@@ -14,18 +14,22 @@ then applied to a state built from the whole train part.
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from textpulse.contracts.recs import Item
 
-from .data import Rating, positives_by_user, seen_by_user
+from .data import MovieLens, Rating, positives_by_user, seen_by_user, tag_cutoffs, temporal_split
+from .evaluate import Split, split_of
 from .scoring import EASE, ItemKNN, top_k
 
 DAY_S = 86_400.0
@@ -38,15 +42,15 @@ FEATURES: tuple[str, ...] = (
     "ease",  # EASE score / the user's best candidate's (scale-free: the inner and full states differ in size)
     "knn",  # item-kNN score / the user's best candidate's
     "pop_log",  # log1p(positives per 10k train positives)
-    "pop_recent_log",  # the same share in the `recent_days` before the user's last train interaction
-    "pop_before_log",  # the same share up to the user's last train interaction
-    "item_age_days",  # user's last train time − item's first train rating (NaN: never rated)
-    "release_gap_years",  # user's last train year − the year in the title (NaN: no year)
+    "pop_recent_log",  # the same share in the `recent_days` before the user's newest positive
+    "pop_before_log",  # the same share up to the user's newest positive
+    "item_age_days",  # user's newest positive's time − the item's first positive (NaN: none)
+    "release_gap_years",  # year of the user's newest positive − the year in the title (NaN: no year)
     "genre_overlap",  # mean share of the item's genres in the user's positive genres
     "tag_overlap",  # share of the item's tags found on the user's positives
     "user_positives_log",
     "user_seen_log",
-    "cold_item",  # 1 when the item has no train rating at all
+    "cold_item",  # 1 when the item has no positive at all
 )
 
 
@@ -57,6 +61,8 @@ class RankerConfig:
     profile_items: int = 200
     ease_lambda: float = 100.0
     knn_neighbours: int = 100
+    #: EASE's dense solve is cubic in its items: only the most popular this many enter it (others score 0).
+    ease_max_items: int = 5000
     recent_days: float = 180.0
     #: Most trees; early stopping on held-out training users (``valid_users``) picks how many are kept.
     n_estimators: int = 600
@@ -77,7 +83,15 @@ def title_year(title: str) -> float:
 
 
 class FeatureState:
-    """Train interactions, item metadata and vectors indexed for candidate generation and features."""
+    """Positives, item metadata and vectors indexed for candidate generation and features.
+
+    The one place features are computed (:meth:`user_features`), for training
+    (built from ratings, :meth:`features`) and for serving (built from the
+    service's profiles and catalogue, :meth:`from_history`, with the live
+    profile passed per request): train/serve skew would need two code paths.
+    Every item-side statistic is derived from the *positives* only (their
+    items and times), which is what the service's profiles keep.
+    """
 
     def __init__(
         self,
@@ -88,96 +102,147 @@ class FeatureState:
         config: RankerConfig | None = None,
         ease: EASE | None = None,
     ) -> None:
+        index = set(item_ids)
+        ratings = [r for r in ratings if r.item in index]
+        positives = {u: [(r.item, r.time) for r in rows] for u, rows in positives_by_user(ratings).items()}
+        self._build(items, item_ids, vectors, positives, seen_by_user(ratings), config, ease, None)
+
+    @classmethod
+    def from_history(
+        cls,
+        items: Mapping[str, Item],
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        positives: Mapping[str, Sequence[tuple[str, float]]],
+        config: RankerConfig | None = None,
+        active: np.ndarray | None = None,
+    ) -> FeatureState:
+        """The serving state: users' (item, time) positives, oldest first; ``active`` masks deleted rows."""
+        state = cls.__new__(cls)
+        state._build(items, item_ids, vectors, positives, {}, config, None, active)
+        return state
+
+    def _build(
+        self,
+        items: Mapping[str, Item],
+        item_ids: Sequence[str],
+        vectors: np.ndarray,
+        positives: Mapping[str, Sequence[tuple[str, float]]],
+        seen: Mapping[str, set[str]],
+        config: RankerConfig | None,
+        ease: EASE | None,
+        active: np.ndarray | None,
+    ) -> None:
         self.config = cfg = config or RankerConfig()
         self.item_ids = list(item_ids)
         self.index = {item: row for row, item in enumerate(self.item_ids)}
         self.n = len(self.item_ids)
         self.vectors = vectors.astype(np.float32)
-        self.genres = [{g.lower() for g in items[i].genres} for i in self.item_ids]
-        self.tags = [{t.lower() for t in items[i].tags} for i in self.item_ids]
-        self.years = np.array([title_year(items[i].title) for i in self.item_ids], dtype=np.float64)
-        ratings = [r for r in ratings if r.item in self.index]
-        self.pos = positives_by_user(list(ratings))
-        self.seen = seen_by_user(list(ratings))
-        self.last_time: dict[str, float] = {}
-        for r in ratings:
-            self.last_time[r.user] = max(self.last_time.get(r.user, r.time), r.time)
-        self.first_time = np.full(self.n, np.nan)
+        self.active = np.ones(self.n, dtype=bool) if active is None else active.astype(bool)
+        meta = [items.get(i) for i in self.item_ids]
+        self.genres = [{g.lower() for g in m.genres} if m else set() for m in meta]
+        self.tags = [{t.lower() for t in m.tags} if m else set() for m in meta]
+        self.years = np.array([title_year(m.title) if m else math.nan for m in meta], dtype=np.float64)
+        self.pos = {
+            u: sorted(((i, t) for i, t in rows if i in self.index), key=lambda p: p[1]) for u, rows in positives.items()
+        }
+        self.pos = {u: rows for u, rows in self.pos.items() if rows}
+        self.seen = dict(seen)
         self.counts = np.zeros(self.n, dtype=np.float32)
         pos_times: list[list[float]] = [[] for _ in range(self.n)]
-        for r in ratings:
-            row = self.index[r.item]
-            if not r.time >= self.first_time[row]:  # NaN compares False: the first rating sets it
-                self.first_time[row] = r.time
-            if r.positive:
+        for rows in self.pos.values():
+            for item, t in rows:
+                row = self.index[item]
                 self.counts[row] += 1
-                pos_times[row].append(r.time)
-        self.pos_times = [np.sort(np.array(t)) for t in pos_times]
-        self.rated = ~np.isnan(self.first_time)
-        lists = [[r.item for r in rows] for rows in self.pos.values()]
+                pos_times[row].append(t)
+        self.pos_times = [np.sort(np.array(t, dtype=np.float64)) for t in pos_times]
+        self.first_time = np.array([t[0] if len(t) else math.nan for t in self.pos_times], dtype=np.float64)
+        self.rated = self.counts > 0
+        lists = [[i for i, _ in rows] for rows in self.pos.values()]
         self.knn = ItemKNN(cfg.knn_neighbours).fit(lists, self.index, self.n)
-        self.ease = ease if ease is not None else EASE(cfg.ease_lambda).fit(lists, self.index, self.n)
+        self.ease = (
+            ease
+            if ease is not None
+            else EASE(cfg.ease_lambda, max_items=cfg.ease_max_items).fit(lists, self.index, self.n)
+        )
         #: Popularity as a share (per 10k positives) so the inner and the full train states are comparable.
         self.per_10k = 1e4 / max(1.0, float(self.counts.sum()))
         self.pop_log = np.log1p(self.counts * self.per_10k)
 
     # -- per user ----------------------------------------------------------------
 
-    def _exclude(self, user: str) -> np.ndarray:
-        mask = np.zeros(self.n, dtype=bool)
-        rows = [self.index[i] for i in self.seen.get(user, ())]
+    def _exclude(self, seen: Iterable[str]) -> np.ndarray:
+        mask = ~self.active
+        rows = [self.index[i] for i in seen if i in self.index]
         if rows:
             mask[rows] = True
         return mask
 
     def popular(self, user: str, k: int) -> list[str]:
-        return [self.item_ids[r] for r in top_k(self.counts, k, self._exclude(user))]
+        return [self.item_ids[r] for r in top_k(self.counts, k, self._exclude(self.seen.get(user, ())))]
 
     def features(self, user: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """Candidate rows and their feature matrix (len × :data:`FEATURES`); None for users with no positive."""
+        """Candidate rows and features of a user of this state (training, offline evaluation)."""
+        return self.user_features(self.pos.get(user, []), self.seen.get(user, ()))
+
+    def user_features(
+        self, positives: Sequence[tuple[str, float]], seen: Collection[str], exclude: Iterable[str] = ()
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Candidate rows and their feature matrix (len × :data:`FEATURES`); None without a known positive.
+
+        ``positives``: the user's (item, time), oldest first; ``seen``: every item they interacted
+        with (never a candidate); ``exclude``: other items that must not be candidates (the service's
+        deletions since this state was built). The user's "now" is their newest positive's time.
+        """
         cfg = self.config
-        rows_pos = self.pos.get(user, [])[-cfg.profile_items :]
-        if not rows_pos:
+        known = [(self.index[i], t) for i, t in positives if i in self.index]
+        if not known:
             return None
-        idx = np.array([self.index[r.item] for r in rows_pos])
-        newest = rows_pos[-1].time
-        w = np.exp(-math.log(2) * (newest - np.array([r.time for r in rows_pos])) / (cfg.half_life_days * DAY_S))
+        recent = known[-cfg.profile_items :]
+        idx = np.array([r for r, _ in recent])
+        times = np.array([t for _, t in recent])
+        now = float(times.max())
+        w = np.exp(-math.log(2) * (now - times) / (cfg.half_life_days * DAY_S))
         vec = (self.vectors[idx] * w[:, None].astype(np.float32)).sum(axis=0)
         vec /= max(float(np.linalg.norm(vec)), 1e-9)
         text = self.vectors @ vec
-        all_idx = [self.index[r.item] for r in self.pos[user]]
+        all_idx = [r for r, _ in known]
         ease = self.ease.scores(all_idx, n_items=self.n)
         knn = self.knn.scores(all_idx, n_items=self.n)
-        exclude = self._exclude(user)
+        masked = self._exclude(itertools.chain(seen, exclude))
+        masked[all_idx] = True
         k = cfg.per_source
         cand = np.unique(
             np.concatenate(
                 [
-                    top_k(text, k, exclude),
-                    top_k(ease, k, exclude),
-                    top_k(knn, k, exclude),
-                    top_k(self.counts, k, exclude),
+                    top_k(text, k, masked),
+                    top_k(ease, k, masked),
+                    top_k(knn, k, masked),
+                    top_k(self.counts, k, masked),
                 ]
             )
         )
-        now = self.last_time[user]
         last = idx[-20:]
         text_max = (self.vectors[cand] @ self.vectors[last].T).max(axis=1)
-        recent = np.empty(len(cand), dtype=np.float32)
+        recent_pop = np.empty(len(cand), dtype=np.float32)
         before = np.empty(len(cand), dtype=np.float32)
         for j, c in enumerate(cand):
             t = self.pos_times[c]
             hi = np.searchsorted(t, now, side="right")
             before[j] = hi
-            recent[j] = hi - np.searchsorted(t, now - cfg.recent_days * DAY_S, side="left")
+            recent_pop[j] = hi - np.searchsorted(t, now - cfg.recent_days * DAY_S, side="left")
         genre_counts: Counter[str] = Counter()
         user_tags: set[str] = set()
         for r in idx:
             genre_counts.update(self.genres[r])
             user_tags |= self.tags[r]
         total = max(1, len(idx))
+        # Plain Python over a few genres per candidate: np.mean's per-call overhead was a sixth of a request.
         genre = np.array(
-            [np.mean([genre_counts[g] / total for g in self.genres[c]]) if self.genres[c] else 0.0 for c in cand]
+            [
+                sum(genre_counts[g] for g in self.genres[c]) / (total * len(self.genres[c])) if self.genres[c] else 0.0
+                for c in cand
+            ]
         )
         tag = np.array([len(self.tags[c] & user_tags) / len(self.tags[c]) if self.tags[c] else 0.0 for c in cand])
         now_year = 1970.0 + now / YEAR_S
@@ -188,14 +253,14 @@ class FeatureState:
                 _relative(ease[cand]),
                 _relative(knn[cand]),
                 self.pop_log[cand],
-                np.log1p(recent * self.per_10k),
+                np.log1p(recent_pop * self.per_10k),
                 np.log1p(before * self.per_10k),
                 (now - self.first_time[cand]) / DAY_S,
                 now_year - self.years[cand],
                 genre,
                 tag,
-                np.full(len(cand), math.log1p(len(self.pos[user]))),
-                np.full(len(cand), math.log1p(len(self.seen.get(user, ())))),
+                np.full(len(cand), math.log1p(len(known))),
+                np.full(len(cand), math.log1p(len(seen))),
                 (~self.rated[cand]).astype(np.float64),
             ]
         ).astype(np.float32)
@@ -209,15 +274,19 @@ def _relative(scores: np.ndarray) -> np.ndarray:
 
 @dataclass
 class TrainedRanker:
-    """A fitted LightGBM LambdaRank model and what it was trained on."""
+    """A fitted LightGBM LambdaRank model (an ``LGBMRanker`` or a loaded ``Booster``) and its training."""
 
     model: Any
     config: RankerConfig
     info: dict[str, Any]
 
+    @property
+    def booster(self) -> Any:
+        return getattr(self.model, "booster_", self.model)
+
     def importances(self) -> dict[str, float]:
         """Gain importance per feature, as a share of the total."""
-        gain = self.model.booster_.feature_importance(importance_type="gain")
+        gain = self.booster.feature_importance(importance_type="gain")
         total = float(gain.sum()) or 1.0
         return {name: round(float(g) / total, 4) for name, g in zip(FEATURES, gain, strict=True)}
 
@@ -226,17 +295,86 @@ class TrainedRanker:
         got = state.features(user)
         if got is None:
             return state.popular(user, k)
-        cand, x = got
-        order = cand[np.argsort(-self.model.predict(x), kind="stable")]
+        return [state.item_ids[row] for row, _ in self.top(*got, k)]
+
+    def top(self, cand: np.ndarray, x: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The best ``k`` (row, model score) of :meth:`FeatureState.user_features`'s candidates."""
+        # One thread: a few hundred rows per request, and OpenMP workers only contend with the event loop.
+        scores = np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        by_score = np.argsort(-scores, kind="stable")
         slots = min(self.config.new_item_slots, k)
         if not slots:
-            return [state.item_ids[c] for c in order[:k]]
-        # New items (no train rating) rarely win on the learned score, which has seen few of them
-        # relevant; the reserved slots go to those closest to the user's interest vector.
-        new = x[:, FEATURES.index("cold_item")] > 0
-        by_text = cand[new][np.argsort(-x[new, FEATURES.index("text_match")], kind="stable")][:slots]
-        head = [c for c in order if c not in set(by_text)][: k - len(by_text)]
-        return [state.item_ids[c] for c in [*head, *by_text]]
+            picked = by_score[:k]
+        else:
+            # New items (no positive) rarely win on the learned score, which has seen few of them
+            # relevant; the reserved slots go to those closest to the user's interest vector.
+            new = np.flatnonzero(x[:, FEATURES.index("cold_item")] > 0)
+            by_text = new[np.argsort(-x[new, FEATURES.index("text_match")], kind="stable")][:slots]
+            reserved = set(by_text.tolist())
+            head = [j for j in by_score if j not in reserved][: k - len(by_text)]
+            picked = np.array([*head, *by_text], dtype=np.int64)
+        return [(int(cand[j]), float(scores[j])) for j in picked]
+
+
+#: Files of a saved ranker (a folder beside the encoder's weights: ``<model>/<version>/ranker/``).
+RANKER_DIR = "ranker"
+RANKER_FORMAT = 1
+
+
+class RankerMismatch(ValueError):
+    """A saved ranker that cannot be served as is (other features, format or embedding size)."""
+
+
+def save_ranker(
+    trained: TrainedRanker, directory: Path, *, embedding_dim: int, metrics: Mapping[str, Any] | None = None
+) -> None:
+    """``model.txt`` (LightGBM, best iteration), ``ranker.json`` (features, config, training) and ``metrics.json``."""
+    import lightgbm as lgb
+
+    directory.mkdir(parents=True, exist_ok=True)
+    trained.booster.save_model(str(directory / "model.txt"))
+    meta = {
+        "format": RANKER_FORMAT,
+        "kind": "lightgbm-lambdarank",
+        "lightgbm": lgb.__version__,
+        "features": list(FEATURES),
+        "config": asdict(trained.config),
+        "embedding_dim": embedding_dim,
+        "training": trained.info,
+        "importances_gain": trained.importances(),
+    }
+    (directory / "ranker.json").write_text(json.dumps(meta, indent=2, default=float) + "\n", "utf-8")
+    (directory / "metrics.json").write_text(json.dumps(dict(metrics or {}), indent=2) + "\n", "utf-8")
+
+
+def load_ranker(directory: Path, *, embedding_dim: int | None = None) -> TrainedRanker:
+    """Load a :func:`save_ranker` folder; :class:`RankerMismatch` when it does not fit this code or encoder."""
+    import lightgbm as lgb
+
+    def fail(why: str) -> RankerMismatch:
+        return RankerMismatch(f"ranker in {directory}: {why}")
+
+    try:
+        meta = json.loads((directory / "ranker.json").read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise fail(f"unreadable ranker.json ({exc})") from exc
+    if meta.get("format") != RANKER_FORMAT:
+        raise fail(f"format {meta.get('format')!r}, this code reads {RANKER_FORMAT}")
+    if meta.get("features") != list(FEATURES):
+        raise fail(f"trained on features {meta.get('features')}, this code computes {list(FEATURES)}")
+    if embedding_dim is not None and meta.get("embedding_dim") != embedding_dim:
+        raise fail(f"trained with {meta.get('embedding_dim')}-d item vectors, the encoder gives {embedding_dim}")
+    known = set(RankerConfig.__dataclass_fields__)
+    config = meta.get("config") or {}
+    if not isinstance(config, dict) or set(config) - known:
+        raise fail(f"unknown config keys {sorted(set(config) - known) if isinstance(config, dict) else config}")
+    try:
+        booster = lgb.Booster(model_file=str(directory / "model.txt"))
+    except (OSError, lgb.basic.LightGBMError) as exc:
+        raise fail(f"unreadable model.txt ({exc})") from exc
+    if booster.num_feature() != len(FEATURES) or booster.feature_name() != list(FEATURES):
+        raise fail(f"model.txt has features {booster.feature_name()}, expected {list(FEATURES)}")
+    return TrainedRanker(booster, RankerConfig(**config), dict(meta.get("training") or {}))
 
 
 def training_data(
@@ -302,6 +440,7 @@ def train_ranker(
             x,
             y,
             group=groups,
+            feature_name=list(FEATURES),
             eval_X=(vx,),
             eval_y=(vy,),
             eval_group=[vgroups],
@@ -310,5 +449,24 @@ def train_ranker(
         )
         info = {**info, "valid": vinfo, "best_iteration": int(model.best_iteration_)}
     else:
-        model.fit(x, y, group=groups, eval_at=[10])
+        model.fit(x, y, group=groups, feature_name=list(FEATURES), eval_at=[10])
     return TrainedRanker(model, cfg, info)
+
+
+def inner_split(ml: MovieLens, split: Split, fraction: float = 0.2) -> Split:
+    """The split every choice is made on: per user the latest ``fraction`` of ``split``'s train part.
+
+    Its item text keeps only the tags written in *its* train part (:func:`split_of`): with the
+    outer text, tags of the inner held-out period would leak into the choices.
+    """
+    return split_of(ml, *temporal_split(split.train, fraction))
+
+
+def train_on_inner(ml: MovieLens, inner: Split, vectors: np.ndarray, config: RankerConfig) -> TrainedRanker:
+    """The shipped recipe (``make recommend-model``, and row (g) of ``make bench-recommend``).
+
+    State from the inner train part (its time-honest item text embedded as ``vectors``), labels =
+    the inner held-out positives.
+    """
+    state = FeatureState(ml.items_as_of(tag_cutoffs(inner.train)), inner.item_ids, vectors, inner.train, config)
+    return train_ranker(state, inner.relevant, config)

@@ -115,11 +115,11 @@ class Recommender:
         self.stats.candidates = int(scores.shape[0])
         best = top_k(scores, k, self._exclude(seen))
         return [
-            Scored(self.catalogue.ids[r], round(float(scores[r]), 6), self._reason(profile, int(r)))  # type: ignore[arg-type]
+            Scored(self.catalogue.ids[r], round(float(scores[r]), 6), self.reason(profile, int(r)))  # type: ignore[arg-type]
             for r in best
         ], False
 
-    def _reason(self, profile: Profile, row: int) -> str:
+    def reason(self, profile: Profile, row: int) -> str:
         """'similar to <the recent positive closest in text>'."""
         cat = self.catalogue
         recent = [cat.index[i] for i in profile.positive_items()[-self.config.profile_items :] if i in cat.index]

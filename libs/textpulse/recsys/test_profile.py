@@ -88,3 +88,15 @@ def test_interest_vector_is_the_decayed_mean() -> None:
     expected = np.array([1.0, 0.5, 0.0]) / np.linalg.norm([1.0, 0.5])
     assert np.allclose(vec, expected)
     assert interest_vector([("missing", 1.0)], index, vectors) is None
+
+
+def test_seen_is_an_lru_whose_order_survives_the_changelog() -> None:
+    p = Profile("u", max_seen=3)
+    for item in ("a", "b", "c"):
+        p.apply(act(item, "view"))
+    p.apply(act("a", "click"))  # re-seen: now the most recent
+    p.apply(act("d", "view"))  # evicts the least recent, b
+    assert list(p.seen) == ["c", "a", "d"]
+    back = Profile.from_state(p.to_state(), max_seen=3)
+    back.apply(act("e", "view"))
+    assert list(back.seen) == ["a", "d", "e"]

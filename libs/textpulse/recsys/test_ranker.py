@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +13,17 @@ import pytest
 from textpulse.contracts.recs import Item
 from textpulse.recsys.data import Rating, temporal_split
 from textpulse.recsys.evaluate import Split, cold_start_relevant
-from textpulse.recsys.ranker import FEATURES, FeatureState, RankerConfig, title_year, train_ranker
+from textpulse.recsys.ranker import (
+    FEATURES,
+    FeatureState,
+    RankerConfig,
+    RankerMismatch,
+    TrainedRanker,
+    load_ranker,
+    save_ranker,
+    title_year,
+    train_ranker,
+)
 from textpulse.recsys.scoring import EASE
 
 DAY = 86_400.0
@@ -173,3 +186,109 @@ def test_early_stopping_on_held_out_training_users() -> None:
     assert trained.info["valid"]["users"] == int(len(relevant) * 0.3)
     assert trained.info["users"] == len(relevant) - trained.info["valid"]["users"]
     assert 1 <= trained.info["best_iteration"] <= 200
+
+
+def _small_ranker(state: FeatureState, train: list[Rating], held: list[Rating]) -> TrainedRanker:
+    relevant: dict[str, set[str]] = {}
+    for r in held:
+        if r.positive:
+            relevant.setdefault(r.user, set()).add(r.item)
+    return train_ranker(state, relevant, state.config)
+
+
+_SMALL = RankerConfig(
+    per_source=12, n_estimators=20, min_child_samples=5, num_leaves=7, ease_lambda=10.0, valid_users=0
+)
+
+
+def test_serving_state_from_history_computes_the_training_features() -> None:
+    """The service builds its state from profiles (positives with times) and passes the live profile:
+    the same rows and features as the ratings-based training state, for every user."""
+    items = _items()
+    ids = sorted(items, key=int)
+    ratings = _ratings()
+    trained_on = FeatureState(items, ids, _vectors(ids), ratings, _SMALL)
+    history: dict[str, list[tuple[str, float]]] = {}
+    seen: dict[str, list[str]] = {}
+    for r in ratings:
+        seen.setdefault(r.user, []).append(r.item)
+        if r.positive:
+            history.setdefault(r.user, []).append((r.item, r.time))
+    served = FeatureState.from_history(items, ids, _vectors(ids), history, _SMALL)
+    for user, positives in history.items():
+        a = trained_on.features(user)
+        b = served.user_features(positives, seen[user])
+        assert a is not None
+        assert b is not None
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert served.user_features([("unknown-item", 1.0)], ["unknown-item"]) is None
+    # Items deleted since the state was built are never candidates.
+    cand, _ = served.user_features(history["u0"], seen["u0"], exclude=["99"]) or (np.zeros(0), None)
+    assert served.index["99"] not in cand.tolist()
+    inactive = np.ones(len(ids), dtype=bool)
+    inactive[served.index["99"]] = False
+    masked = FeatureState.from_history(items, ids, _vectors(ids), history, _SMALL, active=inactive)
+    got = masked.user_features(history["u0"], seen["u0"])
+    assert got is not None
+    assert masked.index["99"] not in got[0].tolist()
+
+
+def test_saved_ranker_loads_and_predicts_the_same(tmp_path: Path) -> None:
+    items = _items()
+    ids = sorted(items, key=int)
+    train, held = temporal_split(_ratings(), 0.3)
+    state = FeatureState(items, ids, _vectors(ids), train, _SMALL)
+    trained = _small_ranker(state, train, held)
+    save_ranker(trained, tmp_path / "ranker", embedding_dim=4, metrics={"dev": {}})
+    loaded = load_ranker(tmp_path / "ranker", embedding_dim=4)
+    assert loaded.config == trained.config
+    assert loaded.importances() == trained.importances()
+    for user in ("u0", "u1", "u7"):
+        got = state.features(user)
+        assert got is not None
+        a, b = loaded.top(*got, 5), trained.top(*got, 5)
+        assert [r for r, _ in a] == [r for r, _ in b]
+        assert [s for _, s in a] == pytest.approx([s for _, s in b])
+        assert loaded.rank(state, user, 5) == trained.rank(state, user, 5)
+    meta = json.loads((tmp_path / "ranker" / "ranker.json").read_text())
+    assert meta["features"] == list(FEATURES)
+    with pytest.raises(RankerMismatch, match="4-d item vectors"):
+        load_ranker(tmp_path / "ranker", embedding_dim=384)
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "ranker", bad)
+    (bad / "ranker.json").write_text(json.dumps({**meta, "features": meta["features"][:-1]}))
+    with pytest.raises(RankerMismatch, match="trained on features"):
+        load_ranker(bad)
+    (bad / "ranker.json").write_text(json.dumps(meta))
+    (bad / "model.txt").write_text("not a model")
+    with pytest.raises(RankerMismatch, match=r"model\.txt"):
+        load_ranker(bad)
+    with pytest.raises(RankerMismatch, match=r"ranker\.json"):
+        load_ranker(tmp_path / "nowhere")
+
+
+def test_ease_max_items_keeps_the_most_popular() -> None:
+    lists = [["a", "b"], ["a", "b", "c"], ["b", "c"], ["c", "d"], ["a", "c"]]
+    index = {i: n for n, i in enumerate("abcd")}
+    model = EASE(lam=1.0, max_items=3).fit(lists, index, 4)
+    assert model.used.tolist() == [0, 1, 2]  # d has one positive: left out
+    assert model.scores([index["d"]], n_items=4).sum() == 0.0
+    assert model.scores([index["a"]], n_items=4)[index["d"]] == 0.0
+
+
+def test_export_carries_the_ranker_beside_the_weights(tmp_path: Path) -> None:
+    from textpulse.recsys.train import MODEL_NAME, export_embedding
+
+    items = _items()
+    ids = sorted(items, key=int)
+    train, held = temporal_split(_ratings(), 0.3)
+    trained = _small_ranker(FeatureState(items, ids, _vectors(ids), train, _SMALL), train, held)
+    model_dir = tmp_path / "trained"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({"hidden_size": 4, "textpulse": {"max_length": 16}}))
+    save_ranker(trained, model_dir / "ranker", embedding_dim=4, metrics={"dev": {"ranker": {"ndcg@10": 0.5}}})
+    entry = export_embedding(model_dir, tmp_path / "repo")
+    version_dir = tmp_path / "repo" / MODEL_NAME / str(entry["version"])
+    assert load_ranker(version_dir / "ranker", embedding_dim=4).config == trained.config
+    assert entry["ranker"] == {"files": f"{entry['version']}/ranker", "dev": {"ranker": {"ndcg@10": 0.5}}}

@@ -8,10 +8,17 @@ genres, tags written no later than their author's latest train rating
 (:func:`textpulse.recsys.data.tag_cutoffs`). The encoder is mean-pooled and L2-normalised, exactly what the
 service and the Triton model compute.
 
+Then the LightGBM LambdaRank ranker the service serves over this encoder's
+item vectors (:func:`train_ranker_for`, the recipe of ``make bench-recommend``'s
+row (g): trained on the inner temporal split of the dev-train part), saved in
+``ranker/`` beside the weights (``model.txt``, ``ranker.json``, ``metrics.json``,
+``README.md``).
+
 Run: ``python -m textpulse.recsys.train`` (``make recommend-model``). Writes
 the trained folder to ``.cache/models/recommend-<time>/`` (weights, tokenizer,
-``training_config.json``, ``metrics.json``, ``README.md`` model card) and
-exports it as the next version of ``<model repo>/recommend/``.
+``training_config.json``, ``metrics.json``, ``README.md`` model card, ``ranker/``)
+and exports it as the next version of ``<model repo>/recommend/``.
+``--ranker-only`` trains just the ranker for the latest export, in place.
 """
 
 from __future__ import annotations
@@ -34,9 +41,18 @@ from textpulse.ml.export import _update_manifest, next_version
 from textpulse.ml.settings import MLSettings, default_base_model, offline_hub
 from textpulse.ml.triton import config as triton_config
 
-from .data import DATASET, LICENCE, load_movielens, positives_by_user
+from .data import DATASET, LICENCE, load_movielens, positives_by_user, tag_cutoffs
 from .embed import TorchEncoder
 from .evaluate import Rankers, cached_vectors, evaluate, make_split, weights_key
+from .ranker import (
+    RANKER_DIR,
+    FeatureState,
+    RankerConfig,
+    TrainedRanker,
+    inner_split,
+    save_ranker,
+    train_on_inner,
+)
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "recommend"
@@ -238,6 +254,86 @@ def model_card(meta: dict[str, Any], metrics: dict[str, Any], config: TrainConfi
     )
 
 
+def train_ranker_for(
+    model_dir: Path, *, dev_fraction: float = 0.2, max_length: int = 48, threads: int = 2, ease_lambda: float = 100.0
+) -> dict[str, Any]:
+    """Train the LambdaRank ranker over ``model_dir``'s item vectors; save it to ``model_dir/ranker``; metrics.
+
+    Trained on the inner temporal split of the dev-train part (:func:`textpulse.recsys.ranker.train_on_inner`);
+    scored on the dev split beside popularity and EASE (same users and candidates).
+    """
+    started = time.perf_counter()
+    ml = load_movielens()
+    split = make_split(ml, dev_fraction)
+    inner = inner_split(ml, split)
+    encoder: TorchEncoder | None = None
+
+    def encode(texts: list[str]) -> np.ndarray:
+        nonlocal encoder
+        encoder = encoder or TorchEncoder(model_dir, max_length=max_length, threads=threads)
+        return encoder.encode(texts)
+
+    key, cache = weights_key(model_dir, max_length), MLSettings().models_dir.parent / "recsys"
+    config = RankerConfig(ease_lambda=ease_lambda)
+    trained = train_on_inner(ml, inner, cached_vectors(encode, inner.texts, key, cache), config)
+    vectors = cached_vectors(encode, split.texts, key, cache)
+    state = FeatureState(ml.items_as_of(tag_cutoffs(split.train)), split.item_ids, vectors, split.train, config)
+    rankers = Rankers(split)
+    dev = {
+        "ranker": evaluate(split, lambda user: trained.rank(state, user, 10)),
+        "popular": evaluate(split, rankers.popular),
+        f"ease_lambda_{ease_lambda:g}": evaluate(split, rankers.ease(rankers.fit_ease(ease_lambda))),
+    }
+    metrics = {
+        "dev": dev,
+        "training": trained.info,
+        "importances_gain": trained.importances(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    out = model_dir / RANKER_DIR
+    save_ranker(trained, out, embedding_dim=int(vectors.shape[1]), metrics=metrics)
+    (out / "README.md").write_text(ranker_card(trained, metrics, dev_fraction), "utf-8")
+    return metrics
+
+
+def ranker_card(trained: TrainedRanker, metrics: dict[str, Any], dev_fraction: float) -> str:
+    cfg, info = trained.config, trained.info
+    rows = [f"| {name} | {m['recall@10']:.4f} | {m['ndcg@10']:.4f} |" for name, m in metrics["dev"].items()]
+    importances = ", ".join(
+        f"{k} {v:.3f}" for k, v in sorted(metrics["importances_gain"].items(), key=lambda kv: -kv[1])
+    )
+    return "\n".join(
+        [
+            "# recommend ranker (LightGBM LambdaRank)",
+            "",
+            "- **Task:** re-rank the union of text, EASE, item-kNN and popularity candidates "
+            f"(top {cfg.per_source} unseen each) for one user; features in `ranker.json` "
+            "(`textpulse.recsys.ranker.FEATURES`, computed by `FeatureState.user_features` in training and serving)",
+            f"- **Training data:** {DATASET}/ratings.csv, inner temporal split of the per-user earliest "
+            f"{1 - dev_fraction:.0%} (state = its train part, labels = its held-out positives); "
+            f"{info.get('rows')} rows of {info.get('users_with_hit')} users; trees by early stopping on "
+            f"nDCG@10 of held-out training users (best iteration {info.get('best_iteration')})",
+            f"- **Config:** {cfg.num_leaves} leaves, learning rate {cfg.learning_rate}, min {cfg.min_child_samples} "
+            f"rows per leaf, EASE λ {cfg.ease_lambda:g}, seed {cfg.seed}",
+            f"- **Data licence:** {LICENCE} Not for commercial use.",
+            "",
+            f"## Dev split (per-user latest {dev_fraction:.0%}; the ranker over the full dev-train state)",
+            "",
+            "| method | Recall@10 | nDCG@10 |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"Feature importances (gain share): {importances}.",
+            "",
+            "## Limits",
+            "",
+            "- Needs the encoder it was trained with (same item vector space): it lives in that export's folder.",
+            "- Users without a positive in the catalogue get the service's fallback (hybrid / popular).",
+            "",
+        ]
+    )
+
+
 def embedding_parameters(max_length: int) -> dict[str, str]:
     """The string parameters the recommend ``model.py`` reads (same on CPU and GPU: it runs fp32)."""
     return {"torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
@@ -256,10 +352,12 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
     for path in model_dir.iterdir():
         if path.is_file():
             shutil.copy2(path, staging / path.name)
+        elif path.name == RANKER_DIR and path.is_dir():
+            shutil.copytree(path, staging / RANKER_DIR)
     template = resources.files("textpulse.recsys.triton").joinpath("model.py")
     (staging / "model.py").write_text(template.read_text("utf-8"), "utf-8")
-    for path in staging.iterdir():
-        path.chmod(0o644)
+    for path in staging.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
     staging.rename(root / str(version))
     dim, max_length = int(config["hidden_size"]), int(meta.get("max_length", 64))
     # No ONNX export for this model yet: configs/gpu.pbtxt is the python-backend GPU variant.
@@ -274,6 +372,8 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
     )
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
+    ranker_path = model_dir / RANKER_DIR / "metrics.json"
+    ranker = json.loads(ranker_path.read_text("utf-8")) if ranker_path.is_file() else None
     entry = {
         "version": version,
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -293,6 +393,7 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
         "oos_threshold": None,
         "onnx": None,
         "onnx_max_abs_diff": None,
+        "ranker": {"files": f"{version}/{RANKER_DIR}", "dev": ranker["dev"]} if ranker else None,
     }
     _update_manifest(repo, name, entry)
     return entry
@@ -310,16 +411,33 @@ def main(
     seed: Annotated[int, typer.Option()] = 13,
     export: Annotated[bool, typer.Option(help="Export to the model repository after training.")] = True,
     repo: Annotated[Path | None, typer.Option(help="Model repository (default TEXTPULSE_MODEL_REPO).")] = None,
+    ranker: Annotated[bool, typer.Option(help="Train the LambdaRank ranker after the encoder.")] = True,
+    ranker_only: Annotated[
+        bool, typer.Option(help="Only (re)train the ranker of the latest export, in its folder.")
+    ] = False,
+    ease_lambda: Annotated[float, typer.Option(help="EASE λ of the ranker's EASE feature.")] = 100.0,
 ) -> None:
-    """Train the recommend bi-encoder on the MovieLens temporal dev-train split and export it."""
+    """Train the recommend bi-encoder (and its ranker) on the MovieLens temporal dev-train split and export it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = MLSettings()
+    if ranker_only:
+        from textpulse.inference.codec import resolve_version
+
+        version_dir = resolve_version(repo or settings.model_repo, MODEL_NAME)
+        metrics = train_ranker_for(version_dir, max_length=max_length, ease_lambda=ease_lambda)
+        typer.echo(json.dumps({"ranker_dir": str(version_dir / RANKER_DIR), **metrics}, indent=2))
+        return
     config = TrainConfig(
         pairs=pairs, batch_size=batch_size, max_length=max_length, train_layers=train_layers, seed=seed
     )
     out = settings.models_dir / f"recommend-{time.strftime('%Y%m%d-%H%M%S')}"
     metrics = train(config, out)
     typer.echo(json.dumps({"model_dir": str(out), **metrics}, indent=2))
+    if ranker:
+        ranker_metrics = train_ranker_for(
+            out, dev_fraction=config.dev_fraction, max_length=max_length, ease_lambda=ease_lambda
+        )
+        typer.echo(json.dumps({"ranker": ranker_metrics}, indent=2))
     if export:
         entry = export_embedding(out, repo or settings.model_repo)
         typer.echo(f"exported recommend version {entry['version']} to {repo or settings.model_repo}")
