@@ -20,7 +20,9 @@ int8 (``model.int8.onnx``, VNNI). ONNX Runtime has no CPU bf16 kernels for these
 so onnx/bf16 is listed as not runnable.
 
 Rule printed at the end: a model's default is the fastest runtime/precision whose
-quality cost is at most 1 point on every head. ``--record`` writes each model's
+quality cost is at most 1 point on every head; an int8 run must also give the reference's
+label on at least 97 % of the dev predictions of every head (``--record`` refuses it
+otherwise and says which head fell short). ``--record`` writes each model's
 per-runtime winner to ``<version>/serving.json``, which the in-process backend serves
 when ``TEXTPULSE_LOCAL_PRECISION`` is unset (``--from-json`` records an earlier run). Dev figures are dev figures (the
 official test splits are held out). Results go to ``.run/bench/int8.json``. Not a
@@ -60,6 +62,10 @@ CONFIGS: tuple[tuple[str, str], ...] = (
 REFERENCE = CONFIGS[0]
 #: quality cost (points) a faster precision may have and still be the default
 MAX_COST_POINTS = 1.0
+#: share of dev predictions (word tags for NER) an int8 row must give the same label as the
+#: reference on every head to be recorded as a default (issue #20's parity rule). A separate
+#: guard from the cost: a head can keep its macro-F1 while flipping labels both ways.
+MIN_INT8_AGREEMENT = 0.97
 BATCH = 32
 
 
@@ -126,6 +132,28 @@ def text_of(example: Any) -> str:
     return example.text() if callable(example.text) else str(example.text)
 
 
+def eligible(result: dict[str, Any]) -> set[str]:
+    """The runs of a model that may be its default: cost <= MAX_COST_POINTS on every head, and
+    int8 runs only with agreement >= MIN_INT8_AGREEMENT on every head."""
+    return {
+        k
+        for k in result["sentences_per_s"]
+        if all(h["runs"][k]["cost_points"] <= MAX_COST_POINTS for h in result["heads"])
+        and (not k.endswith("/int8") or all(h["runs"][k]["agreement"] >= MIN_INT8_AGREEMENT for h in result["heads"]))
+    }
+
+
+def refused_int8(result: dict[str, Any]) -> list[str]:
+    """``runtime/int8 on head (agreement)`` for every head whose int8 agreement is below the bar."""
+    return [
+        f"{k} on {h['head']} ({h['runs'][k]['agreement']:.1%} agreement)"
+        for k in result["sentences_per_s"]
+        if k.endswith("/int8")
+        for h in result["heads"]
+        if h["runs"][k]["agreement"] < MIN_INT8_AGREEMENT
+    ]
+
+
 def run(
     repo: Path, models: list[str], threads: int, rounds: int, speed_texts: int, dev_limit: int | None
 ) -> list[dict[str, Any]]:
@@ -161,15 +189,9 @@ def run(
             for config, p in predictors.items():
                 rates[label(config)].append(throughput(p, texts))
         speed = {k: statistics.median(v) for k, v in rates.items()}
-        eligible = [k for k in speed if all(h["runs"][k]["cost_points"] <= MAX_COST_POINTS for h in head_results)]
-        results.append(
-            {
-                "model": name,
-                "heads": head_results,
-                "sentences_per_s": speed,
-                "default": max(eligible, key=lambda k: speed[k]),
-            }
-        )
+        result: dict[str, Any] = {"model": name, "heads": head_results, "sentences_per_s": speed}
+        result["default"] = max(eligible(result), key=lambda k: speed[k])
+        results.append(result)
         del predictors
     return results
 
@@ -201,15 +223,12 @@ def report(results: list[dict[str, Any]], threads: int, speed_texts: int) -> Non
     console.print("onnx/bf16: not runnable (ONNX Runtime's CPU provider has no bf16 MatMul/Attention/LayerNorm)")
     for r in results:
         console.print(
-            f"{r['model']}: default {r['default']} "
-            f"(fastest with quality cost <= {MAX_COST_POINTS:g} point on every head)"
+            f"{r['model']}: default {r['default']} (fastest with quality cost <= {MAX_COST_POINTS:g} point on every "
+            f"head, int8 only with >= {MIN_INT8_AGREEMENT:.0%} label agreement)"
         )
-    overall = set.intersection(
-        *(
-            {k for k in r["sentences_per_s"] if all(h["runs"][k]["cost_points"] <= MAX_COST_POINTS for h in r["heads"])}
-            for r in results
-        )
-    )
+        if refused := refused_int8(r):
+            console.print(f"{r['model']}: int8 not eligible: {', '.join(refused)}")
+    overall = set.intersection(*(eligible(r) for r in results))
     if overall:
         best = max(
             overall,
@@ -222,9 +241,9 @@ def record(repo: Path, results: list[dict[str, Any]]) -> None:
     """Write each model's measured default per runtime into its version folder (``serving.json``)."""
     for r in results:
         version_dir = resolve_model_dir(repo / r["model"])
-        ok = {
-            k for k in r["sentences_per_s"] if all(h["runs"][k]["cost_points"] <= MAX_COST_POINTS for h in r["heads"])
-        }
+        ok = eligible(r)
+        if refused := refused_int8(r):
+            console.print(f"{r['model']}: int8 refused, below {MIN_INT8_AGREEMENT:.0%} agreement: {', '.join(refused)}")
         defaults = {}
         # the default runtime only: an explicit TEXTPULSE_LOCAL_RUNTIME=torch keeps meaning fp32 (bench_pipeline)
         for runtime in ("onnx",):
@@ -232,9 +251,13 @@ def record(repo: Path, results: list[dict[str, Any]]) -> None:
             defaults[runtime] = max(mine, key=lambda k: r["sentences_per_s"][k]).split("/")[1] if mine else "fp32"
         serving = {
             "defaults": defaults,
-            "rule": f"fastest precision with dev quality cost <= {MAX_COST_POINTS:g} point on every head (bench_int8)",
+            "rule": (
+                f"fastest precision with dev quality cost <= {MAX_COST_POINTS:g} point on every head, int8 only "
+                f"with >= {MIN_INT8_AGREEMENT:.0%} label agreement with the reference on every head (bench_int8)"
+            ),
             "sentences_per_s": r["sentences_per_s"],
             "cost_points": {h["head"]: {k: v["cost_points"] for k, v in h["runs"].items()} for h in r["heads"]},
+            "agreement": {h["head"]: {k: v["agreement"] for k, v in h["runs"].items()} for h in r["heads"]},
             "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (version_dir / SERVING_FILE).write_text(json.dumps(serving, indent=2) + "\n", "utf-8")

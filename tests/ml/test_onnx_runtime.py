@@ -2,8 +2,9 @@
 
 On the tiny test models (``make test-models``), re-exported here with ONNX so the
 version folders hold ``model.onnx``, ``model.opt.onnx`` and ``model.int8.onnx``.
-int8 label agreement on real dev data is a bench check (``make bench-int8``): the
-tiny models are too little trained for labels to mean anything.
+int8 label agreement on real dev data is a bench check (``make bench-int8`` refuses to record int8
+below 97 %): the tiny sequence models are too little trained for their labels to mean anything;
+the tiny NER model is the exception, so its int8 word tags are checked here.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ TRITON_INSTANCE_RSS_MB = 400
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny sentiment and ner models exported with ONNX (plain, fused, int8) into a fresh repository."""
-    from textpulse.inference.testing import build_tiny_repo, tiny_repo_from_env
+    from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
     try:
         tiny = build_tiny_repo(tiny_repo_from_env())
@@ -279,3 +280,37 @@ def test_triton_ort_instance_has_no_torch(exported: Path, precision: str) -> Non
     result = _probe(_TRITON_PROBE, str(resolve_model_dir(exported / "sentiment")), precision)
     assert result["torch"] is False
     assert result["rss_mb"] < TRITON_INSTANCE_RSS_MB, result
+
+
+def test_int8_ner_word_tags_agree_with_fp32(exported: Path) -> None:
+    """int8 gives ONNX fp32's word tag on >= 97 % of the words of 300 tweets (the parity rule of issue #20).
+
+    Only the tiny NER model makes this meaningful: it tags ~20 % of words as entities with wide
+    logit margins (measured 98.7 % agreement). The tiny sequence models predict one class almost
+    everywhere (sentiment) or sit on near-ties (finance, median top-two margin 0.08 logits), so for
+    them, and for every trained model, ``make bench-int8 --record`` refuses int8 below 97 % on the dev
+    split (``bench.bench_int8.MIN_INT8_AGREEMENT``).
+    """
+    from textpulse.ml.predictor import Predictor
+    from textpulse.ml.tokenization import first_subtoken_positions
+    from textpulse.replay import build_events
+
+    try:
+        texts = [e["text"] for e in build_events("twitter_fin_sentiment/sent_train.csv", channel="social", limit=300)]
+    except FileNotFoundError as exc:
+        missing("the twitter_fin_sentiment data set", str(exc))
+    fp32 = Predictor(exported / "ner", backend="onnx", precision="fp32", threads=1)
+    int8 = Predictor(exported / "ner", backend="onnx", precision="int8", threads=1)
+    same = words = entities = 0
+    for start in range(0, len(texts), 32):
+        batch = fp32.encode(texts[start : start + 32])
+        a = fp32.logits(batch.input_ids, batch.attention_mask).argmax(-1)
+        b = int8.logits(batch.input_ids, batch.attention_mask).argmax(-1)
+        for row, word_ids in enumerate(batch.word_ids or []):
+            for position in first_subtoken_positions(word_ids).values():
+                words += 1
+                same += int(a[row, position] == b[row, position])
+                entities += int(fp32.labels[a[row, position]] != "O")
+    assert words > 3000
+    assert entities / words > 0.1, "the tiny NER model tags too few entities for agreement to mean anything"
+    assert same / words >= 0.97, f"int8 word-tag agreement {same / words:.1%} over {words} words"

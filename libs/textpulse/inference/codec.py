@@ -8,8 +8,10 @@ the server reports. ``test_codec.py`` checks it agrees with the Predictor.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 from textpulse.ml.inference import softmax
 from textpulse.ml.predictor import EncodedBatch, load_tokenizer
 from textpulse.ml.settings import offline_hub
-from textpulse.ml.tokenization import first_subtoken_positions, spans_from_tags, split_words
+from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
 from .backend import ModelInfo
 from .errors import ModelMismatch
@@ -46,6 +48,19 @@ def resolve_version(model_repo: Path, name: str, version: str | None = None) -> 
         msg = f"model {name!r} not found in {model_repo} (run `make models` or set TEXTPULSE_MODEL_REPO)"
         raise ModelMismatch(msg)
     return versions[-1]
+
+
+@dataclass(slots=True)
+class Tokenized:
+    """Texts tokenised once, before truncation and without special tokens (see :meth:`Codec.tokenize`).
+
+    ``encodings`` are the Rust tokenizer's, one per text; ``lengths`` the tokens each text
+    needs with its special tokens, before truncation; ``words`` only for token models.
+    """
+
+    encodings: list[Any]
+    lengths: list[int]
+    words: list[list[Word]] | None = None
 
 
 class Codec:
@@ -81,25 +96,69 @@ class Codec:
             self.tokenizer = load_tokenizer(version_dir)
         except FileNotFoundError as exc:
             raise ModelMismatch(str(exc)) from exc
+        self._raw, self._post = self._backend_tokenizers()
+        # without offsets where the installed tokenizers has it (word ids survive only in encode_batch)
+        self._raw_fast = getattr(self._raw, "encode_batch_fast", self._raw.encode_batch)
+        self._specials = int(self._raw.num_special_tokens_to_add(is_pair=False))
+        if self.tokenizer.pad_token_id is None:  # batches are padded: say so at start-up, not on the first poll
+            msg = f"{version_dir}: the tokenizer has no padding token (tokenizer_config.json pad_token)"
+            raise ModelMismatch(msg)
+        self._pad_side = str(self.tokenizer.padding_side)
+        self._pad_id = int(self.tokenizer.pad_token_id)
+        self._pad_token = str(self.tokenizer.pad_token)
 
-    def encode(self, texts: Sequence[str]) -> EncodedBatch:
-        """Tokenise and pad (int64); token models split words first to map tags back to characters."""
+    def _backend_tokenizers(self) -> tuple[Any, Any]:
+        """Two private copies of the Rust tokenizer: one encodes without truncation or special tokens
+        (what plans the chunks), one post-processes a row for the model (truncation at ``max_length``
+        then the special tokens), each configured once here, as ``PreTrainedTokenizerFast.__call__``
+        would (truncation side, strategy; ``encode_special_tokens``). Copies, because that call
+        re-configures the shared tokenizer on every use.
+        """
+        hf = self.tokenizer
+        raw = copy.deepcopy(hf.backend_tokenizer)
+        raw.no_truncation()
+        raw.no_padding()
+        raw.encode_special_tokens = bool(hf.split_special_tokens)
+        post = copy.deepcopy(raw)
+        post.enable_truncation(self.info.max_length, stride=0, strategy="longest_first", direction=hf.truncation_side)
+        return raw, post
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        """Tokenise ``texts`` once: the lengths plan the chunks, :meth:`batch` turns rows into model inputs.
+
+        Token models split words first (tags map back to characters through them).
+        Sequence models skip the offsets (``encode_batch_fast``): nothing reads them.
+        """
         if self.info.kind == "token":
             words = [split_words(t) for t in texts]
-            encoded = self.tokenizer(
-                [[w.text for w in ws] or [""] for ws in words],
-                is_split_into_words=True,
-                truncation=True,
-                max_length=self.info.max_length,
-                padding=True,
-                return_tensors="np",
-            )
-            word_ids = [encoded.word_ids(i) for i in range(len(texts))]
-            return EncodedBatch(_i64(encoded["input_ids"]), _i64(encoded["attention_mask"]), words, word_ids)
-        encoded = self.tokenizer(
-            list(texts), truncation=True, max_length=self.info.max_length, padding=True, return_tensors="np"
-        )
-        return EncodedBatch(_i64(encoded["input_ids"]), _i64(encoded["attention_mask"]))
+            pieces = [[w.text for w in ws] or [""] for ws in words]
+            encodings = self._raw.encode_batch(pieces, is_pretokenized=True, add_special_tokens=False)
+        else:
+            words = None
+            encodings = self._raw_fast(list(texts), add_special_tokens=False)
+        return Tokenized(encodings, [len(e) + self._specials for e in encodings], words)
+
+    def batch(self, tokenized: Tokenized, indices: Sequence[int]) -> EncodedBatch:
+        """Model inputs of the rows ``indices``: truncated to ``max_length``, special tokens, padded to the longest.
+
+        The same ids, mask and ``word_ids`` as the tokenizer's own
+        ``(texts, truncation=True, max_length=..., padding=True)`` call on those texts
+        (``test_tokenize_once``): its truncation and post-processing are these steps of the Rust
+        tokenizer, applied to the encodings :meth:`tokenize` already made.
+        """
+        rows = [self._post.post_process(tokenized.encodings[i]) for i in indices]
+        longest = max((len(row) for row in rows), default=0)
+        for row in rows:
+            row.pad(longest, direction=self._pad_side, pad_id=self._pad_id, pad_token=self._pad_token)
+        ids = np.array([row.ids for row in rows], dtype=np.int64).reshape(len(rows), longest)
+        mask = np.array([row.attention_mask for row in rows], dtype=np.int64).reshape(len(rows), longest)
+        if tokenized.words is None:
+            return EncodedBatch(ids, mask)
+        return EncodedBatch(ids, mask, [tokenized.words[i] for i in indices], [row.word_ids for row in rows])
+
+    def encode(self, texts: Sequence[str]) -> EncodedBatch:
+        """Tokenise and pad one batch (int64); token models split words first to map tags back to characters."""
+        return self.batch(self.tokenize(texts), range(len(texts)))
 
     def decode_sequence(self, logits: np.ndarray, head: str | None = None) -> list[Prediction]:
         """Softmax → label of ``head`` (None: the primary); below a calibrated threshold the oos label.
@@ -110,40 +169,47 @@ class Codec:
         spec = self.info.head(head)
         ref = self.info.ref
         probs = softmax(np.asarray(logits, dtype=np.float32))
+        # whole-batch numpy, then plain Python rows: per-row argmax and per-label float() calls cost more
+        best = probs.argmax(axis=-1)
+        top = probs[np.arange(len(probs)), best]
+        # float32 against the threshold, as the per-row comparison of a numpy scalar did
+        below = (
+            top < spec.oos_threshold
+            if spec.oos_label and spec.oos_threshold is not None
+            else np.zeros(len(probs), dtype=bool)
+        )
         out = []
-        for row in probs:
-            best = int(row.argmax())
-            label = spec.labels[best]
-            if spec.oos_label and spec.oos_threshold is not None and row[best] < spec.oos_threshold:
-                label = spec.oos_label
-            scores = {name: float(p) for name, p in zip(spec.labels, row, strict=True)}
-            out.append(Prediction(label, float(row[best]), scores, ref, out_of_scope=label == spec.oos_label))
+        for row, index, score, oos in zip(probs.tolist(), best.tolist(), top.tolist(), below.tolist(), strict=True):
+            label = spec.oos_label if oos and spec.oos_label else spec.labels[index]
+            scores = dict(zip(spec.labels, row, strict=True))
+            out.append(Prediction(label, score, scores, ref, out_of_scope=label == spec.oos_label))
         return out
 
     def decode_tokens(self, texts: Sequence[str], batch: EncodedBatch, logits: np.ndarray) -> list[list[Span]]:
         """Tag of a word = argmax at its first sub-token; BIO tags → character spans."""
         probs = softmax(np.asarray(logits, dtype=np.float32))
+        # argmax and its probability for every position at once, as Python lists (not per word)
+        best = probs.argmax(axis=-1)
+        best_rows = best.tolist()
+        top_rows = np.take_along_axis(probs, best[..., None], axis=-1)[..., 0].tolist()
+        labels, positions_in_batch = self.info.labels, probs.shape[1]
         out: list[list[Span]] = []
         for index, text in enumerate(texts):
             words = (batch.words or [])[index]
             positions = first_subtoken_positions((batch.word_ids or [])[index])
+            row_best, row_top = best_rows[index], top_rows[index]
             tags, scores = [], []
             for word_index in range(len(words)):
                 position = positions.get(word_index)
-                if position is None or position >= probs.shape[1]:  # truncated away
+                if position is None or position >= positions_in_batch:  # truncated away
                     tags.append("O")
                     scores.append(1.0)
                     continue
-                best = int(probs[index, position].argmax())
-                tags.append(self.info.labels[best])
-                scores.append(float(probs[index, position, best]))
+                tags.append(labels[row_best[position]])
+                scores.append(row_top[position])
             spans = spans_from_tags(words, tags, scores, text)
             out.append([Span(s["entity"], s["start"], s["end"], s["text"], float(s["score"])) for s in spans])
         return out
-
-
-def _i64(array: Any) -> np.ndarray:
-    return np.ascontiguousarray(array, dtype=np.int64)
 
 
 def length_sorted_chunks(texts: Sequence[str], size: int) -> Iterator[list[int]]:
@@ -196,19 +262,16 @@ def token_budget_chunks(
 
 
 def token_lengths(codec: Codec, texts: Sequence[str]) -> list[int]:
-    """Tokens of each text as :meth:`Codec.encode` would see them, before truncation (specials included).
+    """Tokens of each text as :meth:`Codec.encode` would see them, before truncation (specials included)."""
+    return codec.tokenize(texts).lengths if texts else []
 
-    One extra pass of the Rust tokenizer (tens of microseconds per tweet, well
-    under 1% of the forward pass it plans).
-    """
-    if not texts:
-        return []
-    if codec.info.kind == "token":
-        words = [[w.text for w in split_words(t)] or [""] for t in texts]
-        ids = codec.tokenizer(words, is_split_into_words=True, truncation=False, padding=False, verbose=False)
-    else:
-        ids = codec.tokenizer(list(texts), truncation=False, padding=False, verbose=False)
-    return [len(row) for row in ids["input_ids"]]
+
+@dataclass(slots=True)
+class Plan:
+    """The texts of one call, tokenised once, in chunks of one forward pass each (indices into the texts)."""
+
+    tokenized: Tokenized
+    chunks: list[list[int]]
 
 
 def plan_chunks(
@@ -218,15 +281,17 @@ def plan_chunks(
     max_rows: int,
     max_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
     on_truncate: TruncationObserver | None = None,
-) -> list[list[int]]:
+) -> Plan:
     """:func:`token_budget_chunks` of ``texts`` for ``codec``'s model; reports texts that will be truncated.
 
-    Texts longer than the model's ``max_length`` are kept (truncated by the
-    encoder, never dropped) and counted through ``on_truncate``.
+    The tokenisation that measures the texts is kept in the plan: ``codec.batch(plan.tokenized,
+    chunk)`` builds each chunk's model inputs from it, so every text is tokenised once. Texts
+    longer than the model's ``max_length`` are kept (truncated there, never dropped) and counted
+    through ``on_truncate``.
     """
-    lengths = token_lengths(codec, texts)
+    tokenized = codec.tokenize(texts)
     limit = codec.info.max_length
-    truncated = sum(n > limit for n in lengths)
+    truncated = sum(n > limit for n in tokenized.lengths)
     if truncated and on_truncate is not None:
         on_truncate(codec.info.name, truncated)
-    return token_budget_chunks(lengths, max_rows, max_tokens, limit)
+    return Plan(tokenized, token_budget_chunks(tokenized.lengths, max_rows, max_tokens, limit))

@@ -136,13 +136,13 @@ class LocalBackend:
         """Decoded results per text; with ``heads``, ``{head: Prediction}`` per text from one forward pass."""
         codec, predictor = self._codec(model), self._predictors[model]
         results: list[Any] = [None] * len(texts)
-        for chunk in plan_chunks(
+        plan = plan_chunks(
             codec, texts, max_rows=self.batch_size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate
-        ):
-            part = [texts[i] for i in chunk]
+        )
+        for chunk in plan.chunks:
             started = time.perf_counter()
             try:
-                batch = codec.encode(part)
+                batch = codec.batch(plan.tokenized, chunk)
                 if heads is None:
                     logits = predictor.logits(batch.input_ids, batch.attention_mask)
                 else:
@@ -153,13 +153,13 @@ class LocalBackend:
                 msg = f"model {model!r} rejected the input: {exc}"
                 raise InputRejected(msg) from exc
             if self.observe is not None:
-                self.observe(model, time.perf_counter() - started, len(part))
+                self.observe(model, time.perf_counter() - started, len(chunk))
             decoded: list[Any]
             if heads is not None:
                 per_head = {h: codec.decode_sequence(outputs[codec.info.head(h).output], h) for h in heads}
                 decoded = [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
             elif codec.info.kind == "token":
-                decoded = codec.decode_tokens(part, batch, logits)
+                decoded = codec.decode_tokens([texts[i] for i in chunk], batch, logits)
             else:
                 decoded = codec.decode_sequence(logits)
             for index, value in zip(chunk, decoded, strict=True):

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
 from .backend import ModelInfo
-from .codec import plan_chunks, token_budget_chunks
+from .codec import Tokenized, plan_chunks, token_budget_chunks
 from .metrics import InferenceMetrics
 
 lengths_st = st.lists(st.integers(min_value=0, max_value=600), max_size=300)
@@ -60,30 +60,27 @@ def test_sorted_by_length_so_short_texts_share_a_chunk() -> None:
         token_budget_chunks([1], max_rows=0, max_tokens=10)
 
 
-class _Tokenizer:
-    """Whitespace 'tokenizer' with [CLS]/[SEP]: tokens = words + 2."""
-
-    def __call__(self, batch: Sequence[Any], **kwargs: Any) -> dict[str, list[list[int]]]:
-        assert kwargs.get("truncation") is False  # lengths are counted before truncation
-        rows = [list(words) if kwargs.get("is_split_into_words") else str(words).split() for words in batch]
-        return {"input_ids": [[0] * (len(words) + 2) for words in rows]}
-
-
 @dataclass
 class _Codec:
+    """Whitespace 'tokenizer' with [CLS]/[SEP]: tokens = words + 2 (before truncation)."""
+
     info: ModelInfo
-    tokenizer: Any
+
+    def tokenize(self, texts: Sequence[str]) -> Tokenized:
+        lengths = [len(text.split()) + 2 for text in texts]
+        return Tokenized([None] * len(texts), lengths)
 
 
 @pytest.mark.parametrize("kind", ["sequence", "token"])
 def test_plan_counts_truncated_texts_and_keeps_them(kind: Any) -> None:
-    codec = _Codec(ModelInfo("sentiment", "1", kind, ("a", "b"), max_length=8), _Tokenizer())
+    codec = _Codec(ModelInfo("sentiment", "1", kind, ("a", "b"), max_length=8))
     texts = ["one two", "w " * 20, "three", "x " * 7, "y " * 6]  # 4, 22, 3, 9, 8 tokens
     seen: list[tuple[str, int]] = []
-    chunks = plan_chunks(codec, texts, max_rows=2, max_tokens=100, on_truncate=lambda m, n: seen.append((m, n)))  # type: ignore[arg-type]
+    plan = plan_chunks(codec, texts, max_rows=2, max_tokens=100, on_truncate=lambda m, n: seen.append((m, n)))  # type: ignore[arg-type]
     assert seen == [("sentiment", 2)]  # 22 and 9 tokens > max_length 8; exactly 8 is not truncated
-    assert sorted(i for c in chunks for i in c) == list(range(len(texts)))
-    assert chunks[0] == [2, 0]  # shortest first
+    assert sorted(i for c in plan.chunks for i in c) == list(range(len(texts)))
+    assert plan.chunks[0] == [2, 0]  # shortest first
+    assert plan.tokenized.lengths == [4, 22, 3, 9, 8]  # the plan keeps its one tokenisation for the batches
     plan_chunks(codec, texts[:1], max_rows=2, on_truncate=lambda m, n: seen.append((m, n)))  # type: ignore[arg-type]
     assert seen == [("sentiment", 2)]  # nothing truncated: no call
 
@@ -105,9 +102,9 @@ def test_metrics_watch_counts_truncations_of_the_backend() -> None:
 @pytest.mark.timeout(600)
 async def test_local_backend_truncates_long_texts_counts_them_and_answers_all() -> None:
     from tests.ci import missing
+    from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
     from .local import LocalBackend
-    from .testing import build_tiny_repo, tiny_repo_from_env
 
     try:
         repo = build_tiny_repo(tiny_repo_from_env())

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from tests.ci import missing
+from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 from textpulse.ml.predictor import Predictor
 
 from .backend import HeadSpec
 from .codec import Codec
 from .errors import ModelMismatch
 from .local import LocalBackend
-from .testing import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -321,13 +321,10 @@ class TritonBackend:
             msg = f"model {model!r} is a {codec.info.kind} model"
             raise ModelMismatch(msg)
         size = max(1, min(self.batch_size, codec.info.max_batch_size))
-        chunks = plan_chunks(
-            codec, texts, max_rows=size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate
-        )
+        plan = plan_chunks(codec, texts, max_rows=size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate)
 
         async def one(chunk: list[int]) -> list[Any]:
-            part = [texts[i] for i in chunk]
-            batch = codec.encode(part)
+            batch = codec.batch(plan.tokenized, chunk)
             if heads is not None:
                 specs = [codec.info.head(h) for h in heads]
                 outputs = await self._outputs(model, batch.input_ids, batch.attention_mask, [h.output for h in specs])
@@ -335,11 +332,11 @@ class TritonBackend:
                 return [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
             logits = await self._logits(model, batch.input_ids, batch.attention_mask)
             if kind == "token":
-                return codec.decode_tokens(part, batch, logits)
+                return codec.decode_tokens([texts[i] for i in chunk], batch, logits)
             return codec.decode_sequence(logits)
 
         results: list[Any] = [None] * len(texts)
-        for chunk, decoded in zip(chunks, await asyncio.gather(*(one(c) for c in chunks)), strict=True):
+        for chunk, decoded in zip(plan.chunks, await asyncio.gather(*(one(c) for c in plan.chunks)), strict=True):
             for index, value in zip(chunk, decoded, strict=True):
                 results[index] = value
         return results
