@@ -182,6 +182,44 @@ class TrainConfig(BaseModel):
     amp: bool = Field(True, description="bf16 autocast on CUDA; ignored on CPU.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads.")
     progress: bool = True
+    # Recipe levers of issue #21; each stays at its no-op default in a profile until dev shows it pays
+    # (docs/models.md, "Recipe levers").
+    layerwise_lr_decay: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description=(
+            "Layer-wise LR decay: the top encoder layer trains at lr, each layer below at this factor times "
+            "the one above, the embeddings one step below the bottom layer. 1.0 is off."
+        ),
+    )
+    average_last: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Checkpoint averaging: the mean of the weights at the last N evaluations becomes one more "
+            "candidate for checkpoint selection (scored on dev like the others). 1 is off."
+        ),
+    )
+    rdrop_alpha: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "R-Drop: two dropout passes per batch, loss = mean of both cross-entropies + alpha x their "
+            "symmetric KL. 0 is off (one pass)."
+        ),
+    )
+    calibration_fraction: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description=(
+            "Tasks with an out-of-scope label: carve this fraction of the train rows left after the dev "
+            "carve as a calibration split (near-duplicate aware, data_seed) and fit the oos threshold "
+            "there, so dev, which picks the checkpoint, scores a threshold it did not choose; limit_dev caps it "
+            "too. None: the threshold is fitted on dev."
+        ),
+    )
 
     @property
     def resolved_head_lr(self) -> float:

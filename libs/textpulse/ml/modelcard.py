@@ -62,9 +62,11 @@ def render_model_card(
         "- Confidence scores are softmax outputs and are not calibrated probabilities.",
     ]
     if meta.get("oos_threshold") is not None:
+        # Models trained with calibration_fraction fit the threshold on a split of their own, not on dev.
+        where = "a calibration split carved from train" if meta.get("n_calibration") else "dev"
         lines.append(
             f"- Out-of-scope: a query is `oos` when the top probability is below {meta['oos_threshold']:.2f}"
-            " (calibrated on dev to maximise in-scope accuracy + oos recall).",
+            f" (calibrated on {where} to maximise in-scope accuracy + oos recall).",
         )
     if any(marker in licence for marker in _NON_COMMERCIAL):
         lines.append(

@@ -7,14 +7,17 @@ saved artefacts stay visible and testable.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import json
 import logging
 import math
 import random
+import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,9 +47,6 @@ from textpulse.ml.modeling import TextPulseModel, build_model, count_parameters,
 from textpulse.ml.settings import default_base_model, offline_hub
 from textpulse.ml.tokenization import IGNORE_INDEX
 
-if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
-
 log = logging.getLogger(__name__)
 
 Examples = list[TextExample | TokenExample]
@@ -75,8 +75,24 @@ def carves_dev(config: TrainConfig, preset: TaskPreset) -> bool:
     return config.dev_file is None and (config.train_file is not None or preset.dev is None)
 
 
-def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Examples, str, str]:
-    """Return (train, dev, train description, dev description)."""
+@dataclass(slots=True)
+class Splits:
+    """One task's rows: train, dev (checkpoint choice) and, optionally, calibration (oos threshold)."""
+
+    train: Examples
+    dev: Examples
+    calibration: Examples
+    train_desc: str
+    dev_desc: str
+    calibration_desc: str | None
+
+
+def load_splits(config: TrainConfig, preset: TaskPreset) -> Splits:
+    """Load train and dev; with ``calibration_fraction`` (oos tasks only) also carve a calibration split.
+
+    The calibration rows come out of train after dev is carved, with the same near-duplicate
+    grouping, so they are disjoint from both train and dev.
+    """
     train_path = config.train_file or preset.train
     train_split = preset.train_split if config.train_file is None else None
     train = _load(preset, train_path, train_split)
@@ -94,6 +110,18 @@ def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Exampl
         train, dev = dev_split(train, config.dev_fraction, config.data_seed, stratify=preset.kind == "sequence")
         source = f"`{train_path}`" + (f" split `{train_split}`" if train_split else "")
         dev_desc = f"{config.dev_fraction:.0%} of {source} (seed {config.data_seed}, stratified, dedup-aware)"
+    calibration: Examples = []
+    calibration_desc = None
+    if config.calibration_fraction is not None:
+        if preset.oos_label is None:
+            msg = f"task {config.task}: calibration_fraction needs a task with an out-of-scope label"
+            raise ValueError(msg)
+        # a different seed from the dev carve's, so the two carves do not pick correlated groups
+        train, calibration = dev_split(train, config.calibration_fraction, config.data_seed + 1, stratify=True)
+        calibration_desc = (
+            f"{config.calibration_fraction:.0%} of the train rows left after the dev carve "
+            f"(seed {config.data_seed + 1}, stratified, dedup-aware)"
+        )
     rng = random.Random(config.seed)  # noqa: S311 - reproducible subsampling
     if config.limit_train and len(train) > config.limit_train:
         keep = sorted(rng.sample(range(len(train)), config.limit_train))
@@ -101,41 +129,132 @@ def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Exampl
     if config.limit_dev and len(dev) > config.limit_dev:
         keep = sorted(rng.sample(range(len(dev)), config.limit_dev))
         dev = [dev[i] for i in keep]
-    return train, dev, f"{train_path}", dev_desc
+    # calibration is scored at every evaluation like dev, so the same cap bounds its cost
+    if config.limit_dev and len(calibration) > config.limit_dev:
+        keep = sorted(rng.sample(range(len(calibration)), config.limit_dev))
+        calibration = [calibration[i] for i in keep]
+    return Splits(train, dev, calibration, f"{train_path}", dev_desc, calibration_desc)
+
+
+def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Examples, str, str]:
+    """Return (train, dev, train description, dev description); train excludes any calibration rows."""
+    splits = load_splits(config, preset)
+    return splits.train, splits.dev, splits.train_desc, splits.dev_desc
 
 
 def lr_groups(
-    parameters: Iterable[tuple[bool, Any]], *, lr: float, head_lr: float, weight_decay: float
+    parameters: Iterable[tuple[bool, Any] | tuple[bool, Any, int]],
+    *,
+    lr: float,
+    head_lr: float,
+    weight_decay: float,
+    layer_decay: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Optimizer groups from ``(is_head, parameter)`` pairs: encoder at ``lr`` (no decay on biases and
-    LayerNorm weights), head at ``head_lr``. Shared by fine-tuning and domain-adaptive pretraining."""
-    decay, no_decay, head = [], [], []
-    for is_head, parameter in parameters:
+    """Optimizer groups from ``(is_head, parameter)`` or ``(is_head, parameter, depth)`` tuples.
+
+    Encoder parameters train at ``lr * layer_decay ** depth`` (no weight decay on biases and
+    LayerNorm weights), head parameters at ``head_lr``. ``depth`` (default 0) counts layers down
+    from the top (:func:`encoder_depth`), so ``layer_decay < 1`` moves the lower, more general
+    layers less. Shared by fine-tuning and domain-adaptive pretraining.
+    """
+    encoder: dict[tuple[int, bool], list[Any]] = {}
+    head: list[Any] = []
+    for item in parameters:
+        is_head, parameter = item[0], item[1]
+        depth = item[2] if len(item) > 2 else 0  # noqa: PLR2004 - the optional depth
         if is_head:
             head.append(parameter)
-        elif parameter.ndim < 2:  # noqa: PLR2004 - biases and LayerNorm weights
-            no_decay.append(parameter)
         else:
-            decay.append(parameter)
-    return [
-        {"params": decay, "lr": lr, "weight_decay": weight_decay},
-        {"params": no_decay, "lr": lr, "weight_decay": 0.0},
-        {"params": head, "lr": head_lr, "weight_decay": weight_decay},
-    ]
+            # biases and LayerNorm weights (ndim < 2) take no weight decay
+            encoder.setdefault((depth, parameter.ndim >= 2), []).append(parameter)  # noqa: PLR2004
+    depths = sorted({depth for depth, _ in encoder}) or [0]
+    groups = []
+    for depth in depths:
+        for decays in (True, False):
+            params = encoder.get((depth, decays), [])
+            # without depths keep the historical three groups, empty or not
+            if params or len(depths) == 1:
+                groups.append(
+                    {"params": params, "lr": lr * layer_decay**depth, "weight_decay": weight_decay if decays else 0.0}
+                )
+    groups.append({"params": head, "lr": head_lr, "weight_decay": weight_decay})
+    return groups
+
+
+_LAYER = re.compile(r"\.layers?\.(\d+)\.")
+
+
+def encoder_depth(name: str, num_layers: int) -> int:
+    """Layers below the top of an encoder parameter: ``layer.{num_layers-1}`` is 0, ``layer.0`` is
+    ``num_layers - 1``, embeddings ``num_layers``; anything else (pooler, heads) 0."""
+    match = _LAYER.search(name)
+    if match:
+        return max(0, num_layers - 1 - int(match.group(1)))
+    if "embeddings" in name:
+        return num_layers
+    return 0
 
 
 def _parameter_groups(model: TextPulseModel, config: TrainConfig) -> list[dict[str, Any]]:
-    """Encoder at ``lr`` (no decay on biases/LayerNorm), head at the higher head LR."""
+    """Encoder at ``lr`` (layer-wise decayed when configured; no decay on biases/LayerNorm), head at
+    the higher head LR."""
+    num_layers = int(getattr(getattr(model.encoder, "config", None), "num_hidden_layers", 0) or 0)
+    decayed = config.layerwise_lr_decay != 1.0 and num_layers > 0
     return lr_groups(
         (
-            (name.startswith(("head.", "extra_heads.")), parameter)
+            (
+                name.startswith(("head.", "extra_heads.")),
+                parameter,
+                encoder_depth(name, num_layers) if decayed else 0,
+            )
             for name, parameter in model.named_parameters()
             if parameter.requires_grad
         ),
         lr=config.lr,
         head_lr=config.resolved_head_lr,
         weight_decay=config.weight_decay,
+        layer_decay=config.layerwise_lr_decay,
     )
+
+
+def average_state_dicts(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of floating-point tensors (checkpoint averaging); other tensors (integer
+    buffers such as position ids) are taken from the last state."""
+    if not states:
+        msg = "nothing to average"
+        raise ValueError(msg)
+    averaged = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            averaged[key] = torch.stack([state[key].to(torch.float32) for state in states]).mean(0).to(last.dtype)
+        else:
+            averaged[key] = last.clone()
+    return averaged
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over rows (``mask``-selected ones, if given) of (KL(p_a || p_b) + KL(p_b || p_a)) / 2."""
+    log_a = torch.log_softmax(logits_a.float(), dim=-1)
+    log_b = torch.log_softmax(logits_b.float(), dim=-1)
+    per_row = 0.5 * ((log_a.exp() * (log_a - log_b)).sum(-1) + (log_b.exp() * (log_b - log_a)).sum(-1))
+    if mask is not None:
+        per_row = per_row[mask]
+    return per_row.mean() if per_row.numel() else per_row.sum()
+
+
+def rdrop_loss(
+    logits_a: torch.Tensor,
+    logits_b: torch.Tensor,
+    labels: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    alpha: float,
+) -> torch.Tensor:
+    """R-Drop (Liang et al. 2021): both passes' cross-entropy averaged plus ``alpha`` x their
+    symmetric KL, over the positions whose label is not ignored."""
+    classes = logits_a.shape[-1]
+    flat_a, flat_b, flat_labels = logits_a.reshape(-1, classes), logits_b.reshape(-1, classes), labels.reshape(-1)
+    cross_entropy = 0.5 * (loss_fn(flat_a, flat_labels) + loss_fn(flat_b, flat_labels))
+    return cross_entropy + alpha * symmetric_kl(flat_a, flat_b, flat_labels != IGNORE_INDEX)
 
 
 def _apply_lora(model: TextPulseModel, config: TrainConfig) -> None:
@@ -269,7 +388,15 @@ def _evaluate(
         probs = sequence_probs(logits_fn, tokenizer, text_dev, task.labels, config.max_length, config.eval_batch_size)
         threshold = None
         if task.preset.oos_label is not None:
-            threshold = calibrate(probs, text_dev, task.labels, task.preset.oos_label)
+            # fitted on the calibration split when there is one: dev then scores a threshold it did not pick
+            text_calibration = [e for e in task.calibration if isinstance(e, TextExample)]
+            if text_calibration:
+                calibration_probs = sequence_probs(
+                    logits_fn, tokenizer, text_calibration, task.labels, config.max_length, config.eval_batch_size
+                )
+                threshold = calibrate(calibration_probs, text_calibration, task.labels, task.preset.oos_label)
+            else:
+                threshold = calibrate(probs, text_dev, task.labels, task.preset.oos_label)
         metrics, y_pred = evaluate_sequence(probs, text_dev, task.labels, task.preset.oos_label, threshold)
         return metrics, [e.label or "" for e in text_dev], y_pred
     finally:
@@ -312,6 +439,8 @@ class TaskData:
     dev_desc: str
     rows: list[Encoded]
     select: str
+    calibration: Examples = dataclasses.field(default_factory=list)
+    calibration_desc: str | None = None
 
 
 @dataclass(slots=True)
@@ -356,15 +485,33 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
         # files of extra tasks always come from their presets
         task_config = extra_task_config(config, name) if index else config
         labels = label_names(preset.dataset)
-        train_examples, dev_examples, train_desc, dev_desc = load_data(task_config, preset)
+        splits = load_splits(task_config, preset)
         log.info(
-            "task %s: %d train / %d dev examples, %d labels", name, len(train_examples), len(dev_examples), len(labels)
+            "task %s: %d train / %d dev / %d calibration examples, %d labels",
+            name,
+            len(splits.train),
+            len(splits.dev),
+            len(splits.calibration),
+            len(labels),
         )
-        rows = _encode(tokenizer, train_examples, labels, config, preset.kind)
+        rows = _encode(tokenizer, splits.train, labels, config, preset.kind)
         select = (config.select_metric if index == 0 else None) or preset.select_metric
         head = "" if index == 0 else name
         tasks.append(
-            TaskData(name, preset, head, labels, train_examples, dev_examples, train_desc, dev_desc, rows, select)
+            TaskData(
+                name,
+                preset,
+                head,
+                labels,
+                splits.train,
+                splits.dev,
+                splits.train_desc,
+                splits.dev_desc,
+                rows,
+                select,
+                splits.calibration,
+                splits.calibration_desc,
+            )
         )
     return tasks
 
@@ -436,6 +583,8 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
     if config.eval_every:
         eval_points |= set(range(config.eval_every, total_steps + 1, config.eval_every))
 
+    rdrop = config.rdrop_alpha > 0
+    recent: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=config.average_last)
     best_score, best_state, best_step = -math.inf, None, 0
     evals_without_gain, step, seen, history = 0, 0, 0, []
     progress = Progress(total_steps, enabled=config.progress)
@@ -446,12 +595,21 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         while step < total_steps and evals_without_gain < config.patience:
             for task, chunk in _epoch_batches(tasks, config.batch_size, generator):
                 batch = {k: v.to(device) for k, v in collate(chunk, tokenizer.pad_token_id).items()}
+                input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+                if rdrop:
+                    # one pass over the batch twice: dropout draws independent masks for each copy
+                    input_ids, attention_mask = input_ids.repeat(2, 1), attention_mask.repeat(2, 1)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                     if task.head:
-                        logits = model.forward_heads(batch["input_ids"], batch["attention_mask"])[task.head]
+                        logits = model.forward_heads(input_ids, attention_mask)[task.head]
                     else:
-                        logits = model(batch["input_ids"], batch["attention_mask"])
-                loss = loss_fn(logits.reshape(-1, logits.shape[-1]), batch["labels"].reshape(-1))
+                        logits = model(input_ids, attention_mask)
+                loss: Any  # torch's Tensor.backward is untyped
+                if rdrop:
+                    first, second = logits.chunk(2)
+                    loss = rdrop_loss(first, second, labels, loss_fn, config.rdrop_alpha)
+                else:
+                    loss = loss_fn(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
@@ -464,15 +622,32 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
                     score, _, _ = _evaluate_all(model, tokenizer, scored, config, device)
                     history.append({"step": step, "score": score, "loss": float(loss.item())})
                     log.info("step %d: dev %s %.4f", step, select, score)
+                    state = None
+                    if config.average_last > 1:
+                        state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+                        recent.append(state)
                     if score > best_score:
                         best_score, best_step, evals_without_gain = score, step, 0
-                        best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+                        best_state = state or {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
                     else:
                         evals_without_gain += 1
                 if step >= total_steps or evals_without_gain >= config.patience:
                     break
     finally:
         progress.close()
+    averaged_score = None
+    if len(recent) > 1:
+        # the averaged weights compete with the single checkpoints on the same dev score
+        last_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+        model.load_state_dict(average_state_dicts(list(recent)))
+        averaged_score, _, _ = _evaluate_all(model, tokenizer, scored, config, device)
+        log.info("average of the last %d checkpoints: dev %s %.4f", len(recent), select, averaged_score)
+        if averaged_score > best_score:
+            best_score, best_step = averaged_score, -len(recent)
+            best_state = {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()}
+        else:
+            model.load_state_dict(last_state)
+        recent.clear()
     elapsed = time.perf_counter() - started
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -495,6 +670,8 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         "data_licence": primary.preset.licence,
         "oos_label": primary.preset.oos_label,
         "oos_threshold": final_metrics.get("oos_threshold"),
+        "oos_calibration_data": primary.calibration_desc or (primary.dev_desc if primary.preset.oos_label else None),
+        "n_calibration": len(primary.calibration),
         "parameters": count_parameters(model),
         "select_metric": select,
         "extra_heads": extra_heads,
@@ -515,7 +692,9 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         "task": primary.name,
         "dev": final_metrics,
         "select_metric": select,
+        # negative: the average of the last -best_step checkpoints won
         "best_step": best_step,
+        "averaged_score": averaged_score,
         "steps": step,
         "train_seconds": round(elapsed, 1),
         "train_examples_per_second": round(seen / elapsed, 1) if elapsed else None,
