@@ -444,7 +444,7 @@ async def test_rejected_document_goes_to_dlq_and_does_not_block(
     assert "metadata.amount" in by_value[conflicting]["x-dlq-reason"]
     assert by_value[b"{not json"]["x-dlq-reason"].startswith("malformed JSON")
     assert all(h["x-dlq-service"] == "index" for h in by_value.values())
-    assert sample(app, "textpulse_dlq_messages_total", topic=settings.topic_enriched, reason="es_rejected") == 1
+    assert sample(app, "textpulse_dlq_messages_total", topic=settings.topic_enriched, reason="store_rejected") == 1
 
 
 @pytest.mark.timeout(600)
