@@ -1,4 +1,4 @@
-"""``textpulse chaos load``: a sustained rate, with consumer lag and service memory sampled over time.
+"""``python -m tests.chaos.harness load``: a sustained rate, with consumer lag and service memory sampled over time.
 
 1. Calibration (unless ``--rate`` is given): a burst of real events is posted as fast as ingest
    takes them, and the maximum rate is the burst size over the time until every consumer group has

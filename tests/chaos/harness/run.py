@@ -1,4 +1,4 @@
-"""``textpulse chaos run``: the stack, the replay, the faults, the verification, the verdict."""
+"""``python -m tests.chaos.harness run``: the stack, the replay, the faults, the verification, the verdict."""
 
 from __future__ import annotations
 
