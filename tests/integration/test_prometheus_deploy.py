@@ -131,6 +131,7 @@ LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "endpoint": ("search",),
     "family": ("events",),
     "result": ("hit", "miss"),
+    "scorer": ("ranker", "hybrid", "popular"),
     "source": ("http",),
     "gpu_uuid": ("GPU-0",),
 }
