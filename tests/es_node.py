@@ -7,20 +7,22 @@ own run dir (:func:`own_node`), and the ``shared_es_url`` session fixture in ``t
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from textpulse.kafka.tansu import free_port
-
 from tests.ci import missing
+from tests.helpers import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "elasticsearch"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,13 +42,34 @@ class EsNode:
             check=False,
         )
 
-    def start(self) -> None:
+    def start(self) -> float:
+        """Start (or confirm) the node; return the wall time it took in seconds."""
+        began = time.monotonic()
         res = self.script("start.sh")
-        assert res.returncode == 0, f"start.sh failed:\n{res.stderr[-3000:]}"
+        elapsed = time.monotonic() - began
+        assert res.returncode == 0, f"start.sh failed ({res.returncode}):\n{res.stderr[-3000:]}\n{res.stdout[-1000:]}"
+        log.info("start.sh took %.1fs: %s", elapsed, res.stderr.strip().splitlines()[-1])
+        return elapsed
 
-    def stop(self) -> None:
-        res = self.script("stop.sh", timeout=120)
-        assert res.returncode == 0, f"stop.sh failed:\n{res.stderr[-3000:]}"
+    def stop(self, *args: str) -> None:
+        """Stop the node via stop.sh; args such as --kill are passed through."""
+        res = self.script("stop.sh", *args, timeout=120)
+        assert res.returncode == 0, f"stop.sh failed ({res.returncode}):\n{res.stderr[-3000:]}"
+
+
+def new_node(run_dir: Path, cluster_name: str, start_timeout_s: int = 240) -> EsNode:
+    """A node description on two free loopback ports with its own run dir (not started)."""
+    http_port, transport_port = free_ports(2)
+    env = {
+        **os.environ,
+        "ES_HTTP_PORT": str(http_port),
+        "ES_TRANSPORT_PORT": str(transport_port),
+        "ES_RUN_DIR": str(run_dir),
+        "ES_HEAP": "512m",
+        "ES_CLUSTER_NAME": cluster_name,
+        "ES_START_TIMEOUT": str(start_timeout_s),
+    }
+    return EsNode(f"http://127.0.0.1:{http_port}", env)
 
 
 def check_prerequisites() -> None:
@@ -63,17 +86,7 @@ def check_prerequisites() -> None:
 def own_node(run_dir: Path, cluster_name: str) -> Iterator[EsNode]:
     """A throwaway node (free ports, ``run_dir``), always stopped afterwards."""
     check_prerequisites()
-    http_port, transport_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "ES_HTTP_PORT": str(http_port),
-        "ES_TRANSPORT_PORT": str(transport_port),
-        "ES_RUN_DIR": str(run_dir),
-        "ES_HEAP": "512m",
-        "ES_CLUSTER_NAME": cluster_name,
-        "ES_START_TIMEOUT": "240",
-    }
-    node = EsNode(f"http://127.0.0.1:{http_port}", env)
+    node = new_node(run_dir, cluster_name)
     try:
         node.start()
     except AssertionError as exc:

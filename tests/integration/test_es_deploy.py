@@ -20,19 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import shutil
-import socket
-import subprocess
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.ci import missing
+from tests.es_node import EsNode as Node
+from tests.es_node import check_prerequisites, new_node
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Iterator
@@ -43,10 +38,6 @@ pytestmark = [pytest.mark.es, pytest.mark.timeout(300)]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEPLOY_DIR = REPO_ROOT / "deploy" / "elasticsearch"
-# The first run downloads ~41 MB of jars; later starts take 10-20 s.
-START_TIMEOUT_S = 300
 STOP_TIMEOUT_S = 90
 TEMPLATE = "tp-test-events"
 INDEX = "tp-test-events-2026.11"
@@ -74,87 +65,20 @@ MAPPINGS: dict[str, Any] = {
 }
 
 
-def _missing(reason: str) -> NoReturn:
-    """Fail in CI (a missing piece there is a broken setup), skip elsewhere."""
-    missing("an Elasticsearch deployment prerequisite", reason)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct loopback ports that are free right now (bound, then released)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-@dataclass(frozen=True)
-class Node:
-    """A node started by deploy/elasticsearch/start.sh with its own ports and run dir."""
-
-    url: str
-    run_dir: Path
-    env: dict[str, str]
-
-    def script(self, name: str, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
-        """Run deploy/elasticsearch/<name> for this node; output is captured for assertions."""
-        return subprocess.run(
-            ["bash", str(DEPLOY_DIR / name), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def start(self) -> float:
-        """Start (or confirm) the node; return the wall time it took in seconds."""
-        began = time.monotonic()
-        result = self.script("start.sh")
-        elapsed = time.monotonic() - began
-        assert result.returncode == 0, f"start.sh failed ({result.returncode}):\n{result.stderr}\n{result.stdout}"
-        logger.info("start.sh took %.1fs: %s", elapsed, result.stderr.strip().splitlines()[-1])
-        return elapsed
-
-    def stop(self, *args: str) -> None:
-        """Stop the node via stop.sh; args such as --kill are passed through."""
-        result = self.script("stop.sh", *args, timeout=STOP_TIMEOUT_S)
-        assert result.returncode == 0, f"stop.sh failed ({result.returncode}):\n{result.stderr}"
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """Start a throwaway node for this module and always stop it afterwards."""
-    if not (DEPLOY_DIR / "start.sh").is_file():
-        _missing(f"{DEPLOY_DIR}/start.sh not found")
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-        _missing("java (JDK 17+) is not installed")
-    cache = REPO_ROOT / ".cache" / "elasticsearch"
-    if shutil.which("mvn") is None and not any(cache.glob("*/.fetched")):
-        _missing("mvn is not installed and no Elasticsearch jars are cached in .cache/elasticsearch")
+    check_prerequisites()
     try:
         import elasticsearch  # noqa: F401 - only to report a missing client clearly
     except ImportError:
-        _missing("the elasticsearch Python client is not installed (pip install 'elasticsearch[async]==8.19.3')")
-
-    http_port, transport_port = _free_ports(2)
-    run_dir = tmp_path_factory.mktemp("es-run")
-    env = {
-        **os.environ,
-        "ES_HTTP_PORT": str(http_port),
-        "ES_TRANSPORT_PORT": str(transport_port),
-        "ES_RUN_DIR": str(run_dir),
-        "ES_HEAP": "512m",
-        "ES_CLUSTER_NAME": "tp-test",
-        "ES_START_TIMEOUT": "180",
-    }
-    handle = Node(url=f"http://127.0.0.1:{http_port}", run_dir=run_dir, env=env)
+        missing(
+            "an Elasticsearch deployment prerequisite",
+            "the elasticsearch Python client is not installed (pip install 'elasticsearch[async]==8.19.3')",
+        )
+    handle = new_node(tmp_path_factory.mktemp("es-run"), "tp-test", start_timeout_s=180)
     try:
+        # A start failure fails the tests here (the deploy script is what they test).
         handle.start()
         yield handle
     finally:
