@@ -53,6 +53,14 @@ def headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
 TRITON_DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "triton"
 
 
+def pick_port(preferred: int) -> int:
+    """``preferred`` when nothing listens on it (127.0.0.1), else a free port."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        taken = probe.connect_ex(("127.0.0.1", preferred)) == 0
+    return free_ports(1)[0] if taken else preferred
+
+
 def free_ports(count: int) -> list[int]:
     """``count`` distinct free TCP ports on 127.0.0.1 (all sockets held until every port is chosen)."""
     socks = [socket.socket() for _ in range(count)]

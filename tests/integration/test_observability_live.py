@@ -39,7 +39,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -63,6 +62,7 @@ from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
 from tests.conftest import REPO, in_ci, make_topics, missing, port_open
+from tests.helpers import pick_port
 from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.es, pytest.mark.timeout(300)]
@@ -138,16 +138,6 @@ JOB_OF_PREFIX = {"kafka_": "kafka"}
 
 
 # ----------------------------------------------------------------- helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pick_port(preferred: int) -> int:
-    return free_port() if port_open(preferred) else preferred
 
 
 def grafana_generator() -> ModuleType:

@@ -43,6 +43,7 @@ from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import REPO, missing, port_open
+from tests.helpers import free_ports, pick_port
 from tests.support.inference import build_tiny_repo, tiny_repo_from_env
 
 pytestmark = [pytest.mark.jaeger, pytest.mark.kafka, pytest.mark.timeout(300)]
@@ -59,18 +60,6 @@ OWN_PORTS = {
     "JAEGER_HEALTH_PORT": 23133,
     "JAEGER_METRICS_PORT": 28888,
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pick_port(preferred: int) -> int:
-    return free_port() if port_open(preferred) else preferred
 
 
 @dataclass
@@ -287,7 +276,7 @@ def _parent(span: dict[str, Any]) -> str | None:
 def _pipeline(topics: dict[str, str], kafka: KafkaSettings, repo: Path, otlp: str) -> Iterator[Pipeline]:
     """ingest, classify, ner and route as processes exporting to ``otlp``; stopped (spans flushed) at exit."""
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    ports = {name: free_port() for name in SERVICES}
+    ports = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
     pipeline = Pipeline({name: f"http://127.0.0.1:{port}" for name, port in ports.items()}, {}, {})
     try:
         for name in SERVICES:
