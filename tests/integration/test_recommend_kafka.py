@@ -21,6 +21,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 from textpulse.contracts import ModelRef
 from textpulse.contracts.events import encode
 from textpulse.contracts.recs import Interaction, Item
@@ -126,21 +127,8 @@ async def until(predicate: Any, timeout_s: float = 30) -> None:
 async def test_items_interactions_restart_and_cold_item(
     kafka_settings: KafkaSettings, kafka_topics: dict[str, str], encoder_dir: str
 ) -> None:
-    prefix = kafka_topics["items"].removesuffix("items")
-    settings = RecommendSettings(
-        kafka=kafka_settings,
-        topic_items=kafka_topics["items"],
-        topic_interactions=kafka_topics["user.interactions"],
-        topic_out=kafka_topics["recs.scores"],
-        topic_profiles=kafka_topics["recs.profiles"],
-        topic_dlq=kafka_topics["dlq.recommend"],
-        group_id=f"{prefix}recommend",
-        top_k=5,
-        # Eight items each liked once: a popularity prior would be noise here, the text signal is what is tested.
-        weight_pop=0.0,
-        cf_refresh_s=0.5,
-        kafka_batch_timeout_ms=50,
-    )
+    # Eight items each liked once: a popularity prior would be noise here, the text signal is what is tested.
+    settings = _settings(kafka_settings, kafka_topics, weight_pop=0.0)
     async with producer(kafka_settings) as prod:
         for item in CATALOGUE:
             await prod.send_and_wait(settings.topic_items, encode(item), key=item.item_id.encode())
@@ -190,32 +178,39 @@ async def test_items_interactions_restart_and_cold_item(
 
 
 def _lists(metrics: str) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for line in metrics.splitlines():
-        if line.startswith("textpulse_recommend_lists_total{"):
-            scorer = line.split('scorer="', 1)[1].split('"', 1)[0]
-            out[scorer] = float(line.rsplit(" ", 1)[1])
-    return out
+    """``textpulse_recommend_lists_total`` per scorer, read with prometheus_client's own parser."""
+    return {
+        sample.labels["scorer"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        if family.name == "textpulse_recommend_lists"
+        for sample in family.samples
+        if sample.name == "textpulse_recommend_lists_total"
+    }
+
+
+def _settings(kafka: KafkaSettings, topics: dict[str, str], **overrides: Any) -> RecommendSettings:
+    """The service on the test's own topics and group (top 5, fast refresh and batches)."""
+    return RecommendSettings(
+        kafka=kafka,
+        topic_items=topics["items"],
+        topic_interactions=topics["user.interactions"],
+        topic_out=topics["recs.scores"],
+        topic_profiles=topics["recs.profiles"],
+        topic_dlq=topics["dlq.recommend"],
+        group_id=f"{topics['items'].removesuffix('items')}recommend",
+        top_k=5,
+        cf_refresh_s=0.5,
+        kafka_batch_timeout_ms=50,
+        **overrides,
+    )
 
 
 async def test_ranker_is_served_with_popular_fallback_for_unknown_users(
     kafka_settings: KafkaSettings, kafka_topics: dict[str, str], encoder_dir: str, tmp_path: Path
 ) -> None:
     """A shipped LambdaRank ranker ranks known users' lists (stream and HTTP); unknown users get popular items."""
-    prefix = kafka_topics["items"].removesuffix("items")
-    settings = RecommendSettings(
-        kafka=kafka_settings,
-        topic_items=kafka_topics["items"],
-        topic_interactions=kafka_topics["user.interactions"],
-        topic_out=kafka_topics["recs.scores"],
-        topic_profiles=kafka_topics["recs.profiles"],
-        topic_dlq=kafka_topics["dlq.recommend"],
-        group_id=f"{prefix}recommend",
-        top_k=5,
-        cf_refresh_s=0.5,
-        kafka_batch_timeout_ms=50,
-        ranker_dir=tiny_ranker(tmp_path / "ranker", 384),  # all-MiniLM-L6-v2's size
-    )
+    # 384: all-MiniLM-L6-v2's embedding size.
+    settings = _settings(kafka_settings, kafka_topics, ranker_dir=tiny_ranker(tmp_path / "ranker", 384))
     async with producer(kafka_settings) as prod:
         for item in CATALOGUE:
             await prod.send_and_wait(settings.topic_items, encode(item), key=item.item_id.encode())
