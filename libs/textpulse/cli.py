@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 import textpulse
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.services import GROUP_PREFIX, REGISTRY
 from textpulse.settings import KafkaSettings
 
@@ -266,6 +267,10 @@ Reason = Annotated[
     list[str] | None, typer.Option("--reason", help="x-dlq-reason contains this (any case); repeatable.")
 ]
 Code = Annotated[list[str] | None, typer.Option("--code", help="x-dlq-code is this (e.g. unknown_field); repeatable.")]
+Category = Annotated[
+    list[DeadLetterReason] | None,
+    typer.Option("--category", help="x-dlq-category is this (the dead-letter reason category); repeatable."),
+]
 Since = Annotated[
     str | None, typer.Option(help="Dead-lettered at or after: ISO 8601 time (UTC if no zone) or a duration ago (2h).")
 ]
@@ -291,6 +296,7 @@ def _dlq_topic(service: str, topic: str | None) -> str:
 def _selection(
     reason: list[str] | None,
     code: list[str] | None,
+    category: list[DeadLetterReason] | None,
     since: str | None,
     until: str | None,
     from_offset: int | None,
@@ -308,6 +314,7 @@ def _selection(
     return Selection(
         reasons=tuple(reason or ()),
         codes=tuple(code or ()),
+        categories=tuple(c.value for c in category or ()),
         since=start,
         until=end,
         from_offset=from_offset,
@@ -326,6 +333,7 @@ def dlq_list(
     service: DlqService,
     reason: Reason = None,
     code: Code = None,
+    category: Category = None,
     since: Since = None,
     until: Until = None,
     from_offset: FromOffset = None,
@@ -341,7 +349,7 @@ def dlq_list(
     from textpulse.kafka.redrive import read_dead_letters
 
     name = _dlq_topic(service, topic)
-    selection = _selection(reason, code, since, until, from_offset, to_offset, partition, source_topic)
+    selection = _selection(reason, code, category, since, until, from_offset, to_offset, partition, source_topic)
     letters = asyncio.run(read_dead_letters(_kafka(bootstrap), name, selection))
     for letter in letters:
         typer.echo(json.dumps(letter.summary()))
@@ -376,6 +384,7 @@ def dlq_redrive(
     service: DlqService,
     reason: Reason = None,
     code: Code = None,
+    category: Category = None,
     since: Since = None,
     until: Until = None,
     from_offset: FromOffset = None,
@@ -409,7 +418,7 @@ def dlq_redrive(
     from textpulse.kafka.redrive import Selection, decide, read_dead_letters, redriven_from, restore_truncated, send
 
     name = _dlq_topic(service, topic)
-    selection = _selection(reason, code, since, until, from_offset, to_offset, partition, source_topic)
+    selection = _selection(reason, code, category, since, until, from_offset, to_offset, partition, source_topic)
     if selection == Selection() and not all_:
         raise typer.BadParameter("no filter given: pass --all to re-drive every dead letter")
     settings = _kafka(bootstrap)

@@ -7,6 +7,7 @@ with its own prefix (``TEXTPULSE_INGEST_`` …) for topics, limits and ports.
 
 from __future__ import annotations
 
+import json
 import ssl
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -41,19 +42,23 @@ def load_yaml_document(path: Path, model: type[M], *, what: str, error: type[Val
     """The YAML file validated as ``model`` (an empty file is ``{}``: every default), and its text.
 
     The one loader of the YAML files the services read at start (route's rules, alert's
-    detectors): any problem raises ``error`` (the caller's own class) with one line naming
-    ``what``, the file and the problem (unreadable, not YAML, or the invalid fields, see
-    :func:`validation_problems`), which start-up logs before exiting. The text comes back so
-    that a caller can fingerprint exactly what it validated.
+    detectors) and of the training configs: any problem raises ``error`` (the caller's own
+    class) with one line naming ``what``, the file and the problem (unreadable, not YAML/JSON,
+    or the invalid fields, see :func:`validation_problems`), which start-up logs before
+    exiting. The text comes back so that a caller can fingerprint exactly what it validated.
+    A ``.json`` file is parsed as JSON: PyYAML reads YAML 1.1, where JSON's ``5e-05`` is a string.
     """
     try:
         text = path.read_text("utf-8")
-        raw = yaml.safe_load(text)
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except OSError as exc:
         msg = f"{what} {path}: cannot read: {exc}"
         raise error(msg) from exc
     except yaml.YAMLError as exc:
         msg = f"{what} {path}: invalid YAML: {exc}"
+        raise error(msg) from exc
+    except json.JSONDecodeError as exc:
+        msg = f"{what} {path}: invalid JSON: {exc}"
         raise error(msg) from exc
     try:
         return model.model_validate(raw or {}), text
@@ -103,9 +108,10 @@ class KafkaSettings(BaseSettings):
         None,
         ge=6000,
         description=(
-            "Consumer-group session timeout (default 30 s on Apache Kafka, 10 s on Tansu): how long a "
-            "SIGKILLed consumer holds its partitions before the group reassigns them. With a static "
-            "member (group_instance_id) a restart inside this time gets its partitions back at once."
+            "Consumer-group session timeout (default on Apache Kafka 8 s for a dynamic member, 30 s for a "
+            "static one; 10 s on Tansu): how long a SIGKILLed consumer holds its partitions before the group "
+            "reassigns them. With a static member (group_instance_id) a restart inside this time gets its "
+            "partitions back at once."
         ),
     )
     group_instance_id: str | None = Field(
@@ -114,7 +120,7 @@ class KafkaSettings(BaseSettings):
             "Static group membership (KIP-345) of this replica: a stable id, unique per replica, e.g. the "
             "pod name of a StatefulSet or of a Deployment's pod (a container restart keeps it). "
             "'{hostname}' is replaced by the host name. Unset: dynamic membership (a restart waits for the "
-            "session timeout of its killed predecessor, ~30 s). Not on Tansu."
+            "session timeout of its killed predecessor, ~8 s). Not on Tansu."
         ),
     )
     stuck_after_s: float = Field(

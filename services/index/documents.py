@@ -14,20 +14,32 @@ writer's orjson writes them as RFC 3339 in C, the same text
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from textpulse.contracts import Classification, EnrichedEvent, FinancialAlert, RoutedMessage
+from textpulse.contracts.errors import FieldError, reason, validation_errors
 
 from .mappings import ALERTS, EVENTS, ROUTES, Family
 from .pii import redact, redact_obj, redact_spans
 
 
 class InvalidRecord(ValueError):
-    """The record cannot become a document; the message is the dead-letter reason."""
+    """The record cannot become a document (→ ``dlq.index``).
+
+    ``errors`` are the mistakes in the shared vocabulary (``textpulse.contracts.errors``, as
+    every service dead-letters them: ``x-dlq-code`` / ``x-dlq-field``); the message is their
+    one-line reason (``not_json: …``, ``missing_field at event.text: …``), which names fields
+    and rules but never echoes values.
+    """
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        self.reason = reason(self.errors)
+        super().__init__(self.reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,20 +66,12 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _validation_reason(exc: ValidationError) -> str:
-    """Field locations and messages only: pydantic's default text echoes input values (PII)."""
-    errors = exc.errors(include_input=False)
-    if errors and errors[0]["type"] == "json_invalid":
-        return f"malformed JSON: {errors[0]['msg']}"
-    parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:10]]
-    return "contract violation: " + "; ".join(parts)
-
-
 def _parse(model: type[M], value: bytes) -> M:
     try:
         return model.model_validate_json(value)
     except ValidationError as exc:
-        raise InvalidRecord(_validation_reason(exc)) from exc
+        # json_invalid becomes empty_value / invalid_utf8 / not_json, a non-object not_an_object.
+        raise InvalidRecord(validation_errors(exc)) from exc
 
 
 def enriched_document(value: bytes, now: datetime, opts: BuildOptions) -> Doc:

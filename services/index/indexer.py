@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from textpulse.contracts.dead_letters import DeadLetterReason
+from textpulse.contracts.errors import ErrorCode, FieldError, error
 from textpulse.kafka import DeadLetters
 from textpulse.kafka.dlq import RecordLike
 
@@ -103,7 +104,7 @@ class Indexer:
         build = BUILDERS[family][1]
         now = self.clock()
         step = self.writer.chunk_docs
-        invalid: list[tuple[RecordLike, str]] = []
+        invalid: list[tuple[RecordLike, InvalidRecord]] = []
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]] = []
         flights: deque[_Flight] = deque()
         try:
@@ -135,29 +136,35 @@ class Indexer:
         m.handler_duration.labels(SERVICE, topic).observe(time.perf_counter() - started)
 
     async def _build(
-        self, records: Sequence[RecordLike], build: Builder, now: datetime, invalid: list[tuple[RecordLike, str]]
+        self,
+        records: Sequence[RecordLike],
+        build: Builder,
+        now: datetime,
+        invalid: list[tuple[RecordLike, InvalidRecord]],
     ) -> tuple[list[Doc], list[RecordLike]]:
         docs: list[Doc] = []
         sources: list[RecordLike] = []
         for k, rec in enumerate(records, 1):
             try:
                 if rec.value is None:
-                    raise InvalidRecord("empty record value")
+                    raise InvalidRecord([error(ErrorCode.EMPTY_VALUE)])
                 docs.append(build(rec.value, now, self.options))
                 sources.append(rec)
             except InvalidRecord as exc:
-                invalid.append((rec, redact(str(exc))))
+                invalid.append((rec, exc))
             if k % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # let the bulk request in flight progress
         return docs, sources
 
     async def _dead_letter(
         self,
-        invalid: list[tuple[RecordLike, str]],
+        invalid: list[tuple[RecordLike, InvalidRecord]],
         written: list[tuple[list[Doc], list[RecordLike], BulkOutcome]],
     ) -> None:
-        for rec, reason in invalid:
-            await self.dead_letters.send(rec, DeadLetterReason.INVALID_RECORD, reason)
+        for rec, exc in invalid:
+            # Field paths can hold a record's own keys (an unknown metadata key): redacted like the reason.
+            errors = [FieldError(e.code, redact(e.field), e.message) for e in exc.errors]
+            await self.dead_letters.send(rec, DeadLetterReason.INVALID_RECORD, redact(exc.reason), errors=errors)
         for _, sources, outcome in written:
             for pos, reason in outcome.rejected:
                 await self.dead_letters.send(

@@ -98,6 +98,12 @@ async def test_invalid_records_are_dead_lettered_and_the_rest_indexed() -> None:
     await idx.handle(records, "events")
     assert len(writer.order) == 3
     assert len(sent) == 2
+    # in the shared vocabulary, like every service's dead letters (code and field headers too)
+    by_offset = {kw["headers"]["x-dlq-source-offset"]: kw["headers"] for _, kw in sent}
+    assert by_offset["1"]["x-dlq-code"] == "not_json"
+    assert by_offset["1"]["x-dlq-reason"].startswith("not_json: the value is not valid JSON")
+    assert by_offset["3"]["x-dlq-code"] == "empty_value"
+    assert all(h["x-dlq-category"] == "invalid_record" for h in by_offset.values())
 
 
 def test_chunk_bounds_short_first_chunk_then_full_steps() -> None:

@@ -21,6 +21,7 @@ from textpulse.contracts import (
     WindowFigures,
     encode,
 )
+from textpulse.contracts.errors import ErrorCode, reason
 
 from .bulk import item_reason, ndjson, retryable_status
 from .documents import Builder, BuildOptions, InvalidRecord, alert_document, enriched_document, route_document
@@ -93,12 +94,23 @@ def test_redaction_can_be_disabled() -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "reason"),
-    [(b"{not json", "malformed JSON"), (b'{"event": {}}', "contract violation"), (b"[]", "contract violation")],
+    ("value", "code", "field"),
+    [
+        (b"{not json", ErrorCode.NOT_JSON, ""),
+        (b"", ErrorCode.EMPTY_VALUE, ""),
+        (b"\xff\xfe", ErrorCode.INVALID_UTF8, ""),
+        (b"[]", ErrorCode.NOT_AN_OBJECT, ""),
+        (b'{"event": {}}', ErrorCode.MISSING_FIELD, "event.id"),
+    ],
 )
-def test_invalid_records(value: bytes, reason: str) -> None:
-    with pytest.raises(InvalidRecord, match=reason):
+def test_invalid_records(value: bytes, code: ErrorCode, field: str) -> None:
+    """The shared error vocabulary (textpulse.contracts.errors), as every other service dead-letters."""
+    with pytest.raises(InvalidRecord) as info:
         enriched_document(value, NOW, OPTS)
+    first = info.value.errors[0]
+    assert (first.code, first.field) == (code, field)
+    assert str(info.value) == info.value.reason == reason(info.value.errors)
+    assert info.value.reason.startswith(f"{code.value}")
 
 
 def test_contract_reason_does_not_echo_input() -> None:
@@ -214,13 +226,14 @@ def test_alert_document_is_typed_and_redacted() -> None:
 
 @pytest.mark.parametrize("builder", [route_document, alert_document])
 def test_typed_builders_refuse_what_the_contract_refuses(builder: Builder) -> None:
-    with pytest.raises(InvalidRecord, match="malformed JSON"):
+    with pytest.raises(InvalidRecord, match=r"^not_json: "):
         builder(b"{not json", NOW, OPTS)
-    with pytest.raises(InvalidRecord, match="contract violation"):
+    with pytest.raises(InvalidRecord, match=r"^not_an_object: the value must be a JSON object, not an array"):
         builder(b"[1]", NOW, OPTS)
     # an old opaque record without the contract's fields is refused, naming fields, not values
-    with pytest.raises(InvalidRecord, match="contract violation") as info:
+    with pytest.raises(InvalidRecord) as info:
         builder(orjson.dumps({"event_id": "ev-1", "alert_id": "a", "summary": "mail a@b.io"}), NOW, OPTS)
+    assert {e.code for e in info.value.errors} >= {ErrorCode.MISSING_FIELD}
     assert "a@b.io" not in str(info.value)
 
 

@@ -43,7 +43,7 @@ def test_service_dockerfile_matches_the_service(service: str) -> None:
     prefix = f"TEXTPULSE_{service.upper()}_"
     assert re.search(r"^FROM .* AS build$", text, re.MULTILINE), "multi-stage: a build stage"
     assert "COPY --from=build /opt/textpulse /opt/textpulse" in text
-    assert re.search(r"pip install .*\.(\[[a-z,]+\])?\"?$", text, re.MULTILINE), "installs the textpulse distribution"
+    assert re.search(r"pip install [^\n]*\s\"?\.(\[[a-z,]+\])?\"?(\s|$)", text), "installs the textpulse distribution"
     assert f"EXPOSE {port}\n" in text
     assert f"{prefix}HTTP_PORT={port}" in text
     assert f"{prefix}HTTP_HOST=0.0.0.0" in text

@@ -157,6 +157,18 @@ async def _loop_limit(kafka_settings: KafkaSettings, dlq_topic: str, topic_in: s
     assert [headers(r)[H_COUNT] for r in third] == ["2"]
 
 
+async def _category_filter(kafka_settings: KafkaSettings, dlq_topic: str, topic_in: str) -> None:
+    """``--category`` selects on x-dlq-category: the real DeadLetters' and route's own (DeadLetterReason)."""
+    _, lines = await cli(kafka_settings, dlq_topic, "list", "route", "--category", "invalid_record")
+    assert [(d["offset"], d["category"]) for d in lines] == [(3, "invalid_record"), (4, "invalid_record")]
+    before = await end_offsets(kafka_settings, topic_in)
+    args = ("redrive", "route", "--category", "retries_exhausted", "--from-offset", "1", "--dry-run")
+    result, lines = await cli(kafka_settings, dlq_topic, *args)
+    assert result.exit_code == 0, result.output
+    assert [(d["dlq"], d["action"]) for d in lines] == [(f"{dlq_topic}:0:{i}", "would redrive") for i in (1, 2)]
+    assert await end_offsets(kafka_settings, topic_in) == before
+
+
 async def test_list_show_redrive(kafka_settings: KafkaSettings, kafka_topics: dict[str, str]) -> None:
     settings = await _route_settings(kafka_settings, kafka_topics)
     dlq_topic, topic_in = settings.topic_dlq, settings.topic_in
@@ -178,6 +190,7 @@ async def test_list_show_redrive(kafka_settings: KafkaSettings, kafka_topics: di
         assert [d["offset"] for d in lines] == [0, 1, 2]
         _, lines = await cli(kafka_settings, dlq_topic, "list", "route", "--reason", "other", "--since", "10m")
         assert [d["offset"] for d in lines] == [3]
+        await _category_filter(kafka_settings, dlq_topic, topic_in)
         result = (await cli(kafka_settings, dlq_topic, "show", "route", "1"))[0]
         shown = json.loads(result.stdout)
         assert orjson.loads(shown["value"])["event"]["id"] == "lost1"

@@ -442,7 +442,8 @@ async def test_rejected_document_goes_to_dlq_and_does_not_block(
     by_value = {r.value: headers(r) for r in dead}
     assert by_value[conflicting]["x-dlq-reason"].startswith("rejected by Elasticsearch: 400 document_parsing_exception")
     assert "metadata.amount" in by_value[conflicting]["x-dlq-reason"]
-    assert by_value[b"{not json"]["x-dlq-reason"].startswith("malformed JSON")
+    assert by_value[b"{not json"]["x-dlq-reason"].startswith("not_json: ")
+    assert by_value[b"{not json"]["x-dlq-code"] == "not_json"
     assert all(h["x-dlq-service"] == "index" for h in by_value.values())
     assert sample(app, "textpulse_dlq_messages_total", topic=settings.topic_enriched, reason="store_rejected") == 1
 

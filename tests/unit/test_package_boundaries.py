@@ -394,7 +394,7 @@ async def test_the_writer_finds_the_producer_a_connected_broker_writes_with() ->
     from aiokafka import AIOKafkaProducer
     from faststream.kafka import TestKafkaBroker
     from textpulse.kafka.broker import make_broker
-    from textpulse.kafka.writer import faststream_producer
+    from textpulse.kafka.writer import check_fast_path, faststream_producer
     from textpulse.settings import KafkaSettings
 
     broker = make_broker(KafkaSettings(), service="boundaries")
@@ -408,8 +408,10 @@ async def test_the_writer_finds_the_producer_a_connected_broker_writes_with() ->
     # FastStream's own connect step (what KafkaBroker.connect runs after creating the producer).
     await broker.config.producer.connect(producer, serializer=None)
     assert faststream_producer(broker) is producer
+    check_fast_path(broker)  # what start-up runs: no error while the path holds
     await producer.stop()
 
     # Under TestKafkaBroker there is no aiokafka producer: the writer publishes record by record.
     async with TestKafkaBroker(make_broker(KafkaSettings(), service="boundaries")) as fake:
         assert faststream_producer(fake) is None
+        check_fast_path(fake)  # the expected slow path: not an error

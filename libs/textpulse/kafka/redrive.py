@@ -46,6 +46,7 @@ from textpulse.settings import KafkaSettings
 from .admin import client_options, topic_partitions
 from .broker import producer_options
 from .dlq import (
+    H_CATEGORY,
     H_CODE,
     H_EXC_TYPE,
     H_HEADERS_DROPPED,
@@ -149,6 +150,11 @@ class DeadLetter:
         return self.header(H_CODE) or None
 
     @property
+    def category(self) -> str | None:
+        """``x-dlq-category``, a :class:`~textpulse.contracts.dead_letters.DeadLetterReason` value (None: absent)."""
+        return self.header(H_CATEGORY) or None
+
+    @property
     def source_topic(self) -> str | None:
         return self.header(H_SOURCE_TOPIC) or None
 
@@ -184,6 +190,7 @@ class DeadLetter:
             "offset": self.offset,
             "time": self.time.isoformat(),
             "service": self.header(H_SERVICE),
+            "category": self.category,
             "code": self.code,
             "reason": self.reason,
             "exception": self.header(H_EXC_TYPE) or None,
@@ -224,13 +231,16 @@ class Selection:
     """Which dead letters a command acts on; every given criterion must hold.
 
     ``reasons``: case-insensitive substrings of ``x-dlq-reason`` (any one); ``codes``: exact
-    ``x-dlq-code`` values (any one); ``since``/``until``: dead-letter time, ``until`` exclusive;
+    ``x-dlq-code`` values (any one); ``categories``: exact ``x-dlq-category`` values
+    (:class:`~textpulse.contracts.dead_letters.DeadLetterReason`, any one; a dead letter without
+    the header matches none); ``since``/``until``: dead-letter time, ``until`` exclusive;
     ``from_offset``/``to_offset``: inclusive; ``partitions``: DLQ partitions;
     ``source_topics``: ``x-dlq-source-topic``.
     """
 
     reasons: tuple[str, ...] = ()
     codes: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
     from_offset: int | None = None
@@ -246,6 +256,7 @@ class Selection:
             self.to_offset is None or letter.offset <= self.to_offset,
             not self.reasons or any(r.lower() in letter.reason.lower() for r in self.reasons),
             not self.codes or letter.code in self.codes,
+            not self.categories or letter.category in self.categories,
             not self.source_topics or letter.source_topic in self.source_topics,
             self.since is None or when >= self.since,
             self.until is None or when < self.until,

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from textpulse.contracts.dead_letters import DeadLetterReason
 from textpulse.contracts.errors import ErrorCode, FieldError
 
 from .dlq import H_ORIGINAL_SHA256, H_REASON, H_TIME, H_TRUNCATED, dlq_headers, fit_to_limit
@@ -49,11 +50,16 @@ def letter(
     extra: dict[str, str] | None = None,
     value: bytes = b'{"id": "e1", "text": "hi"}',
     when: datetime = NOW,
+    category: DeadLetterReason | None = DeadLetterReason.RETRIES_EXHAUSTED,
 ) -> DeadLetter:
     """A dead letter as :class:`DeadLetters` writes it (through :func:`dlq_headers`)."""
     errors = [FieldError(code, "", "x")] if code else []
     headers = dlq_headers(
-        Rec(offset=source_offset, headers=original, value=value), service="route", reason=reason, errors=errors
+        Rec(offset=source_offset, headers=original, value=value),
+        service="route",
+        reason=reason,
+        errors=errors,
+        category=category,
     )
     headers[H_TIME] = when.isoformat()
     headers.update(extra or {})
@@ -65,6 +71,8 @@ def test_dead_letter_decodes_the_dlq_headers() -> None:
     d = letter(3)
     assert d.reason.startswith("retries exhausted")
     assert d.code == "retries_exhausted"
+    assert d.category == "retries_exhausted"
+    assert letter(category=None).category is None  # written before x-dlq-category existed
     assert d.source_topic == "text.in"
     assert d.source == "text.in:2:7"
     assert d.coordinates == "dlq.route:0:3"
@@ -75,6 +83,7 @@ def test_dead_letter_decodes_the_dlq_headers() -> None:
     line = d.summary()
     assert orjson.loads(orjson.dumps(line))["source"] == "text.in:2:7"
     assert line["service"] == "route"
+    assert line["category"] == "retries_exhausted"
 
 
 def test_event_id_of_derived_events_and_garbage() -> None:
@@ -115,6 +124,10 @@ def test_parse_time() -> None:
         (Selection(reasons=("RETRIES",)), [0, 1]),
         (Selection(reasons=("timeout", "schema")), [0, 2]),
         (Selection(codes=("unknown_field",)), [2]),
+        (Selection(categories=("invalid_record",)), [2]),
+        (Selection(categories=("retries_exhausted", "model_rejected")), [0, 1, 3]),
+        (Selection(categories=("store_rejected",)), []),
+        (Selection(categories=("retries_exhausted",), from_offset=1), [1]),
         (Selection(from_offset=1, to_offset=2), [1, 2]),
         (Selection(since=NOW - timedelta(hours=1)), [2, 3]),
         (Selection(until=NOW - timedelta(hours=1)), [0, 1]),
@@ -127,8 +140,14 @@ def test_selection(selection: Selection, expected: list[int]) -> None:
     letters = [
         letter(0, reason="retries exhausted: TimeoutError()", when=NOW - timedelta(hours=3)),
         letter(1, reason="retries exhausted: ValueError()", when=NOW - timedelta(hours=2)),
-        letter(2, reason="schema: unknown field", code=ErrorCode.UNKNOWN_FIELD, when=NOW - timedelta(minutes=30)),
-        letter(3, reason="model rejected", code=None, when=NOW),
+        letter(
+            2,
+            reason="schema: unknown field",
+            code=ErrorCode.UNKNOWN_FIELD,
+            when=NOW - timedelta(minutes=30),
+            category=DeadLetterReason.INVALID_RECORD,
+        ),
+        letter(3, reason="model rejected", code=None, when=NOW, category=DeadLetterReason.MODEL_REJECTED),
     ]
     assert [d.offset for d in letters if selection.matches(d)] == expected
 
@@ -221,3 +240,17 @@ def test_restore_a_truncated_copy_from_its_original() -> None:
     assert decide([full])[0].send
     # Another record at those coordinates (the topic was re-created): not restored.
     assert restore(d, Rec(value=b"other")) is None
+
+
+def test_cli_category_filter_takes_the_dead_letter_vocabulary() -> None:
+    from typer.testing import CliRunner
+
+    from textpulse.cli import _selection
+    from textpulse.cli import app as cli_app
+
+    chosen = _selection(None, None, [DeadLetterReason.INVALID_RECORD], None, None, None, None, None, None)
+    assert chosen == Selection(categories=("invalid_record",))
+    # Refused before anything connects: only DeadLetterReason values are categories.
+    result = CliRunner().invoke(cli_app, ["dlq", "redrive", "route", "--category", "bogus", "--dry-run"])
+    assert result.exit_code == 2
+    assert "invalid_record" in result.output

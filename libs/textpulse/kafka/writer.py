@@ -12,7 +12,9 @@ A caller answers its client, or commits its input offsets, only after
   per-record cost of FastStream's ``publish`` and of aiokafka's ``send``,
   which was most of the Kafka edge's CPU in ``make bench``;
 - without a connected aiokafka producer (e.g. under ``TestKafkaBroker``)
-  each record goes through the broker's ``publish``.
+  each record goes through the broker's ``publish``. FastStream does not
+  expose its producer publicly: if an upgrade moves it, the fallback is loud
+  (a WARNING once, and :func:`check_fast_path` fails start-up), never silent.
 
 Inside an exactly-once transaction (:mod:`.transactions`) the fast path runs on
 the transaction's producer instead, so the records commit or abort with the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +37,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from textpulse.observability import tracing
 
 from .transactions import active_producer
+
+log = logging.getLogger(__name__)
 
 
 class WriteError(Exception):
@@ -64,11 +69,83 @@ PublishFn = Callable[..., Awaitable[Any]]
 ProducerGetter = Callable[[], AIOKafkaProducer | None]
 
 
-def faststream_producer(broker: Any) -> AIOKafkaProducer | None:
-    """The aiokafka producer a connected FastStream ``KafkaBroker`` writes with (None when fake)."""
-    state = getattr(getattr(broker.config, "producer", None), "_producer", None)
-    producer = getattr(state, "producer", None)
+#: Where the fast path finds FastStream's aiokafka producer: not public API, pinned by
+#: tests/unit/test_package_boundaries.py (it fails when a FastStream upgrade moves it).
+PRODUCER_PATH = "broker.config.producer._producer.producer"
+
+
+class FastPathUnavailable(RuntimeError):
+    """A connected FastStream broker whose aiokafka producer is no longer where :data:`PRODUCER_PATH` says."""
+
+
+_warned_slow_path = False
+
+
+def _producer_wrapper(broker: Any) -> Any:
+    return getattr(getattr(broker, "config", None), "producer", None)
+
+
+def _under_test(wrapper: Any) -> bool:
+    """``TestKafkaBroker``'s in-memory producer: the slow path is the expected one there."""
+    from faststream.kafka.testing import FakeProducer
+
+    return isinstance(wrapper, FakeProducer)
+
+
+def _find_producer(wrapper: Any) -> AIOKafkaProducer | None:
+    state = getattr(wrapper, "_producer", None)
+    try:
+        producer = getattr(state, "producer", None)
+    except Exception:  # noqa: BLE001 - FastStream's "not connected" state raises on access
+        return None
     return producer if isinstance(producer, AIOKafkaProducer) else None
+
+
+def _moved(broker: Any) -> bool:
+    """Connected to a real broker, yet no aiokafka producer at :data:`PRODUCER_PATH`."""
+    wrapper = _producer_wrapper(broker)
+    if _under_test(wrapper) or (wrapper is not None and not wrapper):  # fake, or not connected yet
+        return False
+    return _find_producer(wrapper) is None
+
+
+def faststream_producer(broker: Any) -> AIOKafkaProducer | None:
+    """The aiokafka producer a connected FastStream ``KafkaBroker`` writes with (None when fake).
+
+    None sends :class:`RecordWriter` down the slow path (one ``publish`` per record): expected
+    under ``TestKafkaBroker`` and before the broker connects. A connected broker without the
+    producer at :data:`PRODUCER_PATH` (FastStream moved it) is never silent: a WARNING, once per
+    process, and :func:`check_fast_path` refuses to start.
+    """
+    global _warned_slow_path  # noqa: PLW0603 - one warning per process, not one per write
+    producer = _find_producer(_producer_wrapper(broker))
+    if producer is None and not _warned_slow_path and _moved(broker):
+        _warned_slow_path = True
+        log.warning(
+            "FastStream's aiokafka producer is not at %s: every write takes the slow path (one publish per "
+            "record, several times the CPU). FastStream's internals moved: update kafka/writer.py",
+            PRODUCER_PATH,
+            extra={"faststream_producer": type(_producer_wrapper(broker)).__name__},
+        )
+    return producer
+
+
+def check_fast_path(broker: Any) -> None:
+    """At start-up, once the broker is connected: raise :class:`FastPathUnavailable` if the fast path is gone.
+
+    An explicit error, not a metric: a moved producer is a build defect (a FastStream version the
+    pin test did not pass), fixed for the whole life of the process, not an operational state. Refusing
+    to start stops a rolling upgrade at its first pod while the old ones keep serving; a metric would
+    need its own alert before anyone noticed the CPU cost. No-op under ``TestKafkaBroker``.
+    """
+    if _moved(broker):
+        msg = (
+            f"FastStream's aiokafka producer is not at {PRODUCER_PATH} (its wrapper is "
+            f"{type(_producer_wrapper(broker)).__name__}): the batched write path cannot run. "
+            "FastStream's internals moved; update textpulse/kafka/writer.py (the pin test in "
+            "tests/unit/test_package_boundaries.py shows where)"
+        )
+        raise FastPathUnavailable(msg)
 
 
 class RecordWriter:

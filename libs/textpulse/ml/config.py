@@ -6,12 +6,13 @@ Task presets name the data files and the label vocabulary, so
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+from textpulse.settings import load_yaml_model
 
 Kind = Literal["sequence", "token"]
 
@@ -227,16 +228,19 @@ class TrainConfig(BaseModel):
         return self.head_lr if self.head_lr is not None else self.lr * 10
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file into a dict (fields of :class:`TrainConfig`)."""
-    text = path.read_text("utf-8")
-    if path.suffix in {".yaml", ".yml"}:
-        import yaml
+class ConfigFileError(ValueError):
+    """A training config file that cannot be read or is not a mapping of fields (one clear line)."""
 
-        data = yaml.safe_load(text) or {}
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        msg = f"{path}: expected a mapping of config fields"
-        raise TypeError(msg)
-    return data
+
+# The file holds a partial TrainConfig/PretrainConfig (flags and presets fill the rest), so the
+# shared loader checks only that it is a mapping; the full model validates after the merge.
+_ConfigFields = RootModel[dict[str, Any]]
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (fields of :class:`TrainConfig`).
+
+    Raises :class:`ConfigFileError` naming the file and the problem (unreadable, invalid
+    YAML/JSON, not a mapping), through the services' shared loader.
+    """
+    return load_yaml_model(path, _ConfigFields, what="training config", error=ConfigFileError).root

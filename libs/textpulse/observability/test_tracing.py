@@ -102,6 +102,62 @@ def test_each_event_keeps_its_trace_through_a_batch(spans: InMemorySpanExporter)
     assert sent[1].headers["traceparent"].split("-")[1] == format(batch.context.trace_id, "032x")
 
 
+def test_outside_records_get_a_trace_per_event_linked_with_the_batch(spans: InMemorySpanExporter) -> None:
+    """text.in from an outside client: no traceparent, no event-id header; ingest names the events."""
+    records = [Rec(b"{}", topic="text.in", offset=i) for i in range(3)]
+    with tracing.consume("ingest", records):
+        # ingest writes the validated events (event-id headers it assigned); two in one write, one later.
+        first = [OutRecord(b"{}", None, {"event-id": "a"}), OutRecord(b"{}", None, {"event-id": "b"})]
+        with tracing.publish("text.raw", first) as written:
+            sent = list(written)
+        with tracing.publish("text.raw", [OutRecord(b"{}", None, {"event-id": "c"})]) as written:
+            sent += list(written)
+        # A second output of an event already seen continues its trace; none beyond the records consumed.
+        more = [OutRecord(b"{}", None, {"event-id": "a"}), OutRecord(b"{}", None, {"event-id": "extra"})]
+        with tracing.publish("text.raw", more) as written:
+            sent += list(written)
+    assert tracing.force_flush()
+    finished: list[Any] = list(spans.get_finished_spans())
+    (batch,) = [s for s in finished if s.name == "consume text.in"]
+    hops = {s.attributes["textpulse.event_id"]: s for s in finished if s.name == "process text.in"}
+    assert set(hops) == {"a", "b", "c"}
+    trace_ids = {hop.context.trace_id for hop in hops.values()}
+    assert len(trace_ids) == 3  # a trace per event
+    assert batch.context.trace_id not in trace_ids  # not the batch's
+    for hop in hops.values():
+        assert hop.parent is None  # the root of the event's trace
+        assert hop.kind is SpanKind.CONSUMER
+        assert [link.context.span_id for link in hop.links] == [batch.context.span_id]
+        assert hop.start_time == batch.start_time  # timed like a process span started with the batch
+        assert hop.end_time <= batch.end_time
+    # Linked from the batch span too, with the event id.
+    assert {(link.context.span_id, link.attributes["textpulse.event_id"]) for link in batch.links} == {
+        (hop.context.span_id, event_id) for event_id, hop in hops.items()
+    }
+
+    def parent(rec: OutRecord) -> tuple[str, str]:
+        _, trace_id, span_id, _ = rec.headers["traceparent"].split("-")
+        return trace_id, span_id
+
+    for rec in sent[:4]:
+        hop = hops[rec.headers["event-id"]]
+        assert parent(rec) == (format(hop.context.trace_id, "032x"), format(hop.context.span_id, "016x"))
+    # More events than records without an event id: the surplus stays in the batch's trace.
+    assert parent(sent[4])[0] == format(batch.context.trace_id, "032x")
+
+
+def test_named_records_start_no_trace_for_other_outputs(spans: InMemorySpanExporter) -> None:
+    """A batch whose records all name their event (text.raw onwards): an output of another id stays in the batch."""
+    outs = [OutRecord(b"{}", None, {"event-id": "alert-7"})]
+    with tracing.consume("alert", [traced("e1")]), tracing.publish("alerts.financial", outs) as written:
+        (sent,) = list(written)
+    tracing.force_flush()
+    names = sorted(s.name for s in spans.get_finished_spans())
+    assert names == ["consume text.raw", "process text.raw", "send alerts.financial"]
+    (batch,) = [s for s in spans.get_finished_spans() if s.name == "consume text.raw"]
+    assert sent.headers["traceparent"].split("-")[1] == format(batch.context.trace_id, "032x")
+
+
 def test_failed_batch_marks_its_events(spans: InMemorySpanExporter) -> None:
     with pytest.raises(RuntimeError), tracing.consume("classify", [traced("e1")]):
         raise RuntimeError("boom")

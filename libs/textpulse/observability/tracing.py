@@ -14,7 +14,11 @@ What a traced service records (the hooks sit in the shared kit, not in the servi
   (its ``traceparent`` header), and for each record that names its event (``event-id``) a
   ``process <topic>`` span *in that event's trace*, linked back to the batch span. The event
   keeps one trace from ingest to ``text.enriched`` and ``support.routed``, while the batch's
-  work (decode, inference, writes) is timed once, in the batch trace.
+  work (decode, inference, writes) is timed once, in the batch trace. A record with no
+  ``event-id`` header (``text.in`` from an outside client: its event id is known only once
+  ingest validated it) gets its ``process`` span when the event's first output is written
+  (:func:`publish`): a trace of its own per event, linked to and from the batch span, not
+  the batch's trace shared by every event of the batch.
 - **Infer** (:func:`span`, around ``until_available``): one ``infer`` span per batch.
 - **Produce** (:func:`publish`, in ``RecordWriter.write``): a ``send <topic>`` span per write;
   each record gets the ``traceparent`` of its event's ``process`` span (matched by the
@@ -86,8 +90,24 @@ class _State:
 
 
 _STATE = _State()
-#: event id -> its ``process`` span, for the batch being consumed in this task.
-_HOPS: ContextVar[dict[str, trace.Span] | None] = ContextVar("textpulse_trace_hops", default=None)
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """The batch being consumed in this task: its span and its events' ``process`` spans."""
+
+    span: trace.Span
+    topic: str
+    #: Attributes of a ``process`` span (topic, system).
+    common: dict[str, str]
+    #: event id -> its ``process`` span.
+    hops: dict[str, trace.Span]
+    #: Records without an ``event-id`` header not yet matched to an event: each may become one
+    #: event (ingest's ``text.in``), whose span :func:`publish` starts on its first output.
+    unnamed: int
+
+
+_BATCH: ContextVar[_Batch | None] = ContextVar("textpulse_trace_batch", default=None)
 #: The event the current task works on (one HTTP event, a batch of one), for the log lines.
 _EVENT_ID: ContextVar[str | None] = ContextVar("textpulse_event_id", default=None)
 
@@ -225,8 +245,12 @@ def consume(service: str, records: Sequence[Any]) -> Iterator[None]:
     ) as batch:
         back = [Link(batch.get_span_context())]
         hops: dict[str, trace.Span] = {}
+        unnamed = 0
         for rec, event_id, ctx in parents:
-            if not event_id or event_id in hops:
+            if not event_id:
+                unnamed += 1
+                continue
+            if event_id in hops:
                 continue
             hops[event_id] = tracer.start_span(
                 f"process {topic}",
@@ -241,17 +265,18 @@ def consume(service: str, records: Sequence[Any]) -> Iterator[None]:
                     EVENT_ID_ATTR: event_id,
                 },
             )
-        hops_token = _HOPS.set(hops)
+        batch_token = _BATCH.set(_Batch(batch, topic, common, hops, unnamed))
         event_token = _EVENT_ID.set(next(iter(hops)) if len(hops) == 1 else None)
         try:
             yield
         except BaseException as exc:
+            # Spans started by publish() for unnamed records are in ``hops`` too.
             for hop in hops.values():
                 hop.set_status(Status(StatusCode.ERROR, f"batch failed: {type(exc).__name__}"))
             raise
         finally:
             _EVENT_ID.reset(event_token)
-            _HOPS.reset(hops_token)
+            _BATCH.reset(batch_token)
             for hop in hops.values():
                 hop.end()
 
@@ -289,16 +314,39 @@ def _publish(tracer: trace.Tracer, topic: str, records: Sequence[OutRecord]) -> 
         "messaging.batch.message_count": len(records),
     }
     with tracer.start_as_current_span(f"send {topic}", kind=SpanKind.PRODUCER, attributes=attrs):
-        hops = _HOPS.get() or {}
+        batch = _BATCH.get()
         current = otel_context.get_current()
         out = []
         for rec in records:
-            hop = hops.get(rec.headers.get(EVENT_ID_HEADER, ""))
+            event_id = rec.headers.get(EVENT_ID_HEADER, "")
+            hop = batch.hops.get(event_id) if batch is not None else None
+            if hop is None and event_id and batch is not None and batch.unnamed > 0:
+                hop = _own_trace(tracer, batch, event_id)
             ctx = trace.set_span_in_context(hop) if hop is not None else current
             headers = {k: v for k, v in rec.headers.items() if k not in _TRACE_HEADERS}
             propagate.inject(headers, context=ctx)
             out.append(dataclasses.replace(rec, headers=headers))
         yield out
+
+
+def _own_trace(tracer: trace.Tracer, batch: _Batch, event_id: str) -> trace.Span:
+    """The ``process`` span of an event whose consumed record named none: the root of the event's own trace.
+
+    Timed from the batch's start (ended with the batch, like the others), linked back to the batch
+    span, which links to it in turn: an outside client's events do not share one batch trace.
+    """
+    batch.unnamed -= 1
+    hop = tracer.start_span(
+        f"process {batch.topic}",
+        context=otel_context.Context(),
+        kind=SpanKind.CONSUMER,
+        links=[Link(batch.span.get_span_context())],
+        attributes={**batch.common, "messaging.operation.type": "process", EVENT_ID_ATTR: event_id},
+        start_time=getattr(batch.span, "start_time", None),
+    )
+    batch.span.add_link(hop.get_span_context(), {EVENT_ID_ATTR: event_id})
+    batch.hops[event_id] = hop
+    return hop
 
 
 def publish(topic: str, records: Sequence[OutRecord]) -> AbstractContextManager[Sequence[OutRecord]]:
