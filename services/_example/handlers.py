@@ -7,16 +7,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from faststream import Context
-from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
-from textpulse.contracts import TextEvent, encode
-from textpulse.contracts.dead_letters import DeadLetterReason
+from textpulse.contracts import DeadLetterReason, TextEvent, encode
 from textpulse.contracts.errors import reason, validation_errors
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_subscriber
-from textpulse.kafka.transactions import BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.kit import Kit
 
 from .settings import ExampleSettings
 
@@ -30,12 +27,11 @@ def keep(event: TextEvent, channels: frozenset[str]) -> bool:
 
 @dataclass
 class Deps:
-    """Built in the app's lifespan and put into FastStream's context as ``deps``."""
+    """Built by the app's ``resources`` and put into FastStream's context as ``deps``."""
 
     settings: ExampleSettings
     out: RecordWriter
     dead_letters: DeadLetters
-    runner: BatchRunner
 
 
 async def handle(records: Sequence[Any], deps: Deps) -> None:
@@ -53,12 +49,8 @@ async def handle(records: Sequence[Any], deps: Deps) -> None:
     await deps.out.write(out)
 
 
-def register(broker: KafkaBroker, settings: ExampleSettings) -> None:
-    description = "Validated events; those of the configured channels are kept."
-
-    @batch_subscriber(
-        broker, settings.topic_in, settings=settings, service=SERVICE, title="example.in", description=description
-    )
+def subscribe(kit: Kit[ExampleSettings, Any]) -> None:
+    @kit.subscriber(kit.settings.topic_in, title="example.in", description="Events; the configured channels are kept.")
     async def on_batch(msg: KafkaMessage, deps: Annotated[Deps, Context("deps")]) -> None:
-        # guard: a record failing every try ends in the DLQ; runner: settings.delivery (exactly-once or not)
-        await deps.runner.process(msg, lambda records: deps.dead_letters.guard(records, lambda r: handle(r, deps)))
+        # kit.run_batch: settings.delivery (exactly-once or not); a record failing every try ends in the DLQ
+        await kit.run_batch(msg, lambda records: handle(records, deps))

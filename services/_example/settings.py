@@ -19,5 +19,6 @@ class ExampleSettings(ServiceSettings):
     topic_in: str = Field(TEXT_RAW.name, description="Validated events.")
     topic_out: str = Field("example.kept", description="The kept events (a real service declares its topic).")
     topic_dlq: str = Field(dlq("example").name, description="Records that are not TextEvents.")
+    publish_timeout_s: float = Field(10.0, gt=0, description="Wait for broker acks of the outputs.")
     kafka_batch_records: int = Field(500, ge=1, description="Most records per consumed batch.")
     kafka_batch_timeout_ms: int = Field(100, ge=1, description="Wait to fill a batch.")

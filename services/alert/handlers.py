@@ -13,15 +13,13 @@ committed changelog.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 from aiokafka import ConsumerRebalanceListener
-from faststream.kafka import KafkaBroker
+from faststream import Context
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.alerts import FinancialAlert
-from textpulse.kafka.broker import batch_subscriber
-from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
+from textpulse.kit import Kit
 
 from .engine import KeyState
 from .processor import Processor
@@ -30,54 +28,40 @@ from .settings import AlertSettings
 SERVICE = "alert"
 
 
-def register(
-    broker: KafkaBroker,
-    settings: AlertSettings,
-    processor: Processor,
-    runner: BatchRunner | None = None,
-    listener: ConsumerRebalanceListener | None = None,
-) -> None:
-    """Subscribe ``entity.mentions`` (and ``text.enriched``) on ``broker``; ``runner`` applies ``settings.delivery``.
+def topics(settings: AlertSettings) -> list[str]:
+    """The input topics (``text.enriched`` unless ``consume_enriched`` is off); their lag is measured."""
+    return [settings.topic_mentions] + ([settings.topic_enriched] if settings.consume_enriched else [])
 
-    ``listener`` hears the group's revocations and assignments (None for in-memory brokers).
+
+def subscribe(kit: Kit[AlertSettings, Any], listener: ConsumerRebalanceListener | None) -> None:
+    """Subscribe the input topics and declare the outputs; ``listener`` hears the group's rebalances
+    (None for in-memory brokers). The processor comes from FastStream's context (the app's ``resources``).
     """
-    run = runner or AtLeastOnce()
-    topics = [settings.topic_mentions]
-    if settings.consume_enriched:
-        topics.append(settings.topic_enriched)
+    s = kit.settings
 
-    @batch_subscriber(
-        broker,
-        *topics,
-        settings=settings,
-        service=SERVICE,
+    @kit.subscriber(
+        *topics(s),
         title="alert.inputs",
         description="Entity mentions (entity windows) and enriched events (topic windows, evidence texts).",
         listener=listener,
     )
-    async def on_records(msg: KafkaMessage) -> None:
+    async def on_records(msg: KafkaMessage, processor: Annotated[Processor, Context("deps")]) -> None:
         # The timer evaluation asks it which assigned partitions are empty (processor.tick).
         processor.consumer = getattr(msg, "consumer", None)
-        await run.process(msg, guarded)
-
-    async def guarded(records: Sequence[Any]) -> None:
         # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
-        assert processor.outputs is not None, "outputs are set in the lifespan"
-        await processor.outputs.dead_letters.guard(records, processor.handle)
+        await kit.run_batch(msg, processor.handle)
 
-
-def declare_outputs(broker: KafkaBroker, settings: AlertSettings) -> None:
-    """Declare the output topics for the generated AsyncAPI document (writes go through RecordWriter)."""
-    broker.publisher(
-        settings.topic_out,
+    # Declared for the generated AsyncAPI document (writes go through RecordWriter).
+    kit.broker.publisher(
+        s.topic_out,
         title="alert.alerts_financial",
         description="One record per notification (firing, re-notified, resolved); key: alert key.",
         schema=FinancialAlert,
     )
-    broker.publisher(
-        settings.topic_state,
+    kit.broker.publisher(
+        s.topic_state,
         title="alert.state",
         description="Compacted changelog of the per-key alert state (private to alert; versioned by its 'v').",
         schema=KeyState,
     )
-    broker.publisher(settings.topic_dlq, title="alert.dlq", description="Unreadable input records.")
+    kit.broker.publisher(s.topic_dlq, title="alert.dlq", description="Unreadable input records.")

@@ -1,52 +1,79 @@
-"""Wiring of the classify service: a FastStream Kafka consumer with ops endpoints.
+"""Wiring of the classify service on the service kit (:mod:`textpulse.kit`).
 
 Run: ``python -m services.classify.app`` (uvicorn on ``TEXTPULSE_CLASSIFY_HTTP_PORT``,
 default 8081: ``/health``, ``/ready``, ``/metrics``). The inference backend is
-Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process. Clients are
-built in the lifespan; tests pass their own broker and backend to
-:func:`create_app`.
+Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process; it is opened in
+``resources`` (models checked before the consumer joins its group). Tests pass
+their own broker and backend to :func:`create_app`.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeAlias
 
 from faststream.kafka import KafkaBroker
-from textpulse.contracts.services import consumer_group
+from textpulse import kit
 from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.settings import make_backend
-from textpulse.kafka import DeadLetters, make_broker
-from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import batch_runner, settings_or_exit
-from textpulse.kafka.writer import RecordWriter, faststream_producer
-from textpulse.observability import configure_logging
-from textpulse.observability.http import OpsAsgiFastStream, ops_routes, serve
-from textpulse.observability.lag import LagMonitor
 
 from . import handlers
 from .core import Classifier
 from .settings import ClassifySettings
 
-log = logging.getLogger(__name__)
+Kit: TypeAlias = kit.Kit[ClassifySettings, InferenceMetrics]
 
 
-@dataclass
-class AppState:
-    """What the readiness probe, tests and the AsyncAPI generator read off the app."""
+def resources(backend: InferenceBackend | None) -> Callable[[Kit], AbstractAsyncContextManager[handlers.Deps]]:
+    """The backend (``backend``, else from the settings) checked against the configured heads."""
 
-    broker: KafkaBroker
-    metrics: InferenceMetrics
-    backend: InferenceBackend | None = None
+    @asynccontextmanager
+    async def opened(k: Kit) -> AsyncIterator[handlers.Deps]:
+        s, m = k.settings, k.metrics
+        inference = backend or make_backend(s.inference, observe=m.observe, on_error=m.error)
+        m.watch(inference)
+        m.drift_window, m.drift_min_samples = s.inference.drift_window, s.inference.drift_min_samples
+        classifier = Classifier(inference, s.routes(), s.top_k_scores)
+        try:
+            # ModelMismatch (one line) when a configured head is missing or its labels differ
+            await inference.start(classifier.needed_models(), classifier.head_specs())
+            classifier.check_labels()
+            k.state.backend = inference
+            yield handlers.Deps(classifier, k.writer(s.topic_out), k.dead_letters, m, s, k.recent_ids())
+        finally:
+            await inference.close()
+
+    return opened
 
 
-class ClassifyApp(OpsAsgiFastStream):
-    """The ASGI app plus its :class:`AppState`."""
+async def ready(k: Kit) -> bool:
+    inference: InferenceBackend | None = getattr(k.state, "backend", None)
+    return inference is not None and await inference.ready()
 
-    state: AppState
+
+def started(k: Kit) -> Mapping[str, Any]:
+    classifier: Classifier = k.deps.classifier
+    inference = classifier.backend
+    heads = {
+        f"{channel}.{task}": f"{spec}@{inference.info(spec.model).version}"
+        for channel, tasks in classifier.routes.items()
+        for task, spec in tasks.items()
+    }
+    return {"backend": inference.name, "heads": heads}
+
+
+def service(backend: InferenceBackend | None = None) -> kit.Service[ClassifySettings, InferenceMetrics]:
+    return kit.Service(
+        name=handlers.SERVICE,
+        settings=ClassifySettings,
+        metrics=lambda: InferenceMetrics(handlers.SERVICE),
+        subscribe=handlers.subscribe,
+        resources=resources(backend),
+        ready=ready,
+        started=started,
+    )
 
 
 def create_app(
@@ -55,92 +82,13 @@ def create_app(
     broker: KafkaBroker | None = None,
     backend: InferenceBackend | None = None,
     real_kafka: bool = True,
-) -> ClassifyApp:
-    """Build the classify app. ``real_kafka=False`` skips the lag probe (in-memory tests)."""
-    settings = settings or ClassifySettings()
-    metrics = InferenceMetrics(handlers.SERVICE)
-    broker = broker or make_broker(settings.kafka, service=handlers.SERVICE, metrics=metrics)
-    deps_ref: dict[str, handlers.Deps] = {}
-    group_id = consumer_group(handlers.SERVICE, settings.group_id)
-    runner = batch_runner(settings, service=handlers.SERVICE, group_id=group_id)
-    handlers.register(broker, settings, deps_ref, runner)
-    state = AppState(broker=broker, metrics=metrics)
-
-    @asynccontextmanager
-    async def lifespan() -> AsyncIterator[None]:
-        inference = backend or make_backend(settings.inference, observe=metrics.observe, on_error=metrics.error)
-        metrics.watch(inference)
-        metrics.drift_window = settings.inference.drift_window
-        metrics.drift_min_samples = settings.inference.drift_min_samples
-        classifier = Classifier(inference, settings.routes(), settings.top_k_scores)
-        # ModelMismatch (one line) when a configured head is missing or its labels differ
-        await inference.start(classifier.needed_models(), classifier.head_specs())
-        classifier.check_labels()
-        state.backend = inference
-        writer = RecordWriter(
-            broker.publish,
-            settings.topic_out,
-            timeout_s=settings.publish_timeout_s,
-            producer=lambda: faststream_producer(broker),
-        )
-        deps_ref["deps"] = handlers.Deps(
-            classifier=classifier,
-            writer=writer,
-            dead_letters=DeadLetters(
-                broker.publish,
-                service=handlers.SERVICE,
-                topic=settings.topic_dlq,
-                kafka=settings.kafka,
-                metrics=metrics,
-            ),
-            metrics=metrics,
-            settings=settings,
-            seen=RecentIds() if runner.delivery == "at_least_once" else None,
-        )
-        lag: LagMonitor | None = None
-        if real_kafka and settings.kafka.flavor == "apache":
-            await deps_ref["deps"].dead_letters.start()
-            lag = LagMonitor(settings.kafka, metrics, group_id, [settings.topic_in], settings.lag_refresh_s)
-            lag.start()
-        log.info(
-            "classify started",
-            extra={
-                "backend": inference.name,
-                "heads": {
-                    f"{channel}.{task}": f"{spec}@{inference.info(spec.model).version}"
-                    for channel, tasks in classifier.routes.items()
-                    for task, spec in tasks.items()
-                },
-                "delivery": runner.delivery,
-            },
-        )
-        try:
-            yield
-        finally:
-            if lag:
-                await lag.stop()
-            await runner.close()
-            await inference.close()
-
-    async def ready() -> bool:
-        inference = state.backend
-        return inference is not None and await inference.ready() and await broker.ping(timeout=2.0)
-
-    app = ClassifyApp(
-        broker,
-        asgi_routes=ops_routes(metrics, ready),  # type: ignore[arg-type]  # dict vs MutableMapping scope
-        lifespan=lifespan,
-        logger=logging.getLogger("textpulse.classify.app"),
-    )
-    app.state = state
-    return app
+) -> Any:
+    """The classify app; ``real_kafka=False`` skips the DLQ limit read and the lag probe (in-memory tests)."""
+    return kit.build(service(backend), settings, broker=broker, real_kafka=real_kafka)
 
 
 def main() -> None:
-    """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = settings_or_exit(ClassifySettings, handlers.SERVICE)
-    configure_logging(handlers.SERVICE, settings.log_level, json=settings.log_json)
-    serve(create_app(settings), settings)
+    kit.main(service(), create_app)
 
 
 if __name__ == "__main__":

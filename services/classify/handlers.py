@@ -21,9 +21,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from faststream.kafka import KafkaBroker
+from faststream import Context
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import ClassifiedEvent, DeadLetterReason, TextEvent, encode
 from textpulse.inference import BackendUnavailable
@@ -31,10 +31,9 @@ from textpulse.inference.consume import decode_batch, guard_counting_failures, r
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_subscriber
 from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.kit import Kit
 
 from .core import Classifier
 from .settings import ClassifySettings
@@ -137,32 +136,22 @@ async def guarded(records: Sequence[Any], deps: Deps) -> None:
     )
 
 
-def register(
-    broker: KafkaBroker, settings: ClassifySettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
-) -> None:
-    """Subscribe on ``text.raw``; ``deps_ref['deps']`` is filled in the lifespan.
+def subscribe(kit: Kit[ClassifySettings, InferenceMetrics]) -> None:
+    """Subscribe on ``text.raw`` (the kit's delivery runner applies ``settings.delivery``)."""
+    settings = kit.settings
 
-    ``runner`` applies ``settings.delivery`` (default: at-least-once).
-    """
-    run = runner or AtLeastOnce()
-
-    @batch_subscriber(
-        broker,
-        settings.topic_in,
-        settings=settings,
-        service=SERVICE,
-        title="classify.text_raw",
-        description="Validated events; one poll is one inference batch.",
+    @kit.subscriber(
+        settings.topic_in, title="classify.text_raw", description="Validated events; one poll is one inference batch."
     )
-    async def on_text_raw(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: guarded(records, deps_ref["deps"]))
+    async def on_text_raw(msg: KafkaMessage, deps: Annotated[Deps, Context("deps")]) -> None:
+        await kit.runner.process(msg, lambda records: guarded(records, deps))
 
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_out,
         title="classify.text_classified",
         description="Events with sentiment / topic / intent; key: same as text.raw.",
         schema=ClassifiedEvent,
     )
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_dlq, title="classify.dlq", description="Poison records: original bytes, reason in x-dlq-*."
     )

@@ -1,32 +1,22 @@
-"""Wiring of the index service: FastAPI (search API, OpenAPI) + FastStream Kafka subscribers.
+"""Wiring of the index service on the service kit (:mod:`textpulse.kit`): search API + Kafka subscribers.
 
-Run: ``python -m services.index.app`` (port 8085). The Elasticsearch client and
-the broker are created in the lifespan and kept on ``app.state``; tests pass
-their own to :func:`create_app`. At start-up the service waits for
-Elasticsearch, installs its index templates, then starts consuming; the
-retention job runs in the background.
+Run: ``python -m services.index.app`` (port 8085). At start-up the service waits for
+Elasticsearch and installs its index templates (``resources``), then starts consuming;
+the retention job runs in the background. Tests pass their own broker and client.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeAlias
 
-import textpulse
 from elasticsearch import AsyncElasticsearch
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
-from starlette.routing import Route
-from textpulse.kafka import DeadLetters, make_broker
-from textpulse.kafka.broker import start_with_retry
-from textpulse.kafka.transactions import settings_or_exit
-from textpulse.observability import HttpMetricsMiddleware, configure_logging
-from textpulse.observability.apikey import ApiSecuritySettings, install_api_guard
-from textpulse.observability.http import install_problem_handlers, ops_routes, serve
-from textpulse.observability.lag import LagMonitor
+from textpulse import kit
+from textpulse.observability.apikey import ApiSecuritySettings
 
 from . import api, handlers
 from .bulk import BulkWriter
@@ -37,7 +27,83 @@ from .pii import install_log_redaction
 from .settings import IndexSettings
 from .store import install_templates, make_client, retention_loop, wait_for_es
 
-log = logging.getLogger(__name__)
+Kit: TypeAlias = kit.Kit[IndexSettings, IndexMetrics]
+
+API = kit.Api(
+    title="textpulse index",
+    description=(
+        "Indexes enriched events (and routes, alerts) into Elasticsearch and serves search over them. "
+        "PII (e-mails, phones, cards, IBANs) is redacted before indexing."
+    ),
+    routers=[api.router],
+)
+
+
+def resources(es: AsyncElasticsearch | None, retention: bool) -> Callable[[Kit], AbstractAsyncContextManager[Indexer]]:
+    """Log redaction, the Elasticsearch client (``es``: the caller's, not closed here), templates, the indexer."""
+
+    @asynccontextmanager
+    async def opened(k: Kit) -> AsyncIterator[Indexer]:
+        s, m = k.settings, k.metrics
+        undo_redaction = install_log_redaction() if s.redact_pii else None
+        client = es or make_client(s)
+        k.state.es = client  # the search routes and readiness read it
+        try:
+            await wait_for_es(client, s.es_connect_timeout_s)
+            await install_templates(client, s)
+            writer = BulkWriter(
+                client,
+                chunk_docs=s.bulk_chunk_docs,
+                chunk_bytes=s.bulk_chunk_bytes,
+                initial_s=s.retry_initial_s,
+                max_s=s.retry_max_s,
+                deadline_s=s.retry_deadline_s,
+                on_retry=lambda reason: m.bulk_retries.labels(SERVICE, reason[:40]).inc(),
+            )
+            if retention:
+                k.background("retention", lambda: retention_loop(client, s))
+            yield Indexer(
+                writer=writer,
+                dead_letters=k.dead_letters,
+                metrics=m,
+                options=BuildOptions(prefix=s.index_prefix, redact=s.redact_pii),
+                concurrency=s.bulk_concurrency,
+            )
+        finally:
+            # The kit stops the consumers first: no batch is writing when the client closes.
+            if es is None:
+                await client.close()
+            if undo_redaction:
+                undo_redaction()
+
+    return opened
+
+
+async def ready(k: Kit) -> bool:
+    client: AsyncElasticsearch | None = getattr(k.state, "es", None)
+    return client is not None and bool(await client.ping())
+
+
+def started(k: Kit) -> Mapping[str, Any]:
+    s = k.settings
+    return {"topics": list(handlers.topics(s)), "es": s.es_url, "redact": s.redact_pii}
+
+
+def service(
+    es: AsyncElasticsearch | None = None, *, retention: bool = True
+) -> kit.Service[IndexSettings, IndexMetrics]:
+    return kit.Service(
+        name=SERVICE,
+        settings=IndexSettings,
+        metrics=IndexMetrics,
+        subscribe=handlers.subscribe,
+        resources=resources(es, retention),
+        ready=ready,
+        # The kit's group is the events family's (handlers.group_for): its lag is the one measured.
+        lag_topics=lambda s: [s.topic_enriched],
+        started=started,
+        api=API,
+    )
 
 
 def create_app(
@@ -52,112 +118,31 @@ def create_app(
 ) -> FastAPI:
     """Build the index app; a passed ``es`` client is not closed by the app.
 
-    ``api_security`` (default: ``TEXTPULSE_API_*`` / ``TEXTPULSE_INDEX_API_*``) sets the API keys,
-    the per-client rate limit and the body cap of the search API (``/health``, ``/ready``,
-    ``/metrics`` stay open).
+    ``lag_probe=False`` skips the DLQ size read and the lag probe. ``api_security`` (default:
+    ``TEXTPULSE_API_*`` / ``TEXTPULSE_INDEX_API_*``) sets the API keys, the per-client rate limit
+    and the body cap of the search API (``/health``, ``/ready``, ``/metrics`` stay open).
     """
-    settings = settings or IndexSettings()
-    metrics = IndexMetrics()
-    broker = broker or make_broker(settings.kafka, service=SERVICE, metrics=metrics)
-    deps_ref: dict[str, Indexer] = {}
-    handlers.register(broker, settings, deps_ref)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        undo_redaction = install_log_redaction() if settings.redact_pii else None
-        client = es or make_client(settings)
-        app.state.es, app.state.settings, app.state.metrics = client, settings, metrics
-        background: list[asyncio.Task[None]] = []
-        lag: LagMonitor | None = None
-        try:
-            await wait_for_es(client, settings.es_connect_timeout_s)
-            await install_templates(client, settings)
-            writer = BulkWriter(
-                client,
-                chunk_docs=settings.bulk_chunk_docs,
-                chunk_bytes=settings.bulk_chunk_bytes,
-                initial_s=settings.retry_initial_s,
-                max_s=settings.retry_max_s,
-                deadline_s=settings.retry_deadline_s,
-                on_retry=lambda reason: metrics.bulk_retries.labels(SERVICE, reason[:40]).inc(),
-            )
-            deps_ref["indexer"] = Indexer(
-                writer=writer,
-                dead_letters=DeadLetters(
-                    broker.publish, service=SERVICE, topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
-                ),
-                metrics=metrics,
-                options=BuildOptions(prefix=settings.index_prefix, redact=settings.redact_pii),
-                concurrency=settings.bulk_concurrency,
-            )
-            await start_with_retry(broker, connect_timeout_s)
-            if lag_probe and settings.kafka.flavor == "apache":
-                await deps_ref["indexer"].dead_letters.start()
-                lag = LagMonitor(
-                    settings.kafka,
-                    metrics,
-                    handlers.group_for(settings, "events"),
-                    [settings.topic_enriched],
-                    settings.lag_refresh_s,
-                )
-                lag.start()
-            if retention:
-                background.append(asyncio.create_task(retention_loop(client, settings), name="index-retention"))
-            log.info(
-                "index started",
-                extra={"topics": list(handlers.topics(settings)), "es": settings.es_url, "redact": settings.redact_pii},
-            )
-            yield
-        finally:
-            for task in background:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            if lag:
-                await lag.stop()
-            await broker.stop()
-            if es is None:
-                await client.close()
-            if undo_redaction:
-                undo_redaction()
-
-    app = FastAPI(
-        title="textpulse index",
-        version=textpulse.__version__,
-        description=(
-            "Indexes enriched events (and routes, alerts) into Elasticsearch and serves search over them. "
-            "PII (e-mails, phones, cards, IBANs) is redacted before indexing."
-        ),
-        lifespan=lifespan,
+    app: FastAPI = kit.build(
+        service(es, retention=retention),
+        settings,
+        broker=broker,
+        real_kafka=lag_probe,
+        api_security=api_security,
+        connect_timeout_s=connect_timeout_s,
     )
-    app.include_router(api.router)
-    app.state.broker = broker
-
-    async def ready() -> bool:
-        client: AsyncElasticsearch | None = getattr(app.state, "es", None)
-        return client is not None and await client.ping() and await broker.ping(timeout=2.0)
-
-    for path, endpoint in ops_routes(metrics, ready):
-        app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
-    # Added before the metrics middleware so that it runs inside it: refusals (401/413/429) are counted.
-    install_api_guard(app, api_security or ApiSecuritySettings.for_service(SERVICE))
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-
-    # Every error (422, 404, 405, 503 of HTTPException) is the shared RFC 9457 problem body.
-    install_problem_handlers(app)
-
     return app
 
 
-def main() -> None:
-    """Entry point: configure logging from settings and serve with uvicorn."""
-    settings = settings_or_exit(IndexSettings, SERVICE)
-    configure_logging(SERVICE, settings.log_level, json=settings.log_json)
+def _served(settings: IndexSettings) -> FastAPI:
     # The client logs every request at INFO (one line per bulk and per search): keep warnings only.
     logging.getLogger("elastic_transport.transport").setLevel(
         max(logging.WARNING, logging.getLevelName(settings.log_level))
     )
-    serve(create_app(settings), settings)
+    return create_app(settings)
+
+
+def main() -> None:
+    kit.main(service(), _served)
 
 
 if __name__ == "__main__":

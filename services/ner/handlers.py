@@ -18,9 +18,9 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from faststream.kafka import KafkaBroker
+from faststream import Context
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import ClassifiedEvent, DeadLetterReason, EnrichedEvent, EntityMention, encode
 from textpulse.inference import BackendUnavailable
@@ -28,10 +28,9 @@ from textpulse.inference.consume import decode_batch, guard_counting_failures, r
 from textpulse.inference.metrics import InferenceMetrics
 from textpulse.inference.resilience import isolate_rejects, until_available
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_subscriber
 from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.kit import Kit
 
 from .core import Enricher, mentions
 from .settings import NerSettings
@@ -43,7 +42,7 @@ SERVICE = "ner"
 
 @dataclass
 class Deps:
-    """What the handler needs; built in the lifespan, replaceable in tests."""
+    """What the handler needs: built by the app's ``resources``, in FastStream's context as ``deps``."""
 
     enricher: Enricher
     enriched_writer: RecordWriter
@@ -142,38 +141,31 @@ async def guarded(records: Sequence[Any], deps: Deps) -> None:
     )
 
 
-def register(
-    broker: KafkaBroker, settings: NerSettings, deps_ref: dict[str, Deps], runner: BatchRunner | None = None
-) -> None:
-    """Subscribe on ``text.classified``; ``deps_ref['deps']`` is filled in the lifespan.
+def subscribe(kit: Kit[NerSettings, InferenceMetrics]) -> None:
+    """Subscribe on ``text.classified`` (the kit's delivery runner applies ``settings.delivery``)."""
+    settings = kit.settings
 
-    ``runner`` applies ``settings.delivery`` (default: at-least-once).
-    """
-    run = runner or AtLeastOnce()
-
-    @batch_subscriber(
-        broker,
+    @kit.subscriber(
         settings.topic_in,
-        settings=settings,
-        service=SERVICE,
         title="ner.text_classified",
         description="Classified events; one poll is one inference batch.",
     )
-    async def on_text_classified(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: guarded(records, deps_ref["deps"]))
+    async def on_text_classified(msg: KafkaMessage, deps: Annotated[Deps, Context("deps")]) -> None:
+        # guarded, not kit.run_batch: a batch that still fails counts its records in messages_failed
+        await kit.runner.process(msg, lambda records: guarded(records, deps))
 
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_out,
         title="ner.text_enriched",
         description="Fully enriched events; key: same as text.raw.",
         schema=EnrichedEvent,
     )
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_mentions,
         title="ner.entity_mentions",
         description="One record per entity per event; key: normalised entity key.",
         schema=EntityMention,
     )
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_dlq, title="ner.dlq", description="Poison records: original bytes, reason in x-dlq-*."
     )

@@ -8,47 +8,45 @@ acknowledged by the broker.
 
 from __future__ import annotations
 
-from faststream.kafka import KafkaBroker
+from typing import Annotated, Any
+
+from faststream import Context
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts.recs import Recommendations, UserProfileState
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kit import Kit
 
-from .core import SERVICE, Processor
+from .core import Processor
 from .settings import RecommendSettings
 
 
-def register(broker: KafkaBroker, settings: RecommendSettings, ref: dict[str, Processor]) -> None:
-    """Subscribe both input topics; ``ref['processor']`` is set in the app's lifespan before consuming starts."""
+def subscribe(kit: Kit[RecommendSettings, Any]) -> None:
+    """Both input topics in the kit's group; the output topics are declared for the AsyncAPI document."""
+    settings = kit.settings
 
-    @batch_subscriber(
-        broker,
+    @kit.subscriber(
         settings.topic_items,
         settings.topic_interactions,
-        settings=settings,
-        service=SERVICE,
         title="recommend.inputs",
         description=(
             "Catalogue items (compacted, key: item id; Item) and user interactions (key: user id; Interaction)."
         ),
     )
-    async def on_records(msg: KafkaMessage) -> None:
-        processor = ref["processor"]
-        # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
-        await processor.outputs.dead_letters.guard(batch_records(msg.raw_message), processor.handle)
+    async def on_records(msg: KafkaMessage, deps: Annotated[Processor, Context("deps")]) -> None:
+        # at-least-once (create_app refuses exactly_once); a record that keeps failing is dead-lettered after
+        # dlq_max_attempts tries instead of jamming its partition.
+        await kit.run_batch(msg, deps.handle)
 
-
-def declare_outputs(broker: KafkaBroker, settings: RecommendSettings) -> None:
-    """Declare the output topics for the generated AsyncAPI document (writes go through RecordWriter)."""
-    broker.publisher(
+    # Writes go through RecordWriter (kit.writer); these declarations only describe them.
+    kit.broker.publisher(
         settings.topic_out,
         title="recommend.recs_scores",
         description="Top-k items for a user whenever their profile changes; key: user id.",
         schema=Recommendations,
     )
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_profiles,
         title="recommend.profiles",
         description="Compacted changelog of user profiles (recent positives, seen items); key: user id.",
         schema=UserProfileState,
     )
-    broker.publisher(settings.topic_dlq, title="recommend.dlq", description="Unreadable input records.")
+    kit.broker.publisher(settings.topic_dlq, title="recommend.dlq", description="Unreadable input records.")

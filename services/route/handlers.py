@@ -16,8 +16,9 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
+from faststream import Context
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from pydantic import ValidationError
@@ -27,10 +28,9 @@ from textpulse.contracts.errors import validation_errors
 from textpulse.contracts.events import EnrichedEvent, utcnow
 from textpulse.contracts.routing import RoutedMessage
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_subscriber
 from textpulse.kafka.dedup import RecentIds
-from textpulse.kafka.transactions import AtLeastOnce, BatchRunner
 from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.kit import Kit
 
 from .core import conversation_key, is_routable, routed, to_record
 from .metrics import RouteMetrics
@@ -42,7 +42,7 @@ SERVICE = "route"
 
 @dataclass
 class RouteDeps:
-    """Built in the lifespan, replaceable in tests."""
+    """Built by the app's ``resources``, in FastStream's context as ``deps``."""
 
     rules: Rules
     routed: RecordWriter
@@ -103,30 +103,19 @@ async def handle_records(records: Sequence[Any], deps: RouteDeps) -> None:
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 
 
-async def guarded(records: Sequence[Any], deps: RouteDeps) -> None:
-    """``handle_records`` behind the dead letters' retry limit (a record failing every try ends in the DLQ)."""
-    await deps.dead_letters.guard(records, lambda recs: handle_records(recs, deps))
+def subscribe(kit: Kit[RouteSettings, RouteMetrics], rules: Rules) -> None:
+    """Subscribe ``text.enriched`` (the kit's delivery runner applies ``settings.delivery``); declare the outputs."""
 
-
-def register(
-    broker: KafkaBroker, settings: RouteSettings, deps_ref: dict[str, RouteDeps], runner: BatchRunner | None = None
-) -> None:
-    """Subscribe ``text.enriched``; ``deps_ref['route']`` is filled in the lifespan.
-
-    ``runner`` applies ``settings.delivery`` (default: at-least-once).
-    """
-    run = runner or AtLeastOnce()
-
-    @batch_subscriber(
-        broker,
-        settings.topic_in,
-        settings=settings,
-        service=SERVICE,
+    @kit.subscriber(
+        kit.settings.topic_in,
         title="route.text_enriched",
         description="Enriched events; channel 'support' is routed, others skipped.",
     )
-    async def on_enriched(msg: KafkaMessage) -> None:
-        await run.process(msg, lambda records: guarded(records, deps_ref["route"]))
+    async def on_enriched(msg: KafkaMessage, deps: Annotated[RouteDeps, Context("deps")]) -> None:
+        # a record failing every try ends in the DLQ
+        await kit.run_batch(msg, lambda records: handle_records(records, deps))
+
+    declare_outputs(kit.broker, kit.settings, rules)
 
 
 def declare_outputs(broker: KafkaBroker, settings: RouteSettings, rules: Rules) -> None:
