@@ -38,7 +38,7 @@ from textpulse.contracts.services import consumer_group
 from textpulse.kafka.broker import batch_subscriber, make_broker, start_with_retry
 from textpulse.kafka.dedup import RecentIds
 from textpulse.kafka.dlq import DeadLetters
-from textpulse.kafka.transactions import BatchRunner, batch_runner, settings_or_exit
+from textpulse.kafka.transactions import AtLeastOnce, BatchRunner, batch_runner, settings_or_exit
 from textpulse.kafka.writer import RecordWriter, check_fast_path, faststream_producer
 from textpulse.observability.http import OpsAsgiFastStream, ops_routes, serve
 from textpulse.observability.lag import LagMonitor
@@ -97,8 +97,11 @@ class Kit(Generic[S, M]):
         #: False in in-memory tests (``TestKafkaBroker``): no DLQ limit read, no lag probe, no state restore.
         self.real_kafka = real_kafka
         self.group_id = consumer_group(service.name, settings.group_id, service.group_suffix)
-        self.runner: BatchRunner = batch_runner(
-            settings, service=service.name, group_id=self.group_id, on_abort=self._aborted
+        # A service without transactions (``exactly_once=False``) runs at-least-once whatever the setting says.
+        self.runner: BatchRunner = (
+            batch_runner(settings, service=service.name, group_id=self.group_id, on_abort=self._aborted)
+            if service.exactly_once
+            else AtLeastOnce()
         )
         self.dead_letters = DeadLetters(
             broker.publish, service=service.name, topic=settings.topic_dlq, kafka=settings.kafka, metrics=metrics
@@ -249,6 +252,9 @@ class Service(Generic[S, M]):
     config_errors: tuple[type[Exception], ...] = ()
     #: What those files are, in that line (``invalid <config_what>: <error>``; default ``<name> configuration``).
     config_what: str | None = None
+    #: Honours ``delivery=exactly_once`` (consume→produce in transactions); False: always at-least-once
+    #: (an HTTP edge or a sink such as Elasticsearch, whose writes a Kafka transaction cannot cover).
+    exactly_once: bool = True
     #: An ``api`` service's HTTP API (None: a worker with only the ops routes).
     api: Api | None = None
 

@@ -98,6 +98,7 @@ def service(
         metrics=IndexMetrics,
         subscribe=handlers.subscribe,
         resources=resources(es, retention),
+        exactly_once=False,  # an HTTP edge / an Elasticsearch sink: at-least-once, deduplicated downstream
         ready=ready,
         # The kit's group is the events family's (handlers.group_for): its lag is the one measured.
         lag_topics=lambda s: [s.topic_enriched],

@@ -15,15 +15,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from faststream.kafka import KafkaBroker
+from faststream import Context
 from faststream.kafka.annotations import KafkaMessage
 from textpulse.contracts import DeadLetterReason, TextEvent
 from textpulse.contracts.errors import ErrorCode, error
 from textpulse.kafka import DeadLetters
-from textpulse.kafka.broker import batch_records, batch_subscriber
+from textpulse.kafka.broker import batch_records
 from textpulse.kafka.writer import WriteError
+from textpulse.kit import Kit
 
 from .core import Ingestor, InvalidInput, Outcome, decode_json, now, validate_event
 from .metrics import IngestMetrics
@@ -36,7 +37,7 @@ SERVICE = "ingest"
 
 @dataclass
 class EdgeDeps:
-    """What the text.in handler needs; built in the lifespan, replaceable in tests."""
+    """What the text.in handler needs: yielded by the app's ``resources``, in FastStream's context as ``deps``."""
 
     ingestor: Ingestor
     dead_letters: DeadLetters
@@ -86,32 +87,29 @@ async def handle_records(records: Sequence[Any], deps: EdgeDeps) -> None:
     m.handler_duration.labels(svc, topic).observe(time.perf_counter() - started)
 
 
-def register(broker: KafkaBroker, settings: IngestSettings, deps_ref: dict[str, EdgeDeps]) -> None:
-    """Subscribe the text.in edge on ``broker``; ``deps_ref['edge']`` is filled in the lifespan."""
+def subscribe(kit: Kit[IngestSettings, IngestMetrics]) -> None:
+    """The text.in edge (when ``consume_text_in``) and the declared outputs, for the AsyncAPI document."""
+    settings = kit.settings
+    if settings.consume_text_in:
 
-    @batch_subscriber(
-        broker,
-        settings.topic_in,
-        settings=settings,
-        service=SERVICE,
-        title="ingest.text_in",
-        description="Raw JSON events from other producers, validated like the HTTP API.",
-    )
-    async def on_text_in(msg: KafkaMessage) -> None:
-        deps = deps_ref["edge"]
-        # A record that keeps failing is dead-lettered after dlq_max_attempts tries instead of jamming its partition.
-        await deps.dead_letters.guard(batch_records(msg.raw_message), lambda records: handle_records(records, deps))
+        @kit.subscriber(
+            settings.topic_in,
+            title="ingest.text_in",
+            description="Raw JSON events from other producers, validated like the HTTP API.",
+        )
+        async def on_text_in(msg: KafkaMessage, deps: Annotated[EdgeDeps, Context("deps")]) -> None:
+            # The dead letters' guard, not kit.run_batch: ingest has no exactly-once mode (docs/guarantees.md),
+            # so its delivery setting stays unread. A record failing every try ends in the DLQ, not jamming.
+            await deps.dead_letters.guard(batch_records(msg.raw_message), lambda records: handle_records(records, deps))
 
-
-def declare_outputs(broker: KafkaBroker, settings: IngestSettings) -> None:
-    """Declare the output topics for the generated AsyncAPI document (writes go through RecordWriter)."""
-    broker.publisher(
+    # Writes go through RecordWriter; these declarations only document the outputs.
+    kit.broker.publisher(
         settings.topic_out,
         title="ingest.text_raw",
         description="Validated, normalised events; key: conv:/user:/entity: or none (see README).",
         schema=TextEvent,
     )
-    broker.publisher(
+    kit.broker.publisher(
         settings.topic_dlq,
         title="ingest.dlq",
         description="Rejected text.in records: original bytes, reason in x-dlq-* headers.",

@@ -98,6 +98,7 @@ def service(
         metrics=RecommendMetrics,
         subscribe=handlers.subscribe,
         resources=resources(embedder, restore_state),
+        exactly_once=False,  # refused in create_app: outputs are idempotent per user
         ready=ready,
         lag_topics=lambda s: [s.topic_items, s.topic_interactions],
         started=started,
