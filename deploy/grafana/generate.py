@@ -16,6 +16,7 @@ import argparse
 import json
 import re
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,14 @@ from typing import Any
 #: The provisioned Prometheus datasource (provisioning/datasources/prometheus.yml).
 DATASOURCE_UID = "textpulse-prometheus"
 DATASOURCE: dict[str, str] = {"type": "prometheus", "uid": DATASOURCE_UID}
+
+#: The provisioned Jaeger datasource (provisioning/datasources/jaeger.yml, the compose file and the
+#: chart's monitoring.jaegerDatasource): the trace links open Explore on it.
+JAEGER_UID = "jaeger"
+#: The service whose spans start an event's trace (the HTTP request, or ingest's hop for text.in).
+TRACE_ROOT_SERVICE = "textpulse-ingest"
+#: Span attribute naming the event (libs/textpulse/observability/tracing.py, EVENT_ID_ATTR).
+EVENT_ID_TAG = "textpulse.event_id"
 
 DASHBOARDS_DIR = Path(__file__).resolve().parent / "dashboards"
 GRID_WIDTH = 24
@@ -71,12 +80,30 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class TextPanel:
+    """A markdown panel (no query): how-to notes for the reader, e.g. how to reach an event's trace."""
+
+    title: str
+    content: str
+    width: int = GRID_WIDTH
+    height: int = 5
+
+
+@dataclass(frozen=True)
 class Variable:
     """A query template variable (multi-select, with an "All" = ``.*`` option)."""
 
     name: str
     label: str
     query: str
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A free-text template variable (not used in PromQL: it fills the trace links)."""
+
+    name: str
+    label: str
 
 
 @dataclass
@@ -87,8 +114,10 @@ class Dashboard:
     title: str
     description: str
     variables: tuple[Variable, ...]
-    panels: list[Panel] = field(default_factory=list)
+    panels: list[Panel | TextPanel] = field(default_factory=list)
     links: tuple[tuple[str, str], ...] = ()
+    #: Free-text variables after the query ones (apart: ``variables`` are all PromQL, which tests run).
+    textboxes: tuple[TextBox, ...] = ()
 
     @property
     def filename(self) -> str:
@@ -115,6 +144,52 @@ VAR_SERVICE = Variable("service", "Service", 'label_values(textpulse_build_info{
 # Models as the services name them (Triton's model names are the same), so the
 # variable has values with in-process inference too, where no Triton runs.
 VAR_MODEL = Variable("model", "Model", 'label_values(textpulse_inference_duration_seconds_count{env=~"$env"}, model)')
+# An event id typed by the reader: the "trace of this event" link searches Jaeger for it.
+VAR_EVENT_ID = TextBox("event_id", "Event id (for its trace)")
+
+
+# ------------------------------------------------------------------- traces
+
+
+def explore_traces_url(tags: str = "", service: str = TRACE_ROOT_SERVICE) -> str:
+    """A Grafana Explore URL: the Jaeger datasource, a search by service and (logfmt) tags, last hour.
+
+    The JSON of the pane is percent-encoded except Grafana template variables (``${...}``), which
+    Grafana replaces when it renders the link.
+    """
+    query: dict[str, Any] = {
+        "refId": "A",
+        "datasource": {"type": "jaeger", "uid": JAEGER_UID},
+        "queryType": "search",
+        "service": service,
+    }
+    if tags:
+        query["tags"] = tags
+    panes = {"traces": {"datasource": JAEGER_UID, "queries": [query], "range": {"from": "now-1h", "to": "now"}}}
+    text = json.dumps(panes, separators=(",", ":"))
+    encoded = "".join(
+        part if part.startswith("${") else urllib.parse.quote(part, safe="")
+        for part in re.split(r"(\$\{[^}]+\})", text)
+    )
+    return f"/explore?schemaVersion=1&orgId=1&panes={encoded}"
+
+
+#: Every dashboard links to the trace search (header link, top right).
+TRACES_LINK = ("Traces (Jaeger, Explore)", explore_traces_url())
+
+
+def follow_an_event(where: str) -> TextPanel:
+    """The how-to panel: from an event id to its trace, and where lag and confidence are."""
+    trace_link = explore_traces_url(f'{EVENT_ID_TAG}="${{event_id:percentencode}}"')
+    return TextPanel(
+        "Follow one event: trace, lag, confidence",
+        "**Trace of an event**: type its id in *Event id* above, then open "
+        f"[its trace]({trace_link}) (Explore, datasource *textpulse Jaeger*, search service `{TRACE_ROOT_SERVICE}`, "
+        f'tag `{EVENT_ID_TAG}="<id>"`, open the trace). Or Explore → textpulse Jaeger → Search → '
+        f'Service `{TRACE_ROOT_SERVICE}`, Tags `{EVENT_ID_TAG}="<id>"` → Run query. '
+        "Each service's hop is a `process <topic>` span of that trace (docs/tracing.md).\n\n"
+        f"{where}",
+    )
 
 
 # --------------------------------------------------------------- dashboards
@@ -127,7 +202,13 @@ def pipeline_overview() -> Dashboard:
         title="textpulse / Pipeline overview",
         description="Throughput per stage, consumer lag, end-to-end latency, errors and dead letters.",
         variables=(VAR_ENV, VAR_SERVICE),
+        textboxes=(VAR_EVENT_ID,),
         panels=[
+            follow_an_event(
+                "**Lag**: *Consumer lag per topic* (records) and *Oldest unconsumed record per topic* "
+                "(seconds) below. **Model confidence**: dashboard *textpulse / Model serving*, panels "
+                "*Confidence per head* and *Low-confidence share*."
+            ),
             Panel(
                 "Targets down",
                 "none",
@@ -450,7 +531,13 @@ def model_serving() -> Dashboard:
         description="Triton queue and compute time, server batch size and request rate; "
         "the services' inference latency, batch size, errors, circuit breaker state and rejected inputs.",
         variables=(VAR_ENV, VAR_SERVICE, VAR_MODEL),
+        textboxes=(VAR_EVENT_ID,),
         panels=[
+            follow_an_event(
+                "**Model confidence**: *Confidence per head* and *Low-confidence share* (model health, "
+                "below). **Lag**: dashboard *textpulse / Pipeline overview*, panels *Consumer lag per topic* "
+                "and *Oldest unconsumed record per topic*."
+            ),
             Panel(
                 "Triton requests per model",
                 "reqps",
@@ -1059,7 +1146,17 @@ def _target(query: Query, ref_id: str) -> dict[str, Any]:
     }
 
 
-def _variable(var: Variable) -> dict[str, Any]:
+def _variable(var: Variable | TextBox) -> dict[str, Any]:
+    if isinstance(var, TextBox):
+        return {
+            "name": var.name,
+            "label": var.label,
+            "type": "textbox",
+            "query": "",
+            "current": {"selected": False, "text": "", "value": ""},
+            "options": [],
+            "hide": 0,
+        }
     return {
         "name": var.name,
         "label": var.label,
@@ -1081,11 +1178,26 @@ def _variable(var: Variable) -> dict[str, Any]:
 
 def render(dashboard: Dashboard) -> dict[str, Any]:
     """Build the Grafana JSON model of a dashboard (ids from 1, grid laid out in order)."""
+    variables: list[Variable | TextBox] = [*dashboard.variables, *dashboard.textboxes]
     panels: list[dict[str, Any]] = []
     x = y = row_height = 0
     for panel_id, panel in enumerate(dashboard.panels, start=1):
         if x + panel.width > GRID_WIDTH:
             x, y, row_height = 0, y + row_height, 0
+        gridpos = {"h": panel.height, "w": panel.width, "x": x, "y": y}
+        x += panel.width
+        row_height = max(row_height, panel.height)
+        if isinstance(panel, TextPanel):
+            panels.append(
+                {
+                    "id": panel_id,
+                    "type": "text",
+                    "title": panel.title,
+                    "gridPos": gridpos,
+                    "options": {"mode": "markdown", "content": panel.content},
+                }
+            )
+            continue
         panels.append(
             {
                 "id": panel_id,
@@ -1093,14 +1205,12 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                 "title": panel.title,
                 "description": panel.description,
                 "datasource": dict(DATASOURCE),
-                "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
+                "gridPos": gridpos,
                 "fieldConfig": {"defaults": _field_defaults(panel), "overrides": []},
                 "options": _options(panel),
                 "targets": [_target(q, chr(ord("A") + i)) for i, q in enumerate(panel.queries)],
             }
         )
-        x += panel.width
-        row_height = max(row_height, panel.height)
     return {
         "id": None,
         "uid": dashboard.uid,
@@ -1129,9 +1239,9 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         },
         "links": [
             {"title": title, "type": "link", "url": url, "targetBlank": True, "icon": "external link"}
-            for title, url in dashboard.links
+            for title, url in (*dashboard.links, TRACES_LINK)
         ],
-        "templating": {"list": [_variable(v) for v in dashboard.variables]},
+        "templating": {"list": [_variable(v) for v in variables]},
         "panels": panels,
     }
 
@@ -1147,7 +1257,7 @@ def panel_queries() -> list[PanelQuery]:
         PanelQuery(dashboard.uid, dashboard.title, panel["id"], panel["title"], target["refId"], target["expr"])
         for dashboard in dashboards()
         for panel in render(dashboard)["panels"]
-        for target in panel["targets"]
+        for target in panel.get("targets", ())
     ]
 
 

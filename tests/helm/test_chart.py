@@ -32,6 +32,13 @@ from textpulse.observability.apikey import ApiSecuritySettings
 from textpulse.settings import KafkaSettings, ServiceSettings
 
 from tests.conftest import REPO
+from tests.grafana_links import (
+    JAEGER_PROVISIONING,
+    explore_panes,
+    explore_urls,
+    jaeger_datasources,
+    jaeger_datasources_of,
+)
 from tests.helm.conftest import CHART, KUBE_VERSION, HelmError, Render, run_helm
 from tests.helm.crd_schemas import CRD_SCHEMAS
 
@@ -319,6 +326,37 @@ def test_dashboards_shipped_as_configmaps(rendered: dict[str, list[dict[str, Any
         assert uids == {uid}, case
 
 
+def test_jaeger_datasource_for_the_grafana_sidecar(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """monitoring.jaegerDatasource: the uid the dashboards' trace links open, the URL from values."""
+    production = yaml.safe_load((CHART / "ci" / "production-values.yaml").read_text())
+    url = production["monitoring"]["jaegerDatasource"]["url"]
+    maps = [d for d in rendered["production"] if d["metadata"].get("labels", {}).get("grafana_datasource") == "1"]
+    assert [m["metadata"]["name"] for m in maps] == ["t-textpulse-datasource-jaeger"]
+    (text,) = maps[0]["data"].values()
+    (datasource,) = jaeger_datasources_of(yaml.safe_load(text))
+    (local,) = jaeger_datasources(JAEGER_PROVISIONING)
+    assert datasource == {**local, "url": url}
+    # Off by default (the chart runs no Jaeger and cannot guess its URL).
+    assert VALUES["monitoring"]["jaegerDatasource"]["enabled"] is False
+    for case in ("defaults", "minimal"):
+        assert not [d for d in rendered[case] if "grafana_datasource" in d["metadata"].get("labels", {})], case
+    # The shipped dashboards' trace links open that uid.
+    shipped = [
+        json.loads(text)
+        for d in rendered["production"]
+        if d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"
+        for text in d["data"].values()
+    ]
+    assert shipped
+    for dashboard in shipped:
+        urls = explore_urls(dashboard)
+        assert urls, dashboard["title"]
+        for url in urls:
+            for pane in explore_panes(url).values():
+                assert pane["datasource"] == datasource["uid"]
+                assert {q["datasource"]["uid"] for q in pane["queries"]} == {datasource["uid"]}
+
+
 def _datasources(node: Any) -> list[dict[str, Any]]:
     """Every datasource reference ({"type", "uid"}) in a dashboard tree."""
     if isinstance(node, dict):
@@ -545,6 +583,14 @@ BAD_VALUES = {
             "ingress": {"enabled": True, "hosts": [{"host": "a", "paths": [{"path": "/v1", "service": "recommend"}]}]},
         },
         'ingress path /v1 names service "recommend", which is not an enabled entry of services',
+    ),
+    "jaeger-datasource-without-url": (
+        {"monitoring": {"jaegerDatasource": {"enabled": True}}},
+        "monitoring.jaegerDatasource.url is required",
+    ),
+    "jaeger-datasource-url-not-http": (
+        {"monitoring": {"jaegerDatasource": {"enabled": True, "url": "jaeger:16686"}}},
+        "/monitoring/jaegerDatasource/url",
     ),
     "runbook-base-with-anchor": (
         {"monitoring": {"prometheusRule": {"runbookBaseUrl": "https://x/runbooks.md#top"}}},

@@ -2,7 +2,8 @@
 
 Checks what a broken dashboard would otherwise only show in a browser: stale
 generated JSON, duplicate panel ids, panels without title or unit, datasource
-references that do not resolve to the provisioned datasource, and PromQL that
+references that do not resolve to the provisioned datasource, trace links that
+do not open the provisioned Jaeger datasource, and PromQL that
 names a metric or label that no service, rule or exporter produces. The
 PromQL check is lexical (no Prometheus needed): metric names, label matchers
 and by/without/on labels are checked against deploy/prometheus/metrics-contract.yml
@@ -22,6 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+from textpulse.observability.tracing import EVENT_ID_ATTR
+
+from tests.grafana_links import (
+    explore_panes,
+    explore_urls,
+    jaeger_datasources,
+    jaeger_datasources_of,
+    provisioned_jaeger_uid,
+)
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -203,6 +213,9 @@ def test_panels_have_unique_ids_titles_and_units(path: Path) -> None:
     assert len(ids) == len(set(ids)), f"duplicate panel ids: {ids}"
     for panel in panels:
         assert panel["title"].strip(), f"panel {panel['id']} has no title"
+        if panel["type"] == "text":
+            assert panel["options"]["content"].strip(), f"text panel {panel['title']!r} is empty"
+            continue
         assert panel["fieldConfig"]["defaults"].get("unit"), f"panel {panel['title']!r} has no unit"
         assert panel["targets"], f"panel {panel['title']!r} has no query"
         ref_ids = [t["refId"] for t in panel["targets"]]
@@ -225,9 +238,11 @@ def test_panels_fit_the_grid_without_overlap(path: Path) -> None:
 def test_every_datasource_reference_is_the_provisioned_one(path: Path) -> None:
     uid = provisioned_uid()
     dashboard = json.loads(path.read_text())
-    refs = [p["datasource"] for p in dashboard["panels"]]
-    refs += [t["datasource"] for p in dashboard["panels"] for t in p["targets"]]
-    refs += [v["datasource"] for v in dashboard["templating"]["list"]]
+    panels = [p for p in dashboard["panels"] if p["type"] != "text"]
+    assert all("datasource" not in p and "targets" not in p for p in dashboard["panels"] if p["type"] == "text")
+    refs = [p["datasource"] for p in panels]
+    refs += [t["datasource"] for p in panels for t in p["targets"]]
+    refs += [v["datasource"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
     for ref in refs:
         assert ref == {"type": "prometheus", "uid": uid}
 
@@ -238,9 +253,12 @@ def test_environment_and_service_variables(path: Path) -> None:
     variables = {v["name"]: v for v in dashboard["templating"]["list"]}
     assert {"env", "service"} <= set(variables)
     for var in variables.values():
+        if var["type"] == "textbox":
+            # Not PromQL: a free-text value for the trace links (checked in test_trace_links_*).
+            continue
         assert var["type"] == "query"
         assert check_expression(re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", var["query"])) == []
-    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p.get("targets", ()))
     assert "$env" in exprs, "variable env defined but never used"
     assert "$service" in exprs, "variable service defined but never used"
 
@@ -249,7 +267,10 @@ def test_panel_queries_lists_every_expression_of_the_json() -> None:
     gen = generator()
     listed = {(q.dashboard_uid, q.panel_id, q.ref_id, q.expr) for q in gen.panel_queries()}
     in_json = {
-        (d["uid"], p["id"], t["refId"], t["expr"]) for d in dashboards() for p in d["panels"] for t in p["targets"]
+        (d["uid"], p["id"], t["refId"], t["expr"])
+        for d in dashboards()
+        for p in d["panels"]
+        for t in p.get("targets", ())
     }
     assert listed == in_json
     assert len(listed) >= 40
@@ -330,6 +351,81 @@ def test_provisioning_points_at_the_dashboards_folder() -> None:
     assert entry["type"] == "file"
     assert entry["options"]["path"] == "${TEXTPULSE_DASHBOARDS_DIR}"
     assert "TEXTPULSE_DASHBOARDS_DIR" in (GRAFANA / "README.md").read_text()
+
+
+# ------------------------------------------------------- traces (Jaeger datasource)
+
+COMPOSE = REPO / "deploy" / "compose"
+
+
+def test_jaeger_datasource_is_provisioned_with_uid_jaeger() -> None:
+    """Locally and in compose (the chart's ConfigMap: tests/helm): Grafana is the trace UI."""
+    (local,) = jaeger_datasources(GRAFANA / "provisioning" / "datasources" / "jaeger.yml")
+    assert local["uid"] == "jaeger" == generator().JAEGER_UID
+    # The query API of deploy/jaeger (JAEGER_QUERY_PORT), not the OTLP receiver.
+    assert local["url"] == "http://127.0.0.1:16686"
+    assert local["access"] == "proxy"
+    assert not local.get("isDefault"), "Prometheus stays the default datasource of new panels"
+    (composed,) = jaeger_datasources(COMPOSE / "grafana-datasource.yml")
+    assert {k: v for k, v in composed.items() if k != "url"} == {k: v for k, v in local.items() if k != "url"}
+    compose = yaml.safe_load((COMPOSE / "compose.yaml").read_text())["services"]
+    assert composed["url"] == "http://jaeger:16686"
+    assert "jaeger" in compose
+    # Every datasource file Grafana mounts in compose carries the Jaeger datasource.
+    mounted = [
+        COMPOSE / volume.split(":")[0]
+        for volume in compose["grafana"]["volumes"]
+        if "/provisioning/datasources/" in volume.split(":")[1]
+    ]
+    assert mounted
+    assert any(jaeger_datasources_of(yaml.safe_load(path.read_text())) for path in mounted)
+    # The services export their spans to that Jaeger.
+    assert compose["ingest"]["environment"]["TEXTPULSE_OTLP_ENDPOINT"] == "http://jaeger:4318"
+
+
+def test_trace_links_open_the_jaeger_datasource() -> None:
+    """Every dashboard links to the trace search; Pipeline and Model serving to one event's trace."""
+    uid = provisioned_jaeger_uid()
+    with_event_search = set()
+    for dashboard in dashboards():
+        urls = explore_urls(dashboard)
+        assert urls, f"{dashboard['title']}: no trace link"
+        for url in urls:
+            panes = explore_panes(url, {"${event_id:percentencode}": "my-event-1"})
+            for pane in panes.values():
+                assert pane["datasource"] == uid, url
+                for query in pane["queries"]:
+                    assert query["datasource"] == {"type": "jaeger", "uid": uid}, url
+                    assert query["queryType"] == "search"
+                    assert query["service"] == "textpulse-ingest"
+                    if "tags" in query:
+                        assert query["tags"] == f'{EVENT_ID_ATTR}="my-event-1"'
+                        with_event_search.add(dashboard["uid"])
+        if dashboard["uid"] in with_event_search:
+            variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+            assert variables["event_id"]["type"] == "textbox"
+    assert with_event_search == {"textpulse-pipeline", "textpulse-model-serving"}
+
+
+def test_how_to_panels_name_the_lag_and_confidence_panels() -> None:
+    """The how-to text names panels and dashboards in *italics*: each must exist."""
+    by_title = {d["title"]: d for d in dashboards()}
+    every_panel = {p["title"] for d in by_title.values() for p in d["panels"]}
+    not_panels = {"Event id", "textpulse Jaeger"} | {t.removeprefix("textpulse / ") for t in by_title} | set(by_title)
+    texts = [p for d in by_title.values() for p in d["panels"] if p["type"] == "text"]
+    assert texts
+    for panel in texts:
+        content = panel["options"]["content"]
+        assert "Explore" in content
+        assert EVENT_ID_ATTR in content
+        named = set(re.findall(r"(?<!\*)\*([^*]+)\*(?!\*)", content)) - not_panels
+        assert named, content
+        assert named <= every_panel, f"{panel['title']!r} names missing panels: {sorted(named - every_panel)}"
+    # Where a newcomer looks first: lag on the pipeline, confidence on model serving.
+    pipeline = {p["title"] for p in by_title["textpulse / Pipeline overview"]["panels"]}
+    assert {"Consumer lag per topic", "Oldest unconsumed record per topic"} <= pipeline
+    serving = {p["title"] for p in by_title["textpulse / Model serving"]["panels"]}
+    assert {"Confidence per head", "Low-confidence share"} <= serving
 
 
 def _metric_sets() -> dict[str, Any]:
