@@ -9,7 +9,7 @@ from tests.chaos.harness.faults import FaultResult, fault_schedule
 from tests.chaos.harness.load import Series
 from tests.chaos.harness.logscan import ScanResult, scan_logs
 from tests.chaos.harness.report import judge
-from tests.chaos.harness.verify import OutputCheck, _alert_gaps, _check
+from tests.chaos.harness.verify import OutputCheck, _alert_gaps, _check, inherited_duplicates
 from tests.chaos.harness.workload import bad_records
 
 TARGETS = ["ingest", "classify", "ner", "alert", "route", "index", "triton", "elasticsearch", "kafka"]
@@ -30,6 +30,18 @@ def test_check_counts_lost_and_duplicates() -> None:
     c = _check("text.enriched", {"a", "b", "c"}, Counter({"a": 2, "b": 1}))
     assert (c.expected, c.seen, c.records, c.lost, c.duplicates) == (3, 2, 3, 1, 1)
     assert c.missing_sample == ["c"]
+
+
+def test_duplicates_already_in_text_raw_are_ingests_not_the_downstream_stages() -> None:
+    # The 2026-12-06 13:12 chaos run: ingest wrote one event 5 times (replay retries of a request that
+    # timed out while the broker was down); NER, exactly-once, then wrote it 5 times as well.
+    raw = Counter({"a": 5, "b": 1, "c": 1})
+    enriched = Counter({"a": 5, "b": 2, "c": 1})
+    c = _check("text.enriched", {"a", "b", "c"}, enriched, inherited=inherited_duplicates(enriched, raw))
+    assert (c.records, c.duplicates) == (8, 1), "only b's second record is the stage's own duplicate"
+    assert "+4 inherited from text.raw" in c.note
+    mentions = Counter({("a", "x"): 5, ("a", "y"): 6, ("b", "x"): 1})
+    assert inherited_duplicates(mentions, raw, lambda key: key[0]) == 8
 
 
 def test_alert_sequence_gaps_are_lost_notifications() -> None:

@@ -120,8 +120,8 @@ def test_consumer_options_per_mode() -> None:
     assert alo["isolation_level"] == eos["isolation_level"] == "read_committed"
     assert alo["ack_policy"] is AckPolicy.NACK_ON_ERROR
     assert eos["ack_policy"] is AckPolicy.MANUAL  # offsets are committed in the transaction only
-    assert (alo["session_timeout_ms"], eos["session_timeout_ms"]) == (30_000, 9000)
-    assert alo["heartbeat_interval_ms"] == eos["heartbeat_interval_ms"] == 2000
+    assert (alo["session_timeout_ms"], eos["session_timeout_ms"]) == (8_000, 9000)
+    assert alo["heartbeat_interval_ms"] == eos["heartbeat_interval_ms"] == 1000
 
 
 def test_settings_refuse_exactly_once_on_tansu() -> None:

@@ -257,7 +257,7 @@ def test_table_defaults_match_the_fields() -> None:
     assert checked > 60  # the comparison really ran (<SERVICE> rows count once per service)
 
 
-@pytest.mark.parametrize(("flavor", "seconds"), [("apache", 30), ("tansu", 10)])
+@pytest.mark.parametrize(("flavor", "seconds"), [("apache", 8), ("tansu", 10)])
 def test_session_timeout_row_states_the_effective_default(flavor: str, seconds: int) -> None:
     row = next(d for c, d, _ in _table() if "TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS" in c)
     name = {"apache": "Apache Kafka", "tansu": "Tansu"}[flavor]

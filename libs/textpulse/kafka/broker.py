@@ -95,15 +95,24 @@ def make_broker(
 
 
 #: Session timeout of a dynamic consumer on Apache Kafka unless ``TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS`` says
-#: otherwise. 30 s outlasts a broker restart, so an outage does not expire every member of every group.
-#: A 6 s session (the broker's minimum) brought a kill -9 restart down to 4.3 s (from 28.3 s;
-#: tests/integration/test_static_membership.py), but in the chaos run the broker's own restart then
-#: expired every session and the exactly-once outputs ended with duplicates: not the default until
-#: that is explained (issue #22).
-APACHE_SESSION_TIMEOUT_MS = 30_000
-#: Session timeout of a static member: long enough to cover a restart with model loading, which then
-#: takes the partitions back without a rebalance.
+#: otherwise (issue #22). A SIGKILLed dynamic member's restarted successor cannot get its partitions
+#: before the coordinator expires the dead member, so a restart resumes after about this long minus the
+#: time the process was down (tests/integration/test_static_membership.py, restart 1 s after the kill:
+#: 4.3 s at 6 s, 6.2 s at 8 s, 9.0 s at 10 s, 28.3 s at 30 s): 8 s leaves room under the 10 s target.
+#: Not the broker's 6 s minimum (``group.min.session.timeout.ms``): a broker with a raised minimum
+#: would refuse the join, and an event loop stalled for a few seconds (a busy host) should not expire
+#: the member. A broker outage longer than the session expires the members and costs one rebalance
+#: when it returns; it cannot duplicate exactly-once output (the runner re-checks every assignment,
+#: :mod:`.transactions`). The 30 s used before made the JoinGroup outlive the 15 s request timeout,
+#: which aiokafka logs at ERROR (``marking coordinator dead``); 8 s stays well under it.
+APACHE_SESSION_TIMEOUT_MS = 8_000
+#: Session timeout of a static member (``group_instance_id``): how long a dead member's partitions
+#: wait for it. Long enough to cover a restart with model loading, which then takes its partitions
+#: back without a rebalance (first output 0.6-1.7 s after the restart in the same test).
 APACHE_STATIC_SESSION_TIMEOUT_MS = 30_000
+#: Heartbeat interval: a member learns of a rebalance (someone joined) from its next heartbeat, so a
+#: short interval shortens every rebalance a restart causes; one small request a second per consumer.
+HEARTBEAT_INTERVAL_MS = 1_000
 
 
 def group_instance_id(settings: KafkaSettings, *, nth: int = 1) -> str | None:
@@ -132,14 +141,13 @@ def consumer_options(
     the producer's transaction (:mod:`.transactions`), never by the consumer, so FastStream
     must neither commit nor seek (``AckPolicy.MANUAL``).
 
-    Membership: by default a dynamic member with a 30 s session. A SIGKILLed member's
-    restarted successor waits until the coordinator gives up on the dead member (~30 s; its
-    JoinGroup outlives the 15 s request timeout, logged by aiokafka as ``marking coordinator
-    dead``). A shorter session (``TEXTPULSE_KAFKA_SESSION_TIMEOUT_MS=6000``) resumes a restart in
-    ~4 s, but any outage longer than it (a broker restart, a stalled host) expires every member:
-    see :data:`APACHE_SESSION_TIMEOUT_MS`. A static member (``instance_id`` from
-    :func:`group_instance_id`, opt-in) keeps its partitions for the session and, restarted within
-    it, gets them back without a rebalance. Heartbeats run in aiokafka's background task every 2 s.
+    Membership: by default a dynamic member with an 8 s session
+    (:data:`APACHE_SESSION_TIMEOUT_MS`): a SIGKILLed member's restarted successor waits until the
+    coordinator gives up on the dead member, i.e. at most the session. A static member
+    (``instance_id`` from :func:`group_instance_id`; deployments with a stable replica id set it)
+    keeps its partitions for :data:`APACHE_STATIC_SESSION_TIMEOUT_MS` and, restarted within it,
+    gets them back without a rebalance. Heartbeats run in aiokafka's background task every second
+    (at most a third of the session).
     """
     apache_ms = APACHE_SESSION_TIMEOUT_MS if instance_id is None else APACHE_STATIC_SESSION_TIMEOUT_MS
     session_ms = settings.session_timeout_ms or (apache_ms if settings.flavor == "apache" else 10_000)
@@ -150,7 +158,7 @@ def consumer_options(
         "isolation_level": "read_committed",
         "max_poll_interval_ms": 300_000,
         "session_timeout_ms": session_ms,
-        "heartbeat_interval_ms": min(2_000, session_ms // 3),
+        "heartbeat_interval_ms": min(HEARTBEAT_INTERVAL_MS, session_ms // 3),
     }
     if instance_id is not None:
         opts["group_instance_id"] = instance_id

@@ -20,12 +20,14 @@ def test_instance_id_from_settings_with_hostname_and_a_suffix_per_extra_consumer
     opts = consumer_options(kafka, group_id="g", instance_id=group_instance_id(kafka))
     assert opts["group_instance_id"] == f"{socket.gethostname()}-classify"
     # A restart within the session keeps the partitions; heartbeats several times per session.
-    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (30_000, 2_000)
+    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (30_000, 1_000)
 
 
-def test_dynamic_member_session_outlasts_a_broker_restart_unless_set() -> None:
+def test_dynamic_member_session_is_short_enough_for_a_restart_unless_set() -> None:
+    # A SIGKILLed dynamic member's successor waits out the session: 8 s keeps a restart under the
+    # 10 s target and the JoinGroup under the 15 s request timeout (issue #22).
     opts = consumer_options(KafkaSettings(), group_id="g")
-    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (30_000, 2_000)
+    assert (opts["session_timeout_ms"], opts["heartbeat_interval_ms"]) == (8_000, 1_000)
     opts = consumer_options(KafkaSettings(session_timeout_ms=20_000), group_id="g")
     assert opts["session_timeout_ms"] == 20_000
 

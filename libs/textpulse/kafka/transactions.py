@@ -35,13 +35,17 @@ Every rebalance counts as an assignment, also one that hands this process the
 same partitions again: the consumer resets their fetch positions to the committed
 offsets it reads during the rebalance, which can be *before* the transaction of
 the batch still being handled commits. Without a re-check the next poll would
-re-read that batch and write its outputs a second time (seen as duplicates in
-``text.enriched`` / ``entity.mentions`` by the chaos run after a static member's
-rejoin or a broker restart expired the group). So after any assignment
+re-read that batch and write its outputs a second time
+(tests/integration/test_exactly_once_runner.py forces it). So after any assignment
 (:data:`~textpulse.observability.progress.ASSIGNMENTS`) the producers of the held
 partitions are re-initialised — ``InitProducerId`` waits until the last
 transaction is complete, so the committed offset read next includes it — and
-each partition is checked again.
+each partition is checked again. Waiting for the batch in flight in
+``on_partitions_revoked`` would not be enough on its own: ``commit_transaction``
+returns once the commit is decided, before its markers (and so the offset commit)
+are written, and the offsets fetched right after the join can still be the old
+ones; ``InitProducerId`` is the barrier. A partition moved to another member while
+a transaction is open is tests/integration/test_exactly_once_rebalance.py.
 
 Writes decided without consuming input (alert's timer, :meth:`ExactlyOnce.run_alone`)
 run in a transaction of the producer of the lowest input partition this process

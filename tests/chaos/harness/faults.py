@@ -149,7 +149,13 @@ async def run_fault(
             result.output_s = await asyncio.wait_for(asyncio.shield(watcher), 10.0)
         if result.output_s is None:
             # Nothing to output: caught up with an input that stopped (e.g. upstream waits for Triton).
+            # The broker may be down meanwhile (its own fault): ask again until it answers.
             states = await _group_states(probe, fault.target)
+            for _ in range(int(recover_timeout_s)):
+                if states and all(s is not None for s in states.values()):
+                    break
+                await asyncio.sleep(1.0)
+                states = await _group_states(probe, fault.target)
             result.idle = bool(states) and all(s is not None and s.drained(tolerance) for s in states.values())
     except Exception as exc:
         result.error = f"{type(exc).__name__}: {exc}"

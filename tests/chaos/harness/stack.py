@@ -394,10 +394,10 @@ class Stack:
             f"{prefix}LAG_REFRESH_S": "2",
             **self.cfg.service_env,
         }
-        if os.environ.get("TEXTPULSE_CHAOS_STATIC_MEMBERSHIP", "0") == "1":
-            # Static group membership (opt-in), one id per replica as a StatefulSet's pod name would give.
-            # Off by default, as in the services: static members under exactly-once showed duplicates
-            # in this run that are not explained yet (docs/guarantees.md).
+        if os.environ.get("TEXTPULSE_CHAOS_STATIC_MEMBERSHIP", "1") == "1":
+            # Static group membership, one stable id per replica as a pod name gives it in Kubernetes: a
+            # restart takes its partitions back without a rebalance (issue #22). ``=0`` runs the services
+            # as dynamic members (the library default, 10 s session) for comparison.
             env["TEXTPULSE_KAFKA_GROUP_INSTANCE_ID"] = f"{name}-0"
         if name in TRANSACTIONAL:
             env[f"{prefix}DELIVERY"] = self.cfg.delivery
