@@ -109,7 +109,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 async def _write(ingestor: Ingestor, events: list[Any], settings: IngestSettings) -> list[Result]:
     try:
         return await ingestor.ingest(events)
-    except (WriteError, TimeoutError) as exc:
+    except (WriteError, TimeoutError) as exc:  # TimeoutError: also WriteTimeout and Undecided
         log.warning("broker unavailable; answering 503", extra={"error": repr(exc)})
         raise ApiError(
             503, [error(ErrorCode.BROKER_UNAVAILABLE)], headers={"Retry-After": str(settings.retry_after_s)}

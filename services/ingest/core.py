@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from textpulse.contracts import SCHEMA_VERSION, TextEvent, TextEventIn, encode, utcnow
 from textpulse.contracts.errors import ErrorCode, FieldError, decode_error, error, json_type, validation_errors
 from textpulse.contracts.errors import reason as reason_of
-from textpulse.kafka.writer import OutRecord, RecordWriter
+from textpulse.kafka.writer import OutRecord, RecordWriter, WriteTimeout
 
-from .dedup import IdempotencyStore
+from .dedup import IdempotencyStore, Undecided
 
 H_EVENT_ID = "event-id"
 H_SCHEMA = "schema-version"
@@ -171,15 +171,28 @@ class Ingestor:
         results: list[Result] = []
         fresh: list[TextEvent] = []
         batch_ids: set[str] = set()
-        for event in events:
-            if event.id in batch_ids or not await self.store.reserve(event.id):
-                results.append(Result(event.id, Outcome.DUPLICATE))
-                continue
-            batch_ids.add(event.id)
-            fresh.append(event)
-            results.append(Result(event.id, Outcome.ACCEPTED))
+        try:
+            for event in events:
+                if event.id in batch_ids or not await self.store.reserve(event.id):
+                    results.append(Result(event.id, Outcome.DUPLICATE))
+                    continue
+                batch_ids.add(event.id)
+                fresh.append(event)
+                results.append(Result(event.id, Outcome.ACCEPTED))
+        except Undecided:
+            for event in fresh:  # nothing of this request was written
+                self.store.release(event.id)
+            raise
         try:
             await self.writer.write([to_record(e) for e in fresh])
+        except WriteTimeout as exc:
+            # Queued records may still land: keep their ids until they are delivered or given up.
+            if exc.undecided:
+                self.store.settle((e.id for e in fresh), exc.undecided)
+            else:
+                for event in fresh:
+                    self.store.release(event.id)
+            raise
         except BaseException:
             for event in fresh:
                 self.store.release(event.id)

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 from textpulse.contracts import TextEvent
-from textpulse.kafka.writer import OutRecord, WriteError
+from textpulse.kafka.writer import OutRecord, WriteError, WriteTimeout
 
 from .core import Ingestor, InvalidInput, Outcome, headers_for, parse_batch, routing_key, validate_event
-from .dedup import IdempotencyStore
+from .dedup import IdempotencyStore, Undecided
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -85,6 +85,39 @@ async def test_failed_write_releases_ids() -> None:
     res = await Ingestor(ok, store).ingest([event(id="x")])  # type: ignore[arg-type]
     assert res[0].outcome is Outcome.ACCEPTED
     assert len(ok.written) == 1
+
+
+class TimingOutWriter:
+    """A broker that does not answer in time while the records stay queued (``delivery`` settles them)."""
+
+    def __init__(self) -> None:
+        self.delivery: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def write(self, records: Sequence[OutRecord]) -> None:
+        raise WriteTimeout("text.raw", [self.delivery])
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+async def test_a_timed_out_write_keeps_its_ids_until_the_queued_records_settle(delivered: bool) -> None:
+    # The chaos run's duplicates in text.raw: a 503 after a time-out released the id, the client
+    # retried, and the first copy was delivered anyway once the broker was back.
+    store, slow = IdempotencyStore(), TimingOutWriter()
+    with pytest.raises(WriteTimeout):
+        await Ingestor(slow, store).ingest([event(id="x"), event(id="y")])  # type: ignore[arg-type]
+    retry = FakeWriter()
+    with pytest.raises(Undecided):  # a retry while undecided: 503 again, nothing written
+        await Ingestor(retry, store).ingest([event(id="z"), event(id="x")])  # type: ignore[arg-type]
+    assert store.undecided == 2
+    if delivered:
+        slow.delivery.set_result(None)
+    else:
+        slow.delivery.set_exception(TimeoutError("batch expired"))
+    await asyncio.sleep(0.01)
+    assert store.undecided == 0
+    res = await Ingestor(retry, store).ingest([event(id="x"), event(id="z")])  # type: ignore[arg-type]
+    expected = Outcome.DUPLICATE if delivered else Outcome.ACCEPTED
+    assert [r.outcome for r in res] == [expected, Outcome.ACCEPTED]  # z was released, not lost
+    assert len(retry.written) == (1 if delivered else 2)
 
 
 async def test_concurrent_same_id_written_once() -> None:

@@ -732,6 +732,10 @@ def test_topics_job(rendered: dict[str, list[dict[str, Any]]], monkeypatch: pyte
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     # The same Kafka settings as the services (the kafka ConfigMap does not exist yet when the hook runs).
     services_env = container_env(docs, by_kind(docs, "Deployment")["t-textpulse-ingest"])
+    # ...but no static member id: the job joins no consumer group; each consumer pod is a static
+    # member named after its pod (kafka.staticMembership, on by default).
+    member = services_env.pop("TEXTPULSE_KAFKA_GROUP_INSTANCE_ID")
+    assert member == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert {k: v for k, v in env.items() if k.startswith("TEXTPULSE_KAFKA_")} == {
         k: v for k, v in services_env.items() if k.startswith("TEXTPULSE_KAFKA_")
     }

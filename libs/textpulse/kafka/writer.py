@@ -41,6 +41,19 @@ from .transactions import active_producer
 log = logging.getLogger(__name__)
 
 
+class WriteTimeout(TimeoutError):
+    """The acks did not come in time, but the records may still be delivered: they stay queued in the producer.
+
+    ``undecided`` are the delivery futures of the records still queued; they settle (a result or an
+    error) when the broker answers or the producer gives up on them. A caller that must not write an
+    event twice (ingest's idempotency window) waits for them before letting a retry write it again.
+    """
+
+    def __init__(self, topic: str, undecided: Sequence[asyncio.Future[Any]]) -> None:
+        super().__init__(f"write to {topic} not acknowledged in time ({len(undecided)} batches still queued)")
+        self.undecided = list(undecided)
+
+
 class WriteError(Exception):
     """The broker did not acknowledge every record in time; nothing can be assumed written.
 
@@ -166,15 +179,19 @@ class RecordWriter:
         if not records:
             return
         producer = active_producer() or (self._producer() if self._producer else None)
+        futures: list[asyncio.Future[Any]] = []
         # Traced: a send span, and each record carries its event's traceparent (as is when off).
         with tracing.publish(self.topic, records) as traced:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     if producer is not None:
-                        await self._write_batches(producer, traced)
+                        await self._write_batches(producer, traced, futures)
                     else:
                         await self._write_each(traced)
-            except (TimeoutError, asyncio.CancelledError):
+            except TimeoutError as exc:
+                # Queued batches are still delivered once the broker is back: say which are undecided.
+                raise WriteTimeout(self.topic, [f for f in futures if not f.done()]) from exc
+            except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 msg = f"write to {self.topic} failed: {exc!r}"
@@ -193,7 +210,10 @@ class RecordWriter:
         if pending:
             await asyncio.gather(*pending)
 
-    async def _write_batches(self, producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
+    async def _write_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        """Send ``records`` in one batch per partition; ``futures`` collects their delivery futures."""
         partitions = sorted(await producer.partitions_for(self.topic))
         by_partition: dict[int, list[OutRecord]] = defaultdict(list)
         keyless = [rec for rec in records if rec.key is None and rec.partition is None]
@@ -212,7 +232,6 @@ class RecordWriter:
             for i in range(0, len(keyless), run):
                 self._next = (self._next + 1) % len(partitions)
                 by_partition[partitions[self._next]].extend(keyless[i : i + run])
-        futures: list[asyncio.Future[Any]] = []
         for part, recs in by_partition.items():
             batch = producer.create_batch()
             for rec in recs:
@@ -227,4 +246,5 @@ class RecordWriter:
                         )
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, self.topic, partition=part))
-        await asyncio.gather(*futures)
+        # Shielded: a time-out must not cancel the delivery futures, which say later whether the records landed.
+        await asyncio.gather(*(asyncio.shield(f) for f in futures))
