@@ -11,6 +11,8 @@ Triton runtime cached (6 minutes measured on the shared machine at load average 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -55,7 +57,11 @@ def chaos_run() -> ChaosResult:
         model_repo=build_tiny_repo(),
         drain_timeout_s=120,
     )
-    return asyncio.run(run_chaos(opts))
+    result = asyncio.run(run_chaos(opts))
+    # The per-fault figures (restart -> ready / recovered / first output) for the docs and a failed run's triage.
+    faults = [dataclasses.asdict(f) for f in result.faults]
+    (opts.run_dir / "faults.json").write_text(json.dumps(faults, indent=1))
+    return result
 
 
 @pytest.mark.timeout(600)
