@@ -1,4 +1,4 @@
-"""``textpulse train | eval | export | bench``: the fine-tuning toolkit's command line.
+"""``textpulse train | pretrain | distill | eval | export | bench``: the fine-tuning toolkit's command line.
 
 torch and transformers are imported inside the commands so ``--help`` stays fast.
 Results go to stdout as JSON; progress and logs go to stderr.
@@ -182,6 +182,67 @@ def pretrain(
     summary = run_pretraining(load_pretrain_config(values))
     summary["output_dir"] = str(values.get("output_dir", ""))
     _emit(summary)
+
+
+@app.command()
+def distill(
+    config: Annotated[
+        Path | None, typer.Option(help="YAML/JSON file of DistillConfig fields (e.g. ml/profiles/distill/*.yml).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="Shipped distill profile (profiles/distill/NAME.yml).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Run folder: teacher/, soft_labels.npz, student-seedS/.")] = None,
+    teacher_model: Annotated[
+        Path | None, typer.Option(help="An already fine-tuned teacher folder (skips the teacher stage).")
+    ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option("--stage", help="teacher | soft_labels | student | baseline (repeatable; default the first 3)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Student (and baseline) seed.")] = None,
+    temperature: Annotated[float | None, typer.Option()] = None,
+    alpha: Annotated[float | None, typer.Option(help="Weight of the soft KL term (1 - alpha on hard CE).")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads (teacher and student).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda | cuda:N")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Any DistillConfig field: key=value.")] = None,
+    teacher_set: Annotated[
+        list[str] | None, typer.Option("--teacher-set", help="TrainConfig override of the teacher: key=value.")
+    ] = None,
+    student_set: Annotated[
+        list[str] | None, typer.Option("--student-set", help="TrainConfig override of the student: key=value.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Teacher -> student distillation: fine-tune the teacher (resumable per epoch), cache its soft labels,
+    train the small student on them; prints the summaries as JSON."""
+    _setup_logging(verbose)
+    from textpulse.ml.config import load_config_file
+    from textpulse.ml.distill import distill as run_distill
+    from textpulse.ml.distill import distill_profile, load_distill_config
+
+    if config and profile:
+        msg = "give --config or --profile, not both"
+        raise typer.BadParameter(msg)
+    source = config or (distill_profile(profile) if profile else None)
+    values: dict[str, Any] = load_config_file(source) if source else {}
+    flags = {
+        "output_dir": output,
+        "teacher_model": teacher_model,
+        "stages": stage,
+        "temperature": temperature,
+        "alpha": alpha,
+    }
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(_parse_sets(set_ or []))
+    common = dict(values.get("common") or {})
+    common.update({k: v for k, v in {"threads": threads, "device": device}.items() if v is not None})
+    common["progress"] = progress and common.get("progress", True)
+    values["common"] = common
+    values["teacher"] = dict(values.get("teacher") or {}) | _parse_sets(teacher_set or [])
+    values["student"] = dict(values.get("student") or {}) | _parse_sets(student_set or [])
+    if seed is not None:
+        values["student"]["seed"] = seed
+    _emit(run_distill(load_distill_config(values)))
 
 
 @app.command("eval")
