@@ -8,10 +8,11 @@ encoder, (e) text-only with the fine-tuned encoder (the latest ``recommend``
 export, or ``--model-dir``), (f) the service's hybrid — its own
 ``Recommender`` + ``Profile`` code, weights chosen on the inner split, (g) a
 LightGBM LambdaRank ranker (``textpulse.recsys.ranker``) trained on the inner
-split (the recipe of ``make recommend-model``: ``ranker.train_on_inner``), (h) the
-same ranker with one of the ten slots reserved for the best text match among items
-without any positive, (i) the ranker the service serves (``ranker/`` of the
-fine-tuned export, loaded from its files), when there is one. The inner split is a temporal
+split and the inner split of its train part (the recipe of ``make recommend-model``:
+``ranker.train_on_inner``) without its new-item slot, (h) the same ranker as shipped, with one
+of the ten slots reserved for the best text match among items without any positive,
+(i) the ranker the service serves (``ranker/`` of the fine-tuned export, loaded from its files), when
+there is one. The inner split is a temporal
 split of the train part (per user its latest 20 %), with its own time-honest
 item text; nothing is chosen on the split that is scored.
 
@@ -196,15 +197,18 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     rows["(f) hybrid (text + item-kNN + popularity)"] = evaluate_subsets(
         split, HybridEval(split, vectors).ranker(config), subsets, K
     )
-    rconfig = RankerConfig(ease_lambda=lam)
-    trained = train_on_inner(ml, inner, inner_vectors, rconfig)  # the recipe of make recommend-model
-    state = FeatureState(ml.items_as_of(tag_cutoffs(split.train)), split.item_ids, vectors, split.train, rconfig)
-    rows["(g) LambdaRank ranker (LightGBM)"] = evaluate_subsets(
-        split, lambda user: trained.rank(state, user, K), subsets, K
+    rconfig = RankerConfig(ease_lambda=lam, new_item_slots=1)  # as make recommend-model ships it
+    # The recipe of make recommend-model (its earlier training cuts embedded by the same encoder).
+    trained = train_on_inner(
+        ml, inner, inner_vectors, rconfig, encode=lambda texts: encode_items(encoder, texts, args.max_length)
     )
-    slotted = dataclasses.replace(trained, config=dataclasses.replace(rconfig, new_item_slots=1))
-    rows["(h) ranker + 1 slot for the best new item by text"] = evaluate_subsets(
-        split, lambda user: slotted.rank(state, user, K), subsets, K
+    state = FeatureState(ml.items_as_of(tag_cutoffs(split.train)), split.item_ids, vectors, split.train, rconfig)
+    unslotted = dataclasses.replace(trained, config=dataclasses.replace(rconfig, new_item_slots=0))
+    rows["(g) LambdaRank ranker (LightGBM), no new-item slot"] = evaluate_subsets(
+        split, lambda user: unslotted.rank(state, user, K), subsets, K
+    )
+    rows["(h) ranker + 1 slot for the best new item by text (the recipe shipped)"] = evaluate_subsets(
+        split, lambda user: trained.rank(state, user, K), subsets, K
     )
     if model_dir is not None and (model_dir / RANKER_DIR).is_dir():
         # The file the service loads (trained by make recommend-model with its default EASE λ).

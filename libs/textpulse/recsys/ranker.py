@@ -2,13 +2,15 @@
 
 Candidates per user: the union of the top ``per_source`` unseen items of four
 retrievers — text (the user's time-decayed interest vector × item vectors),
-EASE, item-kNN and popularity. Features per (user, candidate), all computed
+EASE, item-kNN and popularity — and the best ``new_per_source`` text matches
+among items without any positive. Features per (user, candidate), all computed
 from the train interactions, the item metadata and the item vectors
 (:class:`FeatureState`), named in :data:`FEATURES`.
 
-Training (:func:`train_ranker`) uses an inner temporal split of the training
-data only: the state is built from the inner train part (with item text as of
-that part), the labels are the inner held-out positives. The fitted booster is
+Training (:func:`train_ranker`) uses temporal splits of the training data only:
+the state is built from the inner train part (with item text as of that part),
+the labels are the inner held-out positives; :func:`train_on_inner` adds the
+inner split of the inner train part (``training_cuts``) for twice the queries. The fitted booster is
 then applied to a state built from the whole train part.
 """
 
@@ -19,7 +21,7 @@ import json
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +53,32 @@ FEATURES: tuple[str, ...] = (
     "user_positives_log",
     "user_seen_log",
     "cold_item",  # 1 when the item has no positive at all
+    # Per-user normalised views (over this user's candidates): a user's raw scores live on their own
+    # scale (many vs few positives, a broad vs narrow profile), and ranks/z-scores let the trees compare
+    # "EASE's 3rd choice" across users and across the inner (training) and full (serving) states.
+    "ease_rank",  # log1p(rank by EASE among the candidates; 0 = EASE's best)
+    "knn_rank",
+    "text_rank",
+    "text_max_rank",
+    "pop_rank",
+    "ease_z",  # (score − candidates' mean) / their standard deviation
+    "knn_z",
+    "text_z",
+    "text_max_z",
+    "pop_z",
 )
+#: The source columns of the per-user ranks and z-scores, in the order of :data:`FEATURES`.
+_NORMALISED = ("ease", "knn", "text_match", "text_max", "pop_log")
 
 
 @dataclass(frozen=True)
 class RankerConfig:
     per_source: int = 100
+    #: Extra candidates: the best text matches among items without any positive (new items reach the
+    #: ranker only through text, where they compete with rated items for the top ``per_source``). On the
+    #: MovieLens dev split it added no held-out cold positive (the text model is weak there); it is what
+    #: lets a better text model's new items reach the ranker and its ``new_item_slots``.
+    new_per_source: int = 20
     half_life_days: float = 3650.0
     profile_items: int = 200
     ease_lambda: float = 100.0
@@ -64,17 +86,29 @@ class RankerConfig:
     #: EASE's dense solve is cubic in its items: only the most popular this many enter it (others score 0).
     ease_max_items: int = 5000
     recent_days: float = 180.0
-    #: Most trees; early stopping on held-out training users (``valid_users``) picks how many are kept.
-    n_estimators: int = 600
-    learning_rate: float = 0.05
-    num_leaves: int = 15
-    min_child_samples: int = 100
+    #: Trees (the most, when ``valid_users`` > 0 turns early stopping on). Chosen on the dev split (3 seeds
+    #: each, see services/recommend/README.md): small, slow, many trees; early stopping on ~100 held-out
+    #: users stopped after 7-63 trees and read ~0.0015-0.007 nDCG lower.
+    n_estimators: int = 300
+    learning_rate: float = 0.02
+    num_leaves: int = 7
+    min_child_samples: int = 200
+    #: LightGBM objective: ``lambdarank`` (listwise), or ``rank_xendcg`` / ``binary`` to compare.
+    objective: str = "lambdarank"
+    early_stopping_rounds: int = 30
+    #: Temporal cuts trained on: 1 = the inner split; 2 adds the inner split of the inner train part
+    #: (twice the queries; see :func:`train_on_inner`).
+    training_cuts: int = 2
     #: Share of the training users held out for early stopping on their nDCG@10 (0: fixed n_estimators).
-    valid_users: float = 0.2
+    valid_users: float = 0.0
     #: Slots of the top k kept for the best text match among items without any train rating (0: none).
     new_item_slots: int = 0
     seed: int = 13
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Embeds item texts (a split's ``texts``) into unit vectors, for the extra training cuts.
+Encode = Callable[[list[str]], np.ndarray]
 
 
 def title_year(title: str) -> float:
@@ -219,6 +253,7 @@ class FeatureState:
                     top_k(ease, k, masked),
                     top_k(knn, k, masked),
                     top_k(self.counts, k, masked),
+                    top_k(text, cfg.new_per_source, masked | self.rated),
                 ]
             )
         )
@@ -246,6 +281,8 @@ class FeatureState:
         )
         tag = np.array([len(self.tags[c] & user_tags) / len(self.tags[c]) if self.tags[c] else 0.0 for c in cand])
         now_year = 1970.0 + now / YEAR_S
+        base = {"ease": ease[cand], "knn": knn[cand], "text_match": text[cand], "text_max": text_max}
+        base["pop_log"] = self.pop_log[cand]
         x = np.column_stack(
             [
                 text[cand],
@@ -262,6 +299,8 @@ class FeatureState:
                 np.full(len(cand), math.log1p(len(known))),
                 np.full(len(cand), math.log1p(len(seen))),
                 (~self.rated[cand]).astype(np.float64),
+                *(_log_rank(base[name]) for name in _NORMALISED),
+                *(_zscore(base[name]) for name in _NORMALISED),
             ]
         ).astype(np.float32)
         return cand, x
@@ -270,6 +309,18 @@ class FeatureState:
 def _relative(scores: np.ndarray) -> np.ndarray:
     top = float(scores.max()) if scores.size else 0.0
     return scores / top if top > 0 else scores
+
+
+def _log_rank(scores: np.ndarray) -> np.ndarray:
+    """log1p of each score's rank (0 = best; ties in candidate order)."""
+    rank = np.empty(len(scores), dtype=np.float64)
+    rank[np.argsort(-scores, kind="stable")] = np.arange(len(scores))
+    return np.log1p(rank)
+
+
+def _zscore(scores: np.ndarray) -> np.ndarray:
+    sd = float(scores.std())
+    return (scores - float(scores.mean())) / sd if sd > 0 else np.zeros(len(scores))
 
 
 @dataclass
@@ -318,7 +369,8 @@ class TrainedRanker:
 
 #: Files of a saved ranker (a folder beside the encoder's weights: ``<model>/<version>/ranker/``).
 RANKER_DIR = "ranker"
-RANKER_FORMAT = 1
+#: 2: the per-user ranks and z-scores and the new-item candidates.
+RANKER_FORMAT = 2
 
 
 class RankerMismatch(ValueError):
@@ -405,13 +457,23 @@ def training_data(
 
 
 def train_ranker(
-    state: FeatureState, relevant: Mapping[str, set[str]], config: RankerConfig | None = None
+    state: FeatureState,
+    relevant: Mapping[str, set[str]],
+    config: RankerConfig | None = None,
+    more: Sequence[tuple[FeatureState, Mapping[str, set[str]]]] = (),
 ) -> TrainedRanker:
-    """Fit LambdaRank on ``state`` (the inner train part) against ``relevant`` (its held-out positives)."""
+    """Fit LambdaRank on ``state`` (the inner train part) against ``relevant`` (its held-out positives).
+
+    ``more``: further (state, held-out positives) query sets stacked into the training data (earlier
+    temporal cuts: the inner split alone gives ~500 queries, too few for the trees to beat EASE's own
+    ordering). The early-stopping users (``valid_users``) are drawn from ``relevant`` and left out of
+    every set, so no query of theirs is trained on.
+    """
     import lightgbm as lgb
 
     cfg = config or state.config
     fit_rel, valid_rel = dict(relevant), {}
+    held: set[str] = set()
     if cfg.valid_users > 0:
         users = sorted(relevant)
         np.random.default_rng(cfg.seed).shuffle(users)
@@ -420,8 +482,12 @@ def train_ranker(
         valid_rel = {u: r for u, r in relevant.items() if u in held}
     x, y, groups, counts = training_data(state, fit_rel)
     info: dict[str, Any] = dict(counts)
+    for n, (extra_state, extra_rel) in enumerate(more, start=2):
+        ex, ey, eg, ecounts = training_data(extra_state, {u: r for u, r in extra_rel.items() if u not in held})
+        x, y, groups = np.concatenate([x, ex]), np.concatenate([y, ey]), [*groups, *eg]
+        info[f"set_{n}"] = ecounts
     model = lgb.LGBMRanker(
-        objective="lambdarank",
+        objective=cfg.objective,
         n_estimators=cfg.n_estimators,
         learning_rate=cfg.learning_rate,
         num_leaves=cfg.num_leaves,
@@ -445,7 +511,7 @@ def train_ranker(
             eval_y=(vy,),
             eval_group=[vgroups],
             eval_at=[10],
-            callbacks=[lgb.early_stopping(30, verbose=False)],
+            callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
         )
         info = {**info, "valid": vinfo, "best_iteration": int(model.best_iteration_)}
     else:
@@ -462,11 +528,25 @@ def inner_split(ml: MovieLens, split: Split, fraction: float = 0.2) -> Split:
     return split_of(ml, *temporal_split(split.train, fraction))
 
 
-def train_on_inner(ml: MovieLens, inner: Split, vectors: np.ndarray, config: RankerConfig) -> TrainedRanker:
-    """The shipped recipe (``make recommend-model``, and row (g) of ``make bench-recommend``).
+def train_on_inner(
+    ml: MovieLens, inner: Split, vectors: np.ndarray, config: RankerConfig, encode: Encode | None = None
+) -> TrainedRanker:
+    """The shipped recipe (``make recommend-model``, and rows (g)-(h) of ``make bench-recommend``).
 
     State from the inner train part (its time-honest item text embedded as ``vectors``), labels =
-    the inner held-out positives.
+    the inner held-out positives; with ``config.training_cuts`` > 1 (and ``encode``, which embeds a
+    split's item texts), also the inner split of the inner train part, and so on: each cut is one more
+    query per user, from an earlier state.
     """
     state = FeatureState(ml.items_as_of(tag_cutoffs(inner.train)), inner.item_ids, vectors, inner.train, config)
-    return train_ranker(state, inner.relevant, config)
+    more: list[tuple[FeatureState, Mapping[str, set[str]]]] = []
+    cut = inner
+    for _ in range(config.training_cuts - 1):
+        if encode is None:
+            break
+        cut = inner_split(ml, cut)
+        cut_state = FeatureState(
+            ml.items_as_of(tag_cutoffs(cut.train)), cut.item_ids, encode(cut.texts), cut.train, config
+        )
+        more.append((cut_state, cut.relevant))
+    return train_ranker(state, inner.relevant, config, more)

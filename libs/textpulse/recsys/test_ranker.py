@@ -292,3 +292,51 @@ def test_export_carries_the_ranker_beside_the_weights(tmp_path: Path) -> None:
     version_dir = tmp_path / "repo" / MODEL_NAME / str(entry["version"])
     assert load_ranker(version_dir / "ranker", embedding_dim=4).config == trained.config
     assert entry["ranker"] == {"files": f"{entry['version']}/ranker", "dev": {"ranker": {"ndcg@10": 0.5}}}
+
+
+def test_per_user_ranks_and_zscores_and_new_items_reached_through_text() -> None:
+    items = _items()
+    items["98"] = Item(item_id="98", title="Another new romance", genres=["Romance"], tags=["romance"])
+    ids = sorted(items, key=int)
+    vectors = _vectors(ids)
+    vectors[ids.index("98")] = [0.0, 1.0, 0.0, 0.0]  # "98" is romance-side (the helper puts unknown ids there)
+    # per_source 1: the text top 1 alone would hold one new item at most; new_per_source brings both.
+    config = RankerConfig(per_source=1, new_per_source=2, ease_lambda=10.0)
+    state = FeatureState(items, ids, vectors, _ratings(), config)
+    got = state.features("u0")
+    assert got is not None
+    cand, x = got
+    rows = {state.item_ids[c]: dict(zip(FEATURES, row, strict=True)) for c, row in zip(cand, x, strict=True)}
+    assert {"98", "99"} <= set(rows)  # both new items are candidates, whatever their text rank
+    for new in ("98", "99"):
+        assert rows[new]["cold_item"] == 1.0
+        assert not math.isnan(rows[new]["text_match"])  # text carries them: their text features are set
+    col = {name: x[:, FEATURES.index(name)] for name in FEATURES}
+    for source in ("ease", "knn", "text_match", "text_max", "pop_log"):
+        prefix = source.removesuffix("_match").removesuffix("_log")
+        best = int(np.argmax(col[source]))
+        assert col[f"{prefix}_rank"][best] == 0.0  # log1p(rank 0)
+        assert sorted(np.expm1(col[f"{prefix}_rank"]).round().tolist()) == list(range(len(cand)))
+        z = col[f"{prefix}_z"]
+        if np.ptp(col[source]) > 0:
+            assert float(z.mean()) == pytest.approx(0.0, abs=1e-5)
+            assert float(z.std()) == pytest.approx(1.0, abs=1e-4)
+    assert rows["99"]["text_rank"] < rows["98"]["text_rank"]  # u0 likes the Sci-Fi side
+
+
+def test_extra_training_cuts_add_queries() -> None:
+    items = _items()
+    ids = sorted(items, key=int)
+    train, held = temporal_split(_ratings(), 0.3)
+    relevant = {r.user: {r.item} for r in held if r.positive}
+    earlier, earlier_held = temporal_split(train, 0.3)
+    earlier_rel = {r.user: {r.item} for r in earlier_held if r.positive}
+    config = RankerConfig(per_source=12, n_estimators=10, min_child_samples=5, num_leaves=7, ease_lambda=10.0)
+    state = FeatureState(items, ids, _vectors(ids), train, config)
+    one = train_ranker(state, relevant, config)
+    two = train_ranker(
+        state, relevant, config, more=[(FeatureState(items, ids, _vectors(ids), earlier, config), earlier_rel)]
+    )
+    assert two.info["set_2"]["users_with_hit"] > 0
+    assert two.info["rows"] == one.info["rows"]  # the first set's counts are unchanged
+    assert two.booster.num_trees() == 10
