@@ -46,6 +46,7 @@ async def _cf_loop(state: State, every_s: float) -> None:
             await state.refresh_cf()
         except Exception:
             log.exception("item-kNN refresh failed; serving the previous model")
+        state.save_vectors()  # new items' vectors survive a crash after the next refresh
 
 
 def resources(
@@ -57,6 +58,7 @@ def resources(
     async def opened(k: Kit) -> AsyncIterator[Processor]:
         s = k.settings
         enc = embedder or make_embedder(s.inference, s.model_name, allow_base=s.allow_base_model)
+        state: State | None = None
         try:
             await enc.start()
             # Fails start-up when a ranker is shipped but cannot be served (see core.find_ranker).
@@ -66,6 +68,7 @@ def resources(
                 log.info(
                     "state restored", extra={**restored, "items": len(state.catalogue), "users": len(state.profiles)}
                 )
+                state.save_vectors()
             k.state.recommend = state  # the API routes and readiness read it
             k.background("cf", lambda: _cf_loop(state, s.cf_refresh_s))
             outputs = Outputs(
@@ -74,6 +77,8 @@ def resources(
             yield Processor(state, outputs, s)
         finally:
             # The kit stops the consumers first: no batch is encoding when the encoder closes.
+            if state is not None:
+                state.save_vectors()
             await enc.close()
 
     return opened

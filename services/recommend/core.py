@@ -46,6 +46,7 @@ from textpulse.recsys.profile import Profile
 from textpulse.recsys.ranker import RANKER_DIR, FeatureState, TrainedRanker, load_ranker
 from textpulse.recsys.recommender import Recommender, Scored
 from textpulse.recsys.scoring import Catalogue
+from textpulse.recsys.vector_cache import VectorCache
 from textpulse.settings import KafkaSettings
 
 from .metrics import RecommendMetrics
@@ -100,6 +101,10 @@ class State:
         self.metrics = metrics
         # The embedder is started first, so its dimension is known.
         self.catalogue = Catalogue(embedder.dim)
+        model = embedder.model
+        self.vectors = VectorCache(settings.vector_cache_dir, model.name, model.version, embedder.dim)
+        if loaded := self.vectors.load():
+            log.info("item vectors loaded", extra={"vectors": loaded, "path": str(self.vectors.path)})
         self.recommender = Recommender(self.catalogue, settings.recommender_config())
         self.profiles: dict[str, Profile] = {}
         #: Item metadata (genres, tags, title): features of the ranker.
@@ -122,15 +127,30 @@ class State:
         """Embed and store ``items`` (raises BackendUnavailable / InputRejected from the encoder)."""
         if not items:
             return
-        vectors = await self.embedder.embed([i.text() for i in items])
+        texts = [i.text() for i in items]
+        vectors: list[Any] = [self.vectors.get(t) for t in texts]
+        missing = [n for n, v in enumerate(vectors) if v is None]
+        if missing:
+            fresh = await self.embedder.embed([texts[n] for n in missing])
+            for n, vec in zip(missing, fresh, strict=True):
+                vectors[n] = vec
+                self.vectors.put(texts[n], vec)
         for item, vec in zip(items, vectors, strict=True):
             self.catalogue.upsert(item.item_id, item.title, vec)
             self.items[item.item_id] = item
             self._removed.discard(item.item_id)
         # The CF models and the ranker's state are indexed by catalogue row: rebuild them to include these.
         self._cf_dirty = True
-        self.metrics.embedded.labels(SERVICE).inc(len(items))
+        self.metrics.embedded.labels(SERVICE).inc(len(missing))  # embedded now, not found in the cache
         self.metrics.catalogue_items.labels(SERVICE).set(len(self.catalogue))
+
+    def save_vectors(self) -> None:
+        """Keep the vectors of the current catalogue for the next start (no-op without a cache dir)."""
+        try:
+            if self.vectors.save(keep=[item.text() for item in self.items.values()]):
+                log.debug("item vectors saved", extra={"vectors": len(self.vectors)})
+        except OSError as exc:  # a full or read-only disk costs the next start a re-embedding, nothing else
+            log.warning("item vectors not saved", extra={"path": str(self.vectors.path), "error": repr(exc)})
 
     def delete_item(self, item_id: str) -> None:
         if self.catalogue.remove(item_id):

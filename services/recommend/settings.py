@@ -56,6 +56,13 @@ class RecommendSettings(ServiceSettings):
     kafka_batch_timeout_ms: int = Field(100, ge=1, description="Wait to fill a batch.")
     publish_timeout_s: float = Field(15.0, gt=0, description="Wait for broker acks of profiles and recommendations.")
     restore_timeout_s: float = Field(300.0, gt=0, description="Longest catalogue + profile replay at start.")
+    vector_cache_dir: Path | None = Field(
+        None,
+        description=(
+            "Directory of the item vectors kept across restarts (one file per model version, by item text): "
+            "a restart embeds only new or changed items. Unset: every item is embedded again at start-up."
+        ),
+    )
     unavailable_max_wait_s: float = Field(120.0, gt=0, description="Retry an unavailable encoder this long per batch.")
 
     def recommender_config(self) -> RecommenderConfig:

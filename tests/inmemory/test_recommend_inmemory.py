@@ -259,3 +259,18 @@ async def test_a_ranker_that_does_not_fit_the_encoder_fails_start_up(tmp_path: P
     with pytest.raises(FileNotFoundError, match="RANKER_DIR"):
         async with harness(ranker_dir=tmp_path / "missing"):
             pass
+
+
+async def test_a_restart_embeds_only_new_or_changed_items(tmp_path: Path) -> None:
+    """With ``vector_cache_dir`` the vectors survive a restart: the replayed catalogue is not embedded again."""
+    async with harness(vector_cache_dir=tmp_path) as h:
+        await h.items(*ITEMS)
+        assert len(h.app.state.recommend.catalogue) == len(ITEMS)
+    async with harness(vector_cache_dir=tmp_path) as h:
+        embedder = h.app.state.recommend.embedder
+        await h.items(*ITEMS)
+        assert embedder.calls == 0
+        changed = ITEMS[0].model_copy(update={"title": "Star Voyage II"})
+        await h.items(changed)
+        assert embedder.calls == 1
+        assert len(h.app.state.recommend.catalogue) == len(ITEMS)
