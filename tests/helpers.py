@@ -132,13 +132,18 @@ def route_env(
     return env
 
 
-def start_route(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """A route process (``services.route.app``) with ``env``, its output appended to ``log``."""
+def start_service(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A service process (``python -m services.<name>.app``) with ``env``, its output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "services.route.app"],
+            [sys.executable, "-m", f"services.{name}.app"],
             cwd=Path(__file__).resolve().parents[1],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def start_route(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A route process with ``env`` (:func:`start_service`)."""
+    return start_service("route", env, log)

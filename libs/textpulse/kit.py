@@ -90,6 +90,7 @@ class Kit(Generic[S, M]):
     def __init__(
         self, service: Service[S, M], settings: S, broker: KafkaBroker, metrics: M, *, real_kafka: bool
     ) -> None:
+        self.service = service
         self.name = service.name
         self.settings = settings
         self.broker = broker
@@ -167,8 +168,9 @@ class Kit(Generic[S, M]):
         if self.on_abort is not None:
             await self.on_abort()
 
-    async def on_started(self, service: Service[S, M]) -> None:
+    async def on_started(self) -> None:
         """Once the broker is connected: DLQ limit, lag probe, ``after_start``, background tasks, one log line."""
+        service = self.service
         # Refuse to run on a FastStream whose producer moved rather than silently write one record at a time.
         check_fast_path(self.broker)
         if self.apache:
@@ -202,7 +204,9 @@ class Kit(Generic[S, M]):
         await self.stop_tasks()
         await self.runner.close()
 
-    async def ready(self, service: Service[S, M]) -> bool:
+    async def ready(self) -> bool:
+        """The service's own readiness check, then the broker's."""
+        service = self.service
         if service.ready is not None and not await service.ready(self):
             return False
         return await self.broker.ping(timeout=2.0)
@@ -297,15 +301,12 @@ def build(
     kit = Kit(service, settings, broker, metrics, real_kafka=real_kafka)
     service.subscribe(kit)
 
-    async def ready() -> bool:
-        return await kit.ready(service)
-
     if service.api is None:
-        return _worker_app(service, kit, ready)
-    return _api_app(service, kit, ready, api_security, connect_timeout_s or service.api.connect_timeout_s)
+        return _worker_app(service, kit)
+    return _api_app(service, kit, api_security, connect_timeout_s or service.api.connect_timeout_s)
 
 
-def _worker_app(service: Service[S, M], kit: Kit[S, M], ready: Callable[[], Awaitable[bool]]) -> OpsAsgiFastStream:
+def _worker_app(service: Service[S, M], kit: Kit[S, M]) -> OpsAsgiFastStream:
     run = _Lifecycle(service, kit)
 
     @asynccontextmanager
@@ -316,19 +317,16 @@ def _worker_app(service: Service[S, M], kit: Kit[S, M], ready: Callable[[], Awai
         finally:
             await run.exit()
 
-    async def after_startup() -> None:
-        await kit.on_started(service)
-
     app = OpsAsgiFastStream(
         kit.broker,
-        asgi_routes=ops_routes(kit.metrics, ready),  # type: ignore[arg-type]  # dict vs MutableMapping scope
+        asgi_routes=ops_routes(kit.metrics, kit.ready),  # type: ignore[arg-type]  # dict vs MutableMapping scope
         lifespan=lifespan,
-        after_startup=[after_startup],
+        after_startup=[kit.on_started],
         # FastStream stops the broker after on_shutdown, before the lifespan exits: timers go first.
         on_shutdown=[kit.stop_tasks],
         logger=logging.getLogger(f"textpulse.{service.name}.app"),
     )
-    kit.state = SimpleNamespace(kit=kit, broker=kit.broker, metrics=kit.metrics, settings=kit.settings)
+    _share_state(kit, kit.state)
     app.state = kit.state  # type: ignore[attr-defined]  # read by tests and the AsyncAPI generator
     return app
 
@@ -336,7 +334,6 @@ def _worker_app(service: Service[S, M], kit: Kit[S, M], ready: Callable[[], Awai
 def _api_app(
     service: Service[S, M],
     kit: Kit[S, M],
-    ready: Callable[[], Awaitable[bool]],
     api_security: ApiSecuritySettings | None,
     connect_timeout_s: float,
 ) -> FastAPI:
@@ -362,7 +359,7 @@ def _api_app(
         run.stack.push_async_callback(kit.stop_tasks)
         try:
             await start_with_retry(kit.broker, connect_timeout_s)
-            await kit.on_started(service)
+            await kit.on_started()
             yield
         finally:
             await run.exit()
@@ -375,9 +372,8 @@ def _api_app(
     )
     for router in api.routers:
         app.include_router(router)
-    kit.state = app.state
-    app.state.kit, app.state.broker, app.state.metrics, app.state.settings = kit, kit.broker, kit.metrics, kit.settings
-    for path, endpoint in ops_routes(kit.metrics, ready):
+    _share_state(kit, app.state)
+    for path, endpoint in ops_routes(kit.metrics, kit.ready):
         app.router.routes.append(Route(path, endpoint, methods=["GET"], include_in_schema=False))
     # Before the metrics middleware, so that it runs inside it: refusals (401/413/429) are counted.
     install_api_guard(app, api_security or ApiSecuritySettings.for_service(service.name))
@@ -390,6 +386,14 @@ def _api_app(
     if api.schemas:
         app.openapi = problem_openapi(app, api.schemas)  # type: ignore[method-assign]
     return app
+
+
+def _share_state(kit: Kit[Any, Any], state: Any) -> None:
+    """Make ``state`` the app's state: what ``subscribe`` put on ``kit.state`` so far, plus the kit's parts."""
+    for name, value in vars(kit.state).items():
+        setattr(state, name, value)
+    state.kit, state.broker, state.metrics, state.settings = kit, kit.broker, kit.metrics, kit.settings
+    kit.state = state
 
 
 def main(service: Service[Any, Any], create_app: Callable[[Any], Any]) -> None:

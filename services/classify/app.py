@@ -17,7 +17,7 @@ from faststream.kafka import KafkaBroker
 from textpulse import kit
 from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
-from textpulse.inference.settings import make_backend
+from textpulse.inference.settings import backend_ready, serving_backend
 
 from . import handlers
 from .core import Classifier
@@ -32,25 +32,15 @@ def resources(backend: InferenceBackend | None) -> Callable[[Kit], AbstractAsync
     @asynccontextmanager
     async def opened(k: Kit) -> AsyncIterator[handlers.Deps]:
         s, m = k.settings, k.metrics
-        inference = backend or make_backend(s.inference, observe=m.observe, on_error=m.error)
-        m.watch(inference)
-        m.drift_window, m.drift_min_samples = s.inference.drift_window, s.inference.drift_min_samples
-        classifier = Classifier(inference, s.routes(), s.top_k_scores)
-        try:
+        async with serving_backend(s.inference, m, backend) as inference:
+            classifier = Classifier(inference, s.routes(), s.top_k_scores)
             # ModelMismatch (one line) when a configured head is missing or its labels differ
             await inference.start(classifier.needed_models(), classifier.head_specs())
             classifier.check_labels()
             k.state.backend = inference
             yield handlers.Deps(classifier, k.writer(s.topic_out), k.dead_letters, m, s, k.recent_ids())
-        finally:
-            await inference.close()
 
     return opened
-
-
-async def ready(k: Kit) -> bool:
-    inference: InferenceBackend | None = getattr(k.state, "backend", None)
-    return inference is not None and await inference.ready()
 
 
 def started(k: Kit) -> Mapping[str, Any]:
@@ -71,7 +61,7 @@ def service(backend: InferenceBackend | None = None) -> kit.Service[ClassifySett
         metrics=lambda: InferenceMetrics(handlers.SERVICE),
         subscribe=handlers.subscribe,
         resources=resources(backend),
-        ready=ready,
+        ready=backend_ready,
         started=started,
     )
 

@@ -16,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from textpulse import kit
 from textpulse.inference import InferenceBackend
 from textpulse.inference.metrics import InferenceMetrics
-from textpulse.inference.settings import make_backend
+from textpulse.inference.settings import backend_ready, serving_backend
 from textpulse.observability.http import OpsAsgiFastStream
 
 from . import handlers
@@ -35,12 +35,9 @@ def service(backend: InferenceBackend | None = None) -> kit.Service[NerSettings,
     @asynccontextmanager
     async def resources(k: Kit) -> AsyncIterator[handlers.Deps]:
         s, m = k.settings, k.metrics
-        inference = backend or make_backend(s.inference, observe=m.observe, on_error=m.error)
-        m.watch(inference)
-        m.drift_window, m.drift_min_samples = s.inference.drift_window, s.inference.drift_min_samples
-        await inference.start([s.ner_model])
-        k.state.backend = inference
-        try:
+        async with serving_backend(s.inference, m, backend) as inference:
+            await inference.start([s.ner_model])
+            k.state.backend = inference
             yield handlers.Deps(
                 enricher=Enricher(inference, s.ner_model, use_cashtags=s.cashtags),
                 enriched_writer=k.writer(s.topic_out),
@@ -50,12 +47,6 @@ def service(backend: InferenceBackend | None = None) -> kit.Service[NerSettings,
                 settings=s,
                 seen=k.recent_ids(),
             )
-        finally:
-            await inference.close()
-
-    async def ready(k: Kit) -> bool:
-        inference: InferenceBackend | None = getattr(k.state, "backend", None)
-        return inference is not None and await inference.ready()
 
     def started(k: Kit) -> Mapping[str, Any]:
         inference, model = k.state.backend, k.settings.ner_model
@@ -67,7 +58,7 @@ def service(backend: InferenceBackend | None = None) -> kit.Service[NerSettings,
         metrics=lambda: InferenceMetrics(handlers.SERVICE),
         subscribe=handlers.subscribe,
         resources=resources,
-        ready=ready,
+        ready=backend_ready,
         started=started,
     )
 

@@ -103,6 +103,8 @@ class State:
         self.catalogue = Catalogue(embedder.dim)
         model = embedder.model
         self.vectors = VectorCache(settings.vector_cache_dir, model.name, model.version, embedder.dim)
+        # The catalogue changed since the vectors were last saved (hashing every text is skipped otherwise).
+        self._vectors_stale = False
         if loaded := self.vectors.load():
             log.info("item vectors loaded", extra={"vectors": loaded, "path": str(self.vectors.path)})
         self.recommender = Recommender(self.catalogue, settings.recommender_config())
@@ -140,12 +142,15 @@ class State:
             self.items[item.item_id] = item
             self._removed.discard(item.item_id)
         # The CF models and the ranker's state are indexed by catalogue row: rebuild them to include these.
-        self._cf_dirty = True
+        self._cf_dirty = self._vectors_stale = True
         self.metrics.embedded.labels(SERVICE).inc(len(missing))  # embedded now, not found in the cache
         self.metrics.catalogue_items.labels(SERVICE).set(len(self.catalogue))
 
     def save_vectors(self) -> None:
-        """Keep the vectors of the current catalogue for the next start (no-op without a cache dir)."""
+        """Keep the vectors of the current catalogue for the next start (no-op without a cache dir or a change)."""
+        if self.vectors.path is None or not self._vectors_stale:
+            return
+        self._vectors_stale = False
         try:
             if self.vectors.save(keep=[item.text() for item in self.items.values()]):
                 log.debug("item vectors saved", extra={"vectors": len(self.vectors)})
@@ -156,7 +161,7 @@ class State:
         if self.catalogue.remove(item_id):
             self.items.pop(item_id, None)
             self._removed.add(item_id)
-            self._cf_dirty = True
+            self._cf_dirty = self._vectors_stale = True
             self.metrics.catalogue_items.labels(SERVICE).set(len(self.catalogue))
 
     # -- profiles --------------------------------------------------------------

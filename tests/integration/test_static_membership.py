@@ -23,7 +23,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -38,7 +37,7 @@ from textpulse.kafka.admin import client_options, create_topics
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
-from tests.helpers import route_env, start_route
+from tests.helpers import route_env, start_route, start_service
 from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(150)]
@@ -179,17 +178,6 @@ def _index_env(
     return env
 
 
-def _start_index(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.index.app"],
-            cwd=Path(__file__).resolve().parents[2],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
 async def _documents(es: AsyncElasticsearch, alias: str) -> int:
     await es.indices.refresh(index=alias, ignore_unavailable=True, allow_no_indices=True)
     found = await es.count(index=alias, ignore_unavailable=True, allow_no_indices=True)
@@ -240,7 +228,7 @@ async def test_index_restart_after_sigkill_outputs_again_within_seconds(
     admin = AIOKafkaAdminClient(**client_options(kafka_settings))  # type: ignore[arg-type]
     es = AsyncElasticsearch(shared_es_url, request_timeout=30, max_retries=0)
     await admin.start()
-    service = _start_index(env, log)
+    service = start_service("index", env, log)
     try:
         # More than route's 60 s: index first waits for Elasticsearch and installs its templates.
         assert await _until_committed_past(admin, group, 100, 90) is not None, log.read_text()[-3000:]
@@ -252,7 +240,7 @@ async def test_index_restart_after_sigkill_outputs_again_within_seconds(
         assert commits_mark < EVENTS, "the backlog must outlast the restart"
         assert docs_mark < EVENTS, "the backlog must outlast the restart"
         restarted = time.monotonic()
-        service = _start_index(env, log)
+        service = start_service("index", env, log)
         commit_s, doc_s = await _until_index_output(admin, group, commits_mark, es, alias, docs_mark, restarted, 60)
     finally:
         await admin.close()

@@ -7,8 +7,10 @@ Both read tokenizers and labels from ``TEXTPULSE_MODEL_REPO``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +18,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .backend import InferenceBackend
 from .breaker import CircuitBreaker
 from .types import ErrorObserver, Observer
+
+if TYPE_CHECKING:
+    from .metrics import InferenceMetrics
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -104,3 +109,26 @@ def make_backend(
         observe=observe,
         on_error=on_error,
     )
+
+
+@asynccontextmanager
+async def serving_backend(
+    settings: InferenceSettings, metrics: InferenceMetrics, backend: InferenceBackend | None = None
+) -> AsyncIterator[InferenceBackend]:
+    """A consuming service's backend (``backend``, else :func:`make_backend`), watched by its metrics; closed after.
+
+    Not started: the service starts it with the models (and heads) it needs.
+    """
+    inference = backend or make_backend(settings, observe=metrics.observe, on_error=metrics.error)
+    metrics.watch(inference)
+    metrics.drift_window, metrics.drift_min_samples = settings.drift_window, settings.drift_min_samples
+    try:
+        yield inference
+    finally:
+        await inference.close()
+
+
+async def backend_ready(kit: Any) -> bool:
+    """Readiness of a service that put its started backend on ``kit.state.backend`` (:mod:`textpulse.kit`)."""
+    inference: InferenceBackend | None = getattr(kit.state, "backend", None)
+    return inference is not None and await inference.ready()

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,26 @@ def _parse_sets(values: list[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parsed[key.replace("-", "_")] = raw
     return parsed
+
+
+def _config_values(
+    config: Path | None,
+    profile: str | None,
+    resolve: Callable[[str], Path],
+    flags: dict[str, Any],
+    sets: list[str] | None,
+) -> dict[str, Any]:
+    """The config file (``--config``, or the named ``--profile``), then the flags given, then ``--set`` (later wins)."""
+    from textpulse.ml.config import load_config_file
+
+    if config and profile:
+        msg = "give --config or --profile, not both"
+        raise typer.BadParameter(msg)
+    source = config or (resolve(profile) if profile else None)
+    values: dict[str, Any] = load_config_file(source) if source else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    values.update(_parse_sets(sets or []))
+    return values
 
 
 @app.command()
@@ -154,15 +175,9 @@ def pretrain(
     model for ``train --base-model`` (or ``base_model:`` in a profile).
     """
     _setup_logging(verbose)
-    from textpulse.ml.config import load_config_file
     from textpulse.ml.pretrain import load_pretrain_config, pretrain_profile
     from textpulse.ml.pretrain import pretrain as run_pretraining
 
-    if config and profile:
-        msg = "give --config or --profile, not both"
-        raise typer.BadParameter(msg)
-    source = config or (pretrain_profile(profile) if profile else None)
-    values: dict[str, Any] = load_config_file(source) if source else {}
     flags = {
         "output_dir": output,
         "base_model": base_model,
@@ -176,8 +191,7 @@ def pretrain(
         "threads": threads,
         "device": device,
     }
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values.update(_parse_sets(set_ or []))
+    values = _config_values(config, profile, pretrain_profile, flags, set_)
     values["progress"] = progress and values.get("progress", True)
     summary = run_pretraining(load_pretrain_config(values))
     summary["output_dir"] = str(values.get("output_dir", ""))
@@ -216,15 +230,9 @@ def distill(
     """Teacher -> student distillation: fine-tune the teacher (resumable per epoch), cache its soft labels,
     train the small student on them; prints the summaries as JSON."""
     _setup_logging(verbose)
-    from textpulse.ml.config import load_config_file
     from textpulse.ml.distill import distill as run_distill
     from textpulse.ml.distill import distill_profile, load_distill_config
 
-    if config and profile:
-        msg = "give --config or --profile, not both"
-        raise typer.BadParameter(msg)
-    source = config or (distill_profile(profile) if profile else None)
-    values: dict[str, Any] = load_config_file(source) if source else {}
     flags = {
         "output_dir": output,
         "teacher_model": teacher_model,
@@ -232,8 +240,7 @@ def distill(
         "temperature": temperature,
         "alpha": alpha,
     }
-    values.update({k: v for k, v in flags.items() if v is not None})
-    values.update(_parse_sets(set_ or []))
+    values = _config_values(config, profile, distill_profile, flags, set_)
     common = dict(values.get("common") or {})
     common.update({k: v for k, v in {"threads": threads, "device": device}.items() if v is not None})
     common["progress"] = progress and common.get("progress", True)

@@ -41,19 +41,17 @@ from textpulse.ml.evaluate import confusion_png
 from textpulse.ml.inference import run_batches, torch_logits_fn
 from textpulse.ml.modelcard import render_model_card
 from textpulse.ml.modeling import TextPulseModel, build_model, count_parameters, load_model, save_model
-from textpulse.ml.settings import REPO_ROOT, default_base_model, offline_hub
+from textpulse.ml.settings import REPO_ROOT, offline_hub
 from textpulse.ml.teacher import default_teacher_dir
 from textpulse.ml.tokenization import IGNORE_INDEX
 from textpulse.ml.train import (
     Progress,
     TaskData,
-    _device,
     _evaluate_all,
     _parameter_groups,
-    _prepare_tasks,
+    begin_run,
     carves_dev,
     load_splits,
-    set_seed,
 )
 
 log = logging.getLogger(__name__)
@@ -238,18 +236,13 @@ def run_stage(  # noqa: PLR0912, PLR0915 - one linear recipe reads best in one p
     as an uninterrupted one. The best-dev weights are kept in the checkpoint too.
     """
     offline_hub()
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+    from transformers import get_linear_schedule_with_warmup
 
     if config.extra_tasks or resolve_task(config.task)[1].kind != "sequence":
         msg = "distill supports single-head sequence tasks"
         raise ValueError(msg)
-    set_seed(config.seed)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    device = _device(config)
-    base_model = config.base_model or default_base_model()
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    task = _prepare_tasks(config, tokenizer)[0]
+    device, base_model, tokenizer, tasks = begin_run(config)
+    task = tasks[0]
     unlabelled = soft.unlabelled if soft else []
     rows = _rows_with_soft(task, tokenizer, config, unlabelled)
     targets = None

@@ -542,18 +542,24 @@ def _evaluate_all(
     return score, metrics, confusion
 
 
-def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one linear recipe reads best in one place
-    """Like :func:`train` but also hand back the in-memory model (tests compare it to exports)."""
-    offline_hub()
-    from transformers import AutoTokenizer, get_linear_schedule_with_warmup
+def begin_run(config: TrainConfig) -> tuple[str, str, Any, list[TaskData]]:
+    """The start of every fine-tuning loop (train, distill): seed, threads, device, base model, tokenizer, data."""
+    from transformers import AutoTokenizer
 
     set_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = _device(config)
     base_model = config.base_model or default_base_model()
     tokenizer = AutoTokenizer.from_pretrained(base_model)
-    tasks = _prepare_tasks(config, tokenizer)
+    return _device(config), base_model, tokenizer, _prepare_tasks(config, tokenizer)
+
+
+def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one linear recipe reads best in one place
+    """Like :func:`train` but also hand back the in-memory model (tests compare it to exports)."""
+    offline_hub()
+    from transformers import get_linear_schedule_with_warmup
+
+    device, base_model, tokenizer, tasks = begin_run(config)
     primary = tasks[0]
     extra_heads = {t.name: t.labels for t in tasks[1:]}
     model = build_model(
