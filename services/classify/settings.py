@@ -42,6 +42,16 @@ class ClassifySettings(ServiceSettings):
     top_k_scores: int = Field(5, ge=1, le=200, description="Label probabilities kept per result.")
     kafka_batch_records: int = Field(256, ge=1, description="Most records per poll = per inference batch.")
     kafka_batch_timeout_ms: int = Field(50, ge=1, description="Wait to fill a batch.")
+    # 128 of the 256: measured on the 2-core bench (2,000 tweets, in-process), 64 cost ~1.5 CPU-s more per
+    # 1,000 events than whole polls while 128 cost nothing and halved the time to the next stage's first input.
+    chunk_records: int = Field(
+        128,
+        ge=0,
+        description=(
+            "Records handled and written together within a poll (0: the whole poll): the next stage gets its "
+            "first input after one chunk, not after the whole poll."
+        ),
+    )
     publish_timeout_s: float = Field(15.0, gt=0, description="Wait for broker acks of the outputs.")
     unavailable_max_wait_s: float = Field(
         240.0, gt=0, description="Retry an unavailable backend this long per batch, then redeliver the batch."

@@ -67,11 +67,15 @@ def _consumer(kafka: KafkaSettings, group: str) -> AIOKafkaConsumer:
     )
 
 
-async def test_failed_batch_is_aborted_rewound_and_retried(kafka_settings: KafkaSettings) -> None:
+@pytest.mark.parametrize("chunk_records", [0, 3], ids=["whole-share", "chunked"])
+async def test_failed_batch_is_aborted_rewound_and_retried(kafka_settings: KafkaSettings, chunk_records: int) -> None:
+    # chunked: a partition's share of a poll runs as several transactions; a failed one rewinds only to itself.
     src, dst = await _topics(kafka_settings)
     await _produce(kafka_settings, src, 60)
     group = f"eos-runner-{uuid.uuid4().hex[:8]}"
-    runner = ExactlyOnce(kafka_settings, group_id=group, service="test", backoff_s=(0.05, 0.1))
+    runner = ExactlyOnce(
+        kafka_settings, group_id=group, service="test", backoff_s=(0.05, 0.1), chunk_records=chunk_records
+    )
     writer = RecordWriter(lambda *a, **k: asyncio.sleep(0), dst)
     failed: set[bytes] = set()
 
