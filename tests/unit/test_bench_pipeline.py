@@ -230,3 +230,12 @@ def test_stub_label() -> None:
            "1048576", "1048576", "42", "/usr/lib", "123", "finance_0_0", "DEFAULT"]  # fmt: skip
     assert stub_label(cmd) == "triton finance finance_0_0"
     assert stub_label(["stub"]) == "triton ?"
+
+
+def test_steady_rate_leaves_out_the_fill_and_the_drain() -> None:
+    from bench.bench_pipeline import steady_rate
+
+    # 100 outputs one per 10 ms, then a 5 s drain of the last one: the steady rate ignores the tail.
+    times = [i * 0.01 for i in range(99)] + [5.99]
+    assert steady_rate(times) == pytest.approx(100.0, rel=0.02)
+    assert steady_rate([1.0, 2.0]) == 0.0
