@@ -66,13 +66,22 @@ def test_lock_header_is_the_make_lock_command() -> None:
 # --- The images install from per-image locks (deploy/docker/requirements-*.lock, `make lock`) ----------
 
 DOCKER = REPO / "deploy" / "docker"
-#: The extras of each image kind, from what the service needs (contracts/services.py).
-NEED_EXTRAS = {"models": ("ml", "serving"), "elasticsearch": ("search",)}
+#: The extras of each image kind, from what the service needs (contracts/services.py): exported text
+#: models are served by ONNX Runtime or Triton (serve + serving, no torch); the recommender's item
+#: encoder and ranker need the ml extra (torch, transformers, LightGBM).
+NEED_EXTRAS = {"models": ("serve", "serving"), "recsys": ("ml",), "elasticsearch": ("search",)}
+#: Where each image's lock comes from: `make lock`, except requirements-ml.lock (`make lock-ml`).
+IMAGE_LOCKS = {
+    "requirements-core.lock": {"ingest", "route", "alert"},
+    "requirements-search.lock": {"index"},
+    "requirements-serve.lock": {"classify", "ner"},
+    "requirements-ml.lock": {"recommend"},
+}
 ML_LOCK = DOCKER / "requirements-ml.lock"
-#: The model images take torch from the PyTorch CPU index, which this workplace cannot reach, so
-#: `make lock-ml` has not written their lock yet and they still install from pyproject.toml. The
-#: exception ends by itself: once requirements-ml.lock exists, these images are held to the rule.
-ML_IMAGES = {"classify", "ner", "recommend"}
+#: recommend runs torch (its encoder has no ONNX export yet), taken from the PyTorch CPU index, which
+#: this workplace cannot reach: `make lock-ml` has not written its lock and it still installs from
+#: pyproject.toml. The exception ends by itself: once requirements-ml.lock exists, it is held to the rule.
+ML_IMAGES = {"recommend"}
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -127,6 +136,7 @@ def test_every_image_installs_from_a_hashed_lock(dockerfile: Path) -> None:
     name = re.search(r"-r\s+(\S+)", locked[0])
     assert name, locked[0]
     lock = DOCKER / Path(name[1]).name
+    assert service in IMAGE_LOCKS.get(lock.name, set()), f"{service} installs {lock.name}"
     assert lock.is_file(), f"{lock.name}: run `make lock`"
     assert f"COPY deploy/docker/{lock.name} ./" in dockerfile.read_text("utf-8")
     # Nothing else resolves or fetches: the project goes in alone, built by the locked backend.
@@ -185,3 +195,22 @@ def test_the_model_images_lock_uses_the_cpu_torch_index() -> None:
     assert "--emit-index-url" in command
     if ML_LOCK.exists():
         assert re.search(r"^torch==\S+\+cpu ", ML_LOCK.read_text("utf-8"), re.MULTILINE)
+
+
+def test_every_service_image_has_its_lock() -> None:
+    """Each service is one image with one lock; only the pending model image lacks its file."""
+    assert sorted(name for names in IMAGE_LOCKS.values() for name in names) == sorted(
+        p.parent.name for p in SERVICE_DOCKERFILES
+    )
+    made = _make_lock_commands()
+    for lock, services in IMAGE_LOCKS.items():
+        assert f"deploy/docker/{lock}" in made, lock
+        assert (DOCKER / lock).is_file() or services <= ML_IMAGES, f"{lock}: run `make lock`"
+
+
+def test_the_serving_lock_carries_no_torch() -> None:
+    """classify and ner serve with ONNX Runtime: no torch, transformers or training libraries in their image."""
+    pins = _pins(DOCKER / "requirements-serve.lock")
+    assert {"onnxruntime", "tokenizers", "numpy", "tritonclient"} <= set(pins)
+    assert not {"torch", "transformers", "peft", "scikit-learn", "lightgbm", "matplotlib", "onnx"} & set(pins)
+    assert "--index-url" not in (DOCKER / "requirements-serve.lock").read_text("utf-8")  # PyPI only

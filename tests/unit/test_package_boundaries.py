@@ -325,7 +325,7 @@ from textpulse.inference.triton import TritonBackend
 
 assert isinstance(make_backend(InferenceSettings()), TritonBackend)
 encoded = {}
-if len(sys.argv) > 2:  # the codec the Triton backend tokenizes with (needs transformers' fast tokenizer)
+if len(sys.argv) > 2:  # the codec the Triton backend tokenizes with (the Rust tokenizer alone)
     from textpulse.inference.codec import Codec
 
     for version_dir in sys.argv[2:]:
@@ -377,9 +377,9 @@ def test_the_triton_path_imports_neither_torch_nor_transformers() -> None:
     assert result == {"loaded": [], "local": False, "encoded": {}}
 
 
-def test_the_triton_codec_tokenizes_without_torch(tmp_path: Path) -> None:
+def test_the_triton_codec_tokenizes_without_torch_or_transformers(tmp_path: Path) -> None:
     versions = [_tiny_version(tmp_path, "sequence"), _tiny_version(tmp_path, "token")]
-    result = _no_torch("torch", *versions)
+    result = _no_torch("torch,transformers", *versions)
     assert result["loaded"] == []
     assert result["local"] is False
     assert result["encoded"] == {"sequence": [2, 5], "token": [2, 5]}

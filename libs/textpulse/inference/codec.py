@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from textpulse.ml.inference import softmax
-from textpulse.ml.predictor import EncodedBatch, load_tokenizer
+from textpulse.ml.predictor import EncodedBatch
 from textpulse.ml.settings import offline_hub
 from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
 from .backend import ModelInfo
 from .errors import ModelMismatch
+from .tokenizer import load_rust_tokenizer
 from .types import Prediction, Span
 
 
@@ -92,8 +93,8 @@ class Codec:
                 for head, head_labels in dict(meta.get("extra_heads") or {}).items()
             ),
         )
-        try:  # torch-free: AutoTokenizer would import torch (~500 MB) into ONNX Runtime services
-            self.tokenizer = load_tokenizer(version_dir)
+        try:  # the Rust tokenizer alone: transformers (and with it torch) is not in the serving images
+            self.tokenizer = load_rust_tokenizer(version_dir)
         except FileNotFoundError as exc:
             raise ModelMismatch(str(exc)) from exc
         self._raw, self._post = self._backend_tokenizers()
@@ -103,24 +104,22 @@ class Codec:
         if self.tokenizer.pad_token_id is None:  # batches are padded: say so at start-up, not on the first poll
             msg = f"{version_dir}: the tokenizer has no padding token (tokenizer_config.json pad_token)"
             raise ModelMismatch(msg)
-        self._pad_side = str(self.tokenizer.padding_side)
+        self._pad_side = self.tokenizer.padding_side
         self._pad_id = int(self.tokenizer.pad_token_id)
         self._pad_token = str(self.tokenizer.pad_token)
 
     def _backend_tokenizers(self) -> tuple[Any, Any]:
-        """Two private copies of the Rust tokenizer: one encodes without truncation or special tokens
-        (what plans the chunks), one post-processes a row for the model (truncation at ``max_length``
-        then the special tokens), each configured once here, as ``PreTrainedTokenizerFast.__call__``
-        would (truncation side, strategy; ``encode_special_tokens``). Copies, because that call
-        re-configures the shared tokenizer on every use.
+        """Two copies of the Rust tokenizer: one encodes without truncation or special tokens (what
+        plans the chunks), one post-processes a row for the model (truncation at ``max_length`` then
+        the special tokens), each configured once here, as ``PreTrainedTokenizerFast.__call__`` would
+        (truncation side, strategy; ``encode_special_tokens``).
         """
-        hf = self.tokenizer
-        raw = copy.deepcopy(hf.backend_tokenizer)
-        raw.no_truncation()
-        raw.no_padding()
-        raw.encode_special_tokens = bool(hf.split_special_tokens)
+        raw = copy.deepcopy(self.tokenizer.tokenizer)  # already without truncation or padding
+        raw.encode_special_tokens = self.tokenizer.split_special_tokens
         post = copy.deepcopy(raw)
-        post.enable_truncation(self.info.max_length, stride=0, strategy="longest_first", direction=hf.truncation_side)
+        post.enable_truncation(
+            self.info.max_length, stride=0, strategy="longest_first", direction=self.tokenizer.truncation_side
+        )
         return raw, post
 
     def tokenize(self, texts: Sequence[str]) -> Tokenized:

@@ -9,6 +9,7 @@ torch release the GIL inside their kernels.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +29,21 @@ from .types import ErrorObserver, Observer, Prediction, Span
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+#: What the torch runtime imports besides the ONNX path: not in the serving images (requirements-serve.lock).
+TORCH_MODULES = ("torch", "transformers")
+
+
+def require_torch(needed_by: str) -> None:
+    """ModelMismatch (one line, at start-up) when ``needed_by`` needs torch and this install has none."""
+    absent = [name for name in TORCH_MODULES if importlib.util.find_spec(name) is None]
+    if absent:
+        msg = (
+            f"{needed_by} needs {' and '.join(absent)}, which this install lacks (the classify/ner images "
+            "serve with ONNX Runtime only): set TEXTPULSE_LOCAL_RUNTIME=onnx or install textpulse[ml]"
+        )
+        raise ModelMismatch(msg)
 
 
 class LocalBackend:
@@ -62,6 +78,8 @@ class LocalBackend:
         self._codecs: dict[str, Codec] = {}
         self._predictors: dict[str, Predictor] = {}
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        if runtime != "onnx":
+            require_torch(f"local runtime {runtime!r} (TEXTPULSE_LOCAL_RUNTIME)")
 
     async def start(self, models: Sequence[str], heads: Sequence[HeadSpec] = ()) -> None:
         """Load every model (tokenizer + weights); ModelMismatch when one or a wanted head is missing."""
@@ -93,6 +111,7 @@ class LocalBackend:
         runtime, precision = self.runtime, self.precision
         if runtime == "onnx" and not has_graph(directory):
             # exported with --no-onnx (e.g. the tiny test models): still serve, but say what it costs
+            require_torch(f"model {name!r} in {directory}, which has no ONNX graph (re-export it with ONNX),")
             log.warning(
                 "no ONNX graph in %s: serving %s with torch (~1 GB more RSS); re-export with ONNX", directory, name
             )

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from textpulse.ml.inference import softmax
-from textpulse.ml.predictor import EncodedBatch
+from textpulse.ml.predictor import EncodedBatch, load_tokenizer
 from textpulse.ml.tokenization import first_subtoken_positions, spans_from_tags, split_words
 
 from .codec import Codec, plan_chunks, token_budget_chunks
@@ -93,11 +93,17 @@ def version_dir(root: Path, kind: str, side: str = "right") -> Path:
     return path
 
 
+def hf(codec: Codec) -> Any:
+    """transformers' fast tokenizer over the codec's files: the reference (the codec itself reads them without it)."""
+    return load_tokenizer(codec.directory)
+
+
 def two_pass(codec: Codec, texts: Sequence[str]) -> EncodedBatch:
     """The inputs the old path built for one chunk: the tokenizer's own truncating, padding call."""
+    tokenizer = hf(codec)
     if codec.info.kind == "token":
         words = [split_words(t) for t in texts]
-        encoded = codec.tokenizer(
+        encoded = tokenizer(
             [[w.text for w in ws] or [""] for ws in words],
             is_split_into_words=True,
             truncation=True,
@@ -107,7 +113,7 @@ def two_pass(codec: Codec, texts: Sequence[str]) -> EncodedBatch:
         )
         word_ids = [encoded.word_ids(i) for i in range(len(texts))]
         return EncodedBatch(encoded["input_ids"], encoded["attention_mask"], words, word_ids)
-    encoded = codec.tokenizer(
+    encoded = tokenizer(
         list(texts), truncation=True, max_length=codec.info.max_length, padding=True, return_tensors="np"
     )
     return EncodedBatch(encoded["input_ids"], encoded["attention_mask"])
@@ -115,11 +121,12 @@ def two_pass(codec: Codec, texts: Sequence[str]) -> EncodedBatch:
 
 def old_lengths(codec: Codec, texts: Sequence[str]) -> list[int]:
     """The old planner's lengths: a separate untruncated pass with special tokens."""
+    tokenizer = hf(codec)
     if codec.info.kind == "token":
         words = [[w.text for w in split_words(t)] or [""] for t in texts]
-        ids = codec.tokenizer(words, is_split_into_words=True, truncation=False, padding=False, verbose=False)
+        ids = tokenizer(words, is_split_into_words=True, truncation=False, padding=False, verbose=False)
     else:
-        ids = codec.tokenizer(list(texts), truncation=False, padding=False, verbose=False)
+        ids = tokenizer(list(texts), truncation=False, padding=False, verbose=False)
     return [len(row) for row in ids["input_ids"]]
 
 
@@ -153,13 +160,25 @@ def test_planned_chunks_feed_the_model_what_two_passes_did(tmp_path: Path, kind:
     assert_same(codec.batch(plan.tokenized, plan.chunks[0]), codec.batch(plan.tokenized, plan.chunks[0]))
 
 
-def test_the_shared_tokenizer_state_does_not_leak_into_the_codec(tmp_path: Path) -> None:
-    """The HF call re-configures the Rust tokenizer it wraps; the codec's copies keep their own settings."""
-    codec = Codec(version_dir(tmp_path, "sequence"), "m")
-    before = codec.encode(TEXTS)
-    codec.tokenizer(TEXTS, truncation=True, max_length=4, padding="max_length")  # leaves truncation 4, padding
-    assert_same(codec.encode(TEXTS), before)
-    assert codec.tokenize([LONG]).lengths[0] > MAX_LENGTH
+@pytest.mark.parametrize("kind", ["sequence", "token"])
+def test_padding_settings_from_tokenizer_json_as_transformers_reads_them(tmp_path: Path, kind: str) -> None:
+    """Without pad token and sides in tokenizer_config.json, the codec takes tokenizer.json's, as transformers does."""
+    path = version_dir(tmp_path, kind)
+    config = json.loads((path / "tokenizer_config.json").read_text("utf-8"))
+    for key in ("pad_token", "padding_side", "truncation_side"):
+        del config[key]
+    (path / "tokenizer_config.json").write_text(json.dumps(config), "utf-8")
+    tokenizer = json.loads((path / "tokenizer.json").read_text("utf-8"))
+    tokenizer["padding"]["direction"] = "Left"
+    tokenizer["truncation"]["direction"] = "Left"
+    (path / "tokenizer.json").write_text(json.dumps(tokenizer), "utf-8")
+    codec = Codec(path, "m")
+    reference = hf(codec)
+    assert (codec.tokenizer.pad_token, codec.tokenizer.pad_token_id) == (reference.pad_token, reference.pad_token_id)
+    assert (codec.tokenizer.padding_side, codec.tokenizer.truncation_side) == ("left", "left")
+    assert (reference.padding_side, reference.truncation_side) == ("left", "left")
+    assert_same(codec.encode(TEXTS), two_pass(codec, TEXTS))
+    assert codec.tokenize([LONG]).lengths[0] > MAX_LENGTH  # the file's truncation (5) is not the codec's
 
 
 def test_a_tokenizer_without_padding_token_fails_at_load(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -123,7 +124,6 @@ class Predictor:
         #: extra heads of a multi-head model: name -> labels (Triton outputs ``logits_<name>``)
         self.extra_heads: dict[str, list[str]] = dict(self.meta.get("extra_heads") or {})
         self.output_names = ["logits", *(f"logits_{name}" for name in self.extra_heads)]
-        self.tokenizer = load_tokenizer(self.directory)
         self.backend = backend
         self.runtime, self.precision = resolve_runtime(backend, precision)
         #: the ONNX graph served (onnx runtime only)
@@ -150,6 +150,11 @@ class Predictor:
         elif self.precision == "bf16":
             self._model = self._model.to(torch.bfloat16)
         self._device = device
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """transformers' fast tokenizer, loaded on first use: ONNX serving (``LocalBackend``) never uses it."""
+        return load_tokenizer(self.directory)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Raw FP32 logits for padded int64 ids (what Triton's ``logits`` output holds)."""
