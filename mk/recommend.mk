@@ -4,6 +4,9 @@
 
 RECOMMEND_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 RECOMMEND_ENV := PYTHONPATH=libs:.$(if $(PYTHONPATH),:$(PYTHONPATH)) HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# The shipped recipe is the options' defaults (1,500 pairs, in-batch negatives, 1 epoch). Every pair with hard
+# negatives, resumable (rerun continues from DIR/checkpoint.pt): RECOMMEND_TRAIN_ARGS="--pairs 0 --epochs 3
+# --hard-negatives 1 --out-dir DIR" (hours on 2 CPU cores; services/recommend/README.md has its figures).
 RECOMMEND_TRAIN_ARGS ?=
 BENCH_RECOMMEND_ARGS ?=
 
