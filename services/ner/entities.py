@@ -1,4 +1,4 @@
-"""Entity rules of the NER service: cashtags, the normalised entity key, merging.
+"""Entity rules of the NER service: cashtags, the normalised entity key, merging, the link guard.
 
 Pure functions (no model, no Kafka) so the rules are unit-tested on their own.
 """
@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 
 from textpulse.contracts import Entity
 from textpulse.inference import Span
+from textpulse.ml.social import url_spans
 
 #: ``$AAPL``, ``$BRK.B``, ``$RDS-A``: a ``$`` not preceded by a word character
 #: or another ``$``, 1-6 letters, an optional one- or two-letter class suffix,
@@ -71,10 +72,15 @@ def merge(text: str, model_spans: Iterable[Span], rule_spans: Sequence[Span]) ->
     """Model entities plus rule matches, sorted by offset; a rule match wins over an overlapping model span.
 
     Every entity satisfies ``text[start:end] == surface``; a span that does not
-    (a backend bug) is dropped rather than published wrong.
+    (a backend bug) is dropped rather than published wrong. No entity overlaps a
+    link (:func:`textpulse.ml.social.url_spans`): the model sees a link as one
+    placeholder word it never tags, and this guard holds whatever the backend did
+    and for rule matches too (``https://x.com/$AAPL`` is not a cashtag mention).
     """
     entities: list[Entity] = []
-    kept = [s for s in model_spans if not any(_overlaps(s, r) for r in rule_spans)]
+    links = [Span("URL", start, end, text[start:end]) for start, end in url_spans(text)]
+    rule_spans = [r for r in rule_spans if not any(_overlaps(r, link) for link in links)]
+    kept = [s for s in model_spans if not any(_overlaps(s, r) for r in [*rule_spans, *links])]
     for span, origin in [*((s, "model") for s in kept), *((s, "rule") for s in rule_spans)]:
         if span.end <= span.start or text[span.start : span.end] != span.surface or not span.surface.strip():
             continue

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from textpulse.ml.tokenization import IGNORE_INDEX, align_labels
+from textpulse.ml.tokenization import IGNORE_INDEX, align_labels, normalise_words
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,12 +49,20 @@ def encode_token_examples(
     label2id: dict[str, int],
     max_length: int,
 ) -> list[Encoded]:
-    """Tokenise pre-split words; align word tags to sub-tokens (first sub-token only)."""
-    batch = tokenizer([e.tokens for e in examples], is_split_into_words=True, truncation=True, max_length=max_length)
+    """Tokenise pre-split words; align word tags to sub-tokens (first sub-token only).
+
+    Links and handles become the placeholder words serving shows the model (tag ``O``):
+    :func:`~textpulse.ml.tokenization.normalise_words`, so train and serve see the same text.
+    """
+    normalised = [normalise_words(e.tokens, e.tags or None) for e in examples]
+    batch = tokenizer(
+        [words for words, _ in normalised], is_split_into_words=True, truncation=True, max_length=max_length
+    )
     encoded = []
     for index, example in enumerate(examples):
         word_ids = batch.word_ids(index)
-        tags = [label2id[t] for t in example.tags] if example.tags else [0] * len(example.tokens)
+        word_tags = normalised[index][1]
+        tags = [label2id[t] for t in word_tags] if word_tags else [0] * len(example.tokens)
         encoded.append(Encoded(batch["input_ids"][index], align_labels(word_ids, tags), word_ids))
     return encoded
 

@@ -16,6 +16,7 @@ from textpulse.ml.metrics import (
     ner_metrics,
     oos_metrics,
 )
+from textpulse.ml.social import placeholder_of
 from textpulse.ml.tokenization import first_subtoken_positions
 
 if TYPE_CHECKING:
@@ -95,7 +96,11 @@ def token_predictions(
         tags = []
         for word_index in range(len(example.tokens)):
             position = positions.get(word_index)
-            tags.append(labels[int(row_logits[position].argmax())] if position is not None else "O")
+            # a link or handle is never tagged at serving (tokenization.spans_from_tags): scored the same here
+            if position is None or placeholder_of(example.tokens[word_index]) is not None:
+                tags.append("O")
+            else:
+                tags.append(labels[int(row_logits[position].argmax())])
         predictions.append(tags)
     return predictions
 
