@@ -54,3 +54,14 @@ def test_without_a_directory_nothing_is_written() -> None:
     cache.put("t", _vec(1))
     assert not cache.save()
     assert cache.load() == 0
+
+
+def test_a_key_ending_in_a_nul_byte_survives_the_file(tmp_path: Path) -> None:
+    # NumPy's fixed-width bytes strip trailing NULs; ~1 item in 256 has such a key and was embedded again.
+    text = next(f"item {i}" for i in range(10_000) if VectorCache.key(f"item {i}").endswith(b"\0"))
+    cache = VectorCache(tmp_path, "m", "1", 4)
+    cache.put(text, _vec(3))
+    assert cache.save()
+    again = VectorCache(tmp_path, "m", "1", 4)
+    assert again.load() == 1
+    np.testing.assert_array_equal(again.get(text), _vec(3))  # type: ignore[arg-type]

@@ -25,6 +25,9 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+KEY_BYTES = 16
+
+
 def _safe(part: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", part) or "_"
 
@@ -43,7 +46,7 @@ class VectorCache:
 
     @staticmethod
     def key(text: str) -> bytes:
-        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:KEY_BYTES]
 
     def load(self) -> int:
         """Read the file of this model version (if any); returns the number of vectors loaded."""
@@ -58,7 +61,11 @@ class VectorCache:
         except Exception as exc:  # noqa: BLE001 - a bad cache costs a re-embedding, never the start
             log.warning("item vector cache ignored", extra={"path": str(self.path), "error": repr(exc)})
             return 0
-        self._vectors = {bytes(k): v for k, v in zip(keys, vectors.astype(np.float32, copy=False), strict=True)}
+        # NumPy's fixed-width bytes drop trailing NULs (1 key in 256 ends in one): pad back to the 16 bytes.
+        self._vectors = {
+            bytes(k).ljust(KEY_BYTES, b"\0"): v
+            for k, v in zip(keys, vectors.astype(np.float32, copy=False), strict=True)
+        }
         return len(self._vectors)
 
     def get(self, text: str) -> np.ndarray | None:
@@ -77,7 +84,7 @@ class VectorCache:
                 self._dirty = True
         if self.path is None or not self._dirty:
             return False
-        keys = np.array(list(self._vectors), dtype="S16")
+        keys = np.array(list(self._vectors), dtype=f"S{KEY_BYTES}")
         vectors = np.stack(list(self._vectors.values())) if self._vectors else np.zeros((0, self.dim), np.float32)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".vectors-", suffix=".npz", dir=self.path.parent)
