@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 export TEXTPULSE_DATA_DIR ?= $(abspath ../shared/datasets)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install lock lock-ml lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
+.PHONY: help install lock lint test test-models test-unit test-fast bench demo models-if-missing up down topics clean
 
 help: ## List targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -31,19 +31,14 @@ install: $(STAMP) ## Create .venv and install requirements.lock (all extras, has
 # Then one lock per image kind (deploy/docker/requirements-*.lock, what the Dockerfiles install with
 # --require-hashes): only the extras that image needs, at the versions of requirements.lock (-c, so
 # images run what the tests ran), plus the build backend (deploy/docker/build-system.in): core (ingest,
-# route, alert), search (index), serve (classify, ner: ONNX Runtime + the Triton client, no torch).
+# route, alert), search (index), serve (classify, ner: ONNX Runtime + the Triton client, no torch),
+# recommend (serve + the ranker's LightGBM and scipy: the bi-encoder's ONNX graph, no torch).
 lock: install ## Regenerate requirements.lock (all extras) and the images' locks from pyproject.toml (hashes; uv)
 	$(VENV)/bin/uv pip compile pyproject.toml --all-extras --generate-hashes --python-version 3.11 -o requirements.lock
 	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --generate-hashes --python-version 3.11 -o deploy/docker/requirements-core.lock
 	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra search --generate-hashes --python-version 3.11 -o deploy/docker/requirements-search.lock
 	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra serve --extra serving --generate-hashes --python-version 3.11 -o deploy/docker/requirements-serve.lock
-
-# The recommend image still runs torch (its item encoder has no ONNX export yet) and takes it from the
-# PyTorch CPU wheel index (PyPI's Linux wheel is the CUDA build, GBs): uv resolves over both indexes
-# (unsafe-best-match picks 2.15.0+cpu for the torch==2.15.0 pin) and writes the index URLs into the
-# lock for pip. Needs that index reachable, so it is not part of `make lock`.
-lock-ml: install ## Regenerate deploy/docker/requirements-ml.lock (recommend: ml+serve+serving, CPU torch index; hashes; uv)
-	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra ml --extra serve --extra serving --index-url https://pypi.org/simple --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match --emit-index-url --generate-hashes --python-version 3.11 -o deploy/docker/requirements-ml.lock
+	$(VENV)/bin/uv pip compile pyproject.toml deploy/docker/build-system.in -c requirements.lock --extra recommend --extra serve --extra serving --generate-hashes --python-version 3.11 -o deploy/docker/requirements-recommend.lock
 
 lint: install ## ruff (broad rule set) + mypy --strict on libs/
 	$(PY) -m ruff check libs services tests bench deploy

@@ -218,7 +218,8 @@ def test_without_onnx_gpu_is_the_python_variant(tokenizer: Any, tmp_path: Path) 
 
 
 def test_recommend_export_writes_checked_configs(tokenizer: Any, tmp_path: Path) -> None:
-    """The recommend encoder has no ONNX export: CPU and GPU python-backend variants only."""
+    """Triton serves the recommend encoder's weights with the python backend (its model.onnx is for the
+    in-process ONNX Runtime embedder): CPU and GPU python-backend variants only."""
     from textpulse.recsys.train import MODEL_NAME, export_embedding
 
     encoder = _tiny_bert(tokenizer)

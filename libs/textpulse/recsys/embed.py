@@ -1,11 +1,17 @@
-"""Text embedders for items: in-process (torch) or Triton (gRPC), same tokenizer, same vectors.
+"""Text embedders for items: in-process (ONNX Runtime or torch) or Triton (gRPC), same tokenizer, same vectors.
 
-An exported embedding model (``textpulse.recsys.export``) is a version folder in
+An exported embedding model (``textpulse.recsys.train.export_embedding``) is a version folder in
 the Triton model repository whose output is ``embedding`` (FP32 ``[dim]``,
-mean-pooled over the attention mask and L2-normalised). The in-process
-embedder runs the same weights with transformers; without an export it can run
-the pretrained base encoder (version ``base``) so the service and tests work
-before any fine-tuning.
+mean-pooled over the attention mask and L2-normalised). The folder holds the
+weights (safetensors, what Triton's python-backend ``model.py`` and the torch
+encoder load) and ``model.onnx`` (:mod:`textpulse.recsys.export`: the same
+encoder with pooling and normalisation inside the graph). In-process, the
+ONNX graph is served by default (:class:`OnnxEncoder`: ONNX Runtime and the
+Rust tokenizer, no torch or transformers, what the recommend image installs);
+the torch encoder (:class:`TorchEncoder`) serves a version without
+``model.onnx`` or ``TEXTPULSE_LOCAL_RUNTIME=torch`` where torch is installed.
+Without an export the in-process embedder can run the pretrained base encoder
+(version ``base``, torch) so the service and tests work before any fine-tuning.
 
 The classification client in :mod:`textpulse.inference` knows only ``logits``
 outputs, so embeddings get this small client of their own; it reuses the
@@ -16,13 +22,14 @@ and circuit breaker.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -32,6 +39,7 @@ from textpulse.inference.breaker import CircuitBreaker
 from textpulse.inference.codec import resolve_version
 from textpulse.inference.errors import BackendUnavailable, InputRejected, ModelMismatch
 from textpulse.inference.settings import InferenceSettings
+from textpulse.inference.tokenizer import load_rust_tokenizer
 from textpulse.ml.settings import default_base_model, offline_hub
 
 log = logging.getLogger(__name__)
@@ -39,6 +47,11 @@ T = TypeVar("T")
 
 OUTPUT = "embedding"
 DEFAULT_MAX_LENGTH = 64
+#: The pooled, normalised encoder in a version folder (written by textpulse.recsys.export at export time).
+ONNX_FILE = "model.onnx"
+#: What the torch encoder imports: not in the recommend image (deploy/docker/requirements-recommend.lock).
+TORCH_MODULES = ("torch", "transformers")
+Runtime = Literal["onnx", "torch"]
 
 
 class Embedder(Protocol):
@@ -53,6 +66,118 @@ class Embedder(Protocol):
     async def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+class Encoder(Protocol):
+    """Synchronous text → unit vectors over one model folder (what :class:`LocalEmbedder` runs on its thread)."""
+
+    runtime: Runtime
+    dim: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class RustBatcher:
+    """Tokenises a batch as ``tokenizer(texts, padding=True, truncation=True, max_length=...)`` does, Rust only.
+
+    transformers' fast tokenizer call is the Rust tokenizer with truncation (``longest_first`` at
+    ``max_length``, its side) and padding to the longest row (pad token and side of
+    ``tokenizer_config.json``) enabled, then ``encode_batch`` with the special tokens; this sets the
+    same on the tokenizer :func:`load_rust_tokenizer` reads, so no transformers (nor torch) is imported.
+    ``test_embed_onnx.py`` checks the ids against transformers' call.
+    """
+
+    def __init__(self, directory: Path, max_length: int) -> None:
+        try:
+            rust = load_rust_tokenizer(directory)
+        except FileNotFoundError as exc:
+            raise ModelMismatch(str(exc)) from exc
+        if rust.pad_token_id is None:  # batches are padded: say so at start-up, not on the first item
+            msg = f"{directory}: the tokenizer has no padding token (tokenizer_config.json pad_token)"
+            raise ModelMismatch(msg)
+        tokenizer = rust.tokenizer  # ours: load_rust_tokenizer builds a new one per call
+        tokenizer.enable_truncation(max_length, stride=0, strategy="longest_first", direction=rust.truncation_side)
+        tokenizer.enable_padding(direction=rust.padding_side, pad_id=rust.pad_token_id, pad_token=rust.pad_token)
+        # without offsets where the installed tokenizers has it: nothing reads them
+        self._encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)
+
+    def __call__(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask), INT64 ``[len(texts), longest]``."""
+        rows = self._encode(list(texts), add_special_tokens=True)
+        longest = max((len(row.ids) for row in rows), default=0)
+        ids = np.array([row.ids for row in rows], dtype=np.int64).reshape(len(rows), longest)
+        mask = np.array([row.attention_mask for row in rows], dtype=np.int64).reshape(len(rows), longest)
+        return ids, mask
+
+
+def _length_sorted(texts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Indices of ``texts`` sorted by characters, in batches of ``batch_size`` (little padding per batch)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+class OnnxEncoder:
+    """Synchronous encoder over an exported version's ``model.onnx`` (pooling and normalisation in the graph).
+
+    ONNX Runtime (the CPU session options of the text models: ``threads`` intra-op threads, one
+    inter-op thread, no spinning) and :class:`RustBatcher`: neither torch nor transformers is imported.
+    """
+
+    runtime: Runtime = "onnx"
+
+    def __init__(self, directory: Path | str, *, max_length: int | None = None, threads: int | None = None) -> None:
+        from textpulse.ml.onnx_runtime import create_session
+
+        self.directory = Path(directory)
+        config = json.loads((self.directory / "config.json").read_text("utf-8"))
+        meta = dict(config.get("textpulse") or {})
+        self.max_length = int(max_length or meta.get("max_length") or DEFAULT_MAX_LENGTH)
+        self.tokenize = RustBatcher(self.directory, self.max_length)
+        self.session = create_session(self.directory / ONNX_FILE, threads)
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if OUTPUT not in outputs:
+            msg = f"{self.directory / ONNX_FILE} has no {OUTPUT!r} output (has {sorted(outputs)})"
+            raise ModelMismatch(msg)
+        self.dim = int(config["hidden_size"])
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit vectors of ``texts`` (length-sorted batches; input order kept)."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for chunk in _length_sorted(texts, batch_size):
+            ids, mask = self.tokenize([texts[i] for i in chunk])
+            (vectors,) = self.session.run([OUTPUT], {"input_ids": ids, "attention_mask": mask})
+            out[chunk] = vectors
+        return out
+
+
+def missing_torch() -> list[str]:
+    """The torch encoder's modules this install lacks (the recommend image lacks both)."""
+    return [name for name in TORCH_MODULES if importlib.util.find_spec(name) is None]
+
+
+def load_encoder(directory: Path, *, runtime: Runtime = "onnx", threads: int | None = None) -> Encoder:
+    """The encoder of a model folder: ONNX Runtime over ``model.onnx`` when present (``runtime="onnx"``, the
+    default), else torch over the weights; ModelMismatch (one line) when neither can run here.
+    """
+    has_graph = (directory / ONNX_FILE).is_file()
+    if runtime == "onnx" and has_graph:
+        return OnnxEncoder(directory, threads=threads)
+    absent = missing_torch()
+    if absent:
+        why = (
+            f"local runtime {runtime!r} (TEXTPULSE_LOCAL_RUNTIME)"
+            if runtime != "onnx"
+            else f"version folder {directory}, which has no {ONNX_FILE} (re-export it: make recommend-model),"
+        )
+        msg = (
+            f"recommend encoder: {why} needs {' and '.join(absent)}, which this install lacks (the "
+            "recommend image serves ONNX only): set TEXTPULSE_LOCAL_RUNTIME=onnx with an ONNX export, or install "
+            "textpulse[ml]"
+        )
+        raise ModelMismatch(msg)
+    if runtime == "onnx":
+        log.warning("no %s in %s: embedding with torch (~1 GB more RSS); re-export with ONNX", ONNX_FILE, directory)
+    return TorchEncoder(directory, threads=threads)
+
+
 def mean_pool(hidden: Any, mask: Any) -> Any:
     """Mean of the token vectors under the attention mask, then L2-normalised (torch tensors)."""
     import torch
@@ -64,6 +189,8 @@ def mean_pool(hidden: Any, mask: Any) -> Any:
 
 class TorchEncoder:
     """Synchronous encoder over a Hugging Face folder (an export's version folder or the base model)."""
+
+    runtime: Runtime = "torch"
 
     def __init__(self, directory: Path | str, *, max_length: int | None = None, threads: int | None = None) -> None:
         offline_hub()
@@ -84,10 +211,8 @@ class TorchEncoder:
         import torch
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
+            for chunk in _length_sorted(texts, batch_size):
                 batch = self.tokenizer(
                     [texts[i] for i in chunk],
                     padding=True,
@@ -108,15 +233,28 @@ def _meta(directory: Path) -> dict[str, Any]:
 
 
 class LocalEmbedder:
-    """Runs the encoder in this process on one worker thread (the event loop keeps serving)."""
+    """Runs the encoder in this process on one worker thread (the event loop keeps serving).
 
-    def __init__(self, directory: Path | str, model: ModelRef, *, batch_size: int = 64, threads: int | None = None):
+    ``runtime`` ``onnx`` (the default) serves ``model.onnx`` when the folder has one, else torch
+    (:func:`load_encoder`); ``torch`` always serves the weights with torch.
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        model: ModelRef,
+        *,
+        batch_size: int = 64,
+        threads: int | None = None,
+        runtime: Runtime = "onnx",
+    ):
         self.directory = Path(directory)
         self.model = model
         self.batch_size = batch_size
         self.threads = threads
+        self.runtime = runtime
         self.dim = 0
-        self._encoder: TorchEncoder | None = None
+        self._encoder: Encoder | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 
     async def _run(self, fn: Callable[[], T]) -> T:
@@ -124,12 +262,17 @@ class LocalEmbedder:
 
     async def start(self) -> None:
         try:
-            self._encoder = await self._run(lambda: TorchEncoder(self.directory, threads=self.threads))
-        except (OSError, ValueError) as exc:
+            self._encoder = await self._run(
+                lambda: load_encoder(self.directory, runtime=self.runtime, threads=self.threads)
+            )
+        except (OSError, ValueError, KeyError) as exc:
             msg = f"cannot load the embedding model from {self.directory}: {exc}"
             raise ModelMismatch(msg) from exc
         self.dim = self._encoder.dim
-        log.info("embedding model loaded in-process", extra={"model": self.model.name, "version": self.model.version})
+        log.info(
+            "embedding model loaded in-process",
+            extra={"model": self.model.name, "version": self.model.version, "runtime": self._encoder.runtime},
+        )
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -175,16 +318,15 @@ class TritonEmbedder:
         self.breaker = breaker or CircuitBreaker()
         self.dim = 0
         self._client: Any = None
-        self._tokenizer: Any = None
+        self._tokenize: RustBatcher | None = None
         self.max_length = DEFAULT_MAX_LENGTH
 
     async def start(self) -> None:
-        offline_hub()
         import tritonclient.grpc.aio as grpcclient
-        from transformers import AutoTokenizer
 
-        self._tokenizer = AutoTokenizer.from_pretrained(str(self.version_dir))
         self.max_length = int(_meta(self.version_dir).get("max_length") or DEFAULT_MAX_LENGTH)
+        # The Rust tokenizer alone (the ids transformers' call gives): no transformers in the recommend image.
+        self._tokenize = RustBatcher(self.version_dir, self.max_length)
         self._client = grpcclient.InferenceServerClient(self.url)
         if not await self._client.is_model_ready(self.name, self.model.version):
             msg = f"Triton at {self.url} has no ready model {self.name!r} version {self.model.version}"
@@ -210,12 +352,12 @@ class TritonEmbedder:
         import tritonclient.grpc.aio as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        batch = self._tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="np"
-        )
+        if self._tokenize is None:
+            msg = "embedder not started"
+            raise BackendUnavailable(msg)
+        ids, mask = self._tokenize(texts)
         inputs = []
-        for key in ("input_ids", "attention_mask"):
-            arr = batch[key].astype(np.int64)
+        for key, arr in (("input_ids", ids), ("attention_mask", mask)):
             tensor = grpcclient.InferInput(key, list(arr.shape), "INT64")
             tensor.set_data_from_numpy(arr)
             inputs.append(tensor)
@@ -256,14 +398,27 @@ class TritonEmbedder:
 
 
 def make_embedder(settings: InferenceSettings, name: str, *, allow_base: bool = True) -> Embedder:
-    """Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process; the base encoder when nothing is exported."""
+    """Triton when ``TEXTPULSE_TRITON_URL`` is set, else in-process; the base encoder when nothing is exported.
+
+    In-process: ``TEXTPULSE_LOCAL_RUNTIME`` ``onnx`` (default) serves the version's ``model.onnx`` with
+    ONNX Runtime, ``torch`` / ``torch-int8`` the weights with torch (fp32: the encoder has no int8 path).
+    """
+    runtime: Runtime = "onnx" if settings.local_runtime == "onnx" else "torch"
     try:
         version_dir = resolve_version(settings.model_repo, name)
-    except ModelMismatch:
+    except ModelMismatch as exc:
         if settings.triton_url or not allow_base:
             raise
+        absent = missing_torch()
+        if absent:  # the base encoder has no ONNX graph with pooling: torch only
+            msg = (
+                f"{exc}; the pretrained base encoder (allow_base_model) needs {' and '.join(absent)}, which this "
+                "install lacks: export the recommend model (make recommend-model) or install textpulse[ml]"
+            )
+            raise ModelMismatch(msg) from exc
         log.warning("no exported %r model in %s: using the pretrained base encoder", name, settings.model_repo)
-        return LocalEmbedder(default_base_model(), ModelRef(name="all-MiniLM-L6-v2", version="base"))
+        # torch: the base folder has the weights only (no graph with pooling)
+        return LocalEmbedder(default_base_model(), ModelRef(name="all-MiniLM-L6-v2", version="base"), runtime="torch")
     if settings.triton_url:
         return TritonEmbedder(
             settings.triton_url,
@@ -279,4 +434,5 @@ def make_embedder(settings: InferenceSettings, name: str, *, allow_base: bool = 
         ModelRef(name=name, version=version_dir.name),
         batch_size=settings.inference_batch_size,
         threads=settings.local_threads,
+        runtime=runtime,
     )

@@ -582,8 +582,12 @@ def embedding_parameters(max_length: int) -> dict[str, str]:
     return {"torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
 
 
-def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dict[str, Any]:
-    """Write ``<repo>/<name>/<next version>/`` (weights, tokenizer, model.py, card) and update the manifest."""
+def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME, *, onnx: bool = True) -> dict[str, Any]:
+    """Write ``<repo>/<name>/<next version>/`` (weights, tokenizer, model.py, card) and update the manifest.
+
+    ``onnx``: also ``model.onnx`` (:mod:`textpulse.recsys.export`, checked against torch), what the
+    service serves in-process without torch; ``False`` only for folders without weights (tests).
+    """
     config = json.loads((model_dir / "config.json").read_text("utf-8"))
     meta = config.get("textpulse") or {}
     root = repo / name
@@ -599,11 +603,18 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
             shutil.copytree(path, staging / RANKER_DIR)
     template = resources.files("textpulse.recsys.triton").joinpath("model.py")
     (staging / "model.py").write_text(template.read_text("utf-8"), "utf-8")
+    onnx_diff = None
+    if onnx:
+        from textpulse.recsys.embed import ONNX_FILE
+        from textpulse.recsys.export import export_onnx
+
+        onnx_diff = export_onnx(model_dir, staging / ONNX_FILE)
     for path in staging.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     staging.rename(root / str(version))
     dim, max_length = int(config["hidden_size"]), int(meta.get("max_length", 64))
-    # No ONNX export for this model yet: configs/gpu.pbtxt is the python-backend GPU variant.
+    # Triton serves the weights with the python backend (model.py; configs/gpu.pbtxt is its GPU variant);
+    # model.onnx is for the in-process ONNX Runtime encoder (textpulse.recsys.embed.OnnxEncoder).
     parameters = embedding_parameters(max_length)
     triton_config.write_model_configs(
         root,
@@ -634,8 +645,8 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME) -> dic
         "data_licence": meta.get("data_licence"),
         "metrics": metrics.get("dev", {}),
         "oos_threshold": None,
-        "onnx": None,
-        "onnx_max_abs_diff": None,
+        "onnx": "model.onnx" if onnx_diff is not None else None,
+        "onnx_max_abs_diff": onnx_diff,
         "ranker": {"files": f"{version}/{RANKER_DIR}", "dev": ranker["dev"]} if ranker else None,
     }
     _update_manifest(repo, name, entry)
