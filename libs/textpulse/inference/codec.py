@@ -20,6 +20,7 @@ import numpy as np
 from textpulse.ml.inference import softmax
 from textpulse.ml.predictor import EncodedBatch
 from textpulse.ml.settings import offline_hub
+from textpulse.ml.social import check_text_normalisation, model_text
 from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
 from .backend import ModelInfo
@@ -78,6 +79,10 @@ class Codec:
         if kind not in {"sequence", "token"}:
             msg = f"{version_dir}: unknown model kind {kind!r}"
             raise ModelMismatch(msg)
+        try:  # a model that names an unknown normalisation would see other text than it was trained on
+            self.normalisation = check_text_normalisation(meta.get("text_normalisation"))
+        except ValueError as exc:
+            raise ModelMismatch(f"{version_dir}: {exc}") from None
         self.directory = version_dir
         self.info = ModelInfo(
             name=name,
@@ -134,7 +139,9 @@ class Codec:
             encodings = self._raw.encode_batch(pieces, is_pretokenized=True, add_special_tokens=False)
         else:
             words = None
-            encodings = self._raw_fast(list(texts), add_special_tokens=False)
+            # the model's own text normalisation (its config), exactly as in its training rows
+            shown = [model_text(t, self.normalisation) for t in texts] if self.normalisation != "none" else list(texts)
+            encodings = self._raw_fast(shown, add_special_tokens=False)
         return Tokenized(encodings, [len(e) + self._specials for e in encodings], words)
 
     def batch(self, tokenized: Tokenized, indices: Sequence[int]) -> EncodedBatch:

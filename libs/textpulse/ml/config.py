@@ -194,6 +194,15 @@ class TrainConfig(BaseModel):
     limit_train: int | None = Field(None, ge=1, description="Use a seeded random subset of train.")
     limit_dev: int | None = Field(None, ge=1)
     max_length: int = Field(128, ge=8, le=512)
+    text_normalisation: Literal["none", "links", "social"] = Field(
+        "none",
+        description=(
+            "Sequence tasks: what the encoder is shown. 'links' replaces links by a placeholder word, "
+            "'social' links and user handles (textpulse.ml.social.normalise), in train, dev and "
+            "calibration rows; the choice is saved in the model's config so serving shows it the same "
+            "text. Token tasks always split words the 'social' way."
+        ),
+    )
     batch_size: int = Field(32, ge=1)
     eval_batch_size: int = Field(64, ge=1)
     epochs: float = Field(3.0, gt=0)

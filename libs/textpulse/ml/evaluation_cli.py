@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import tempfile
@@ -33,6 +34,7 @@ from textpulse.ml.evaluate import (
 from textpulse.ml.modelcard import render_model_card
 from textpulse.ml.predictor import Predictor, resolve_model_dir
 from textpulse.ml.settings import MLSettings
+from textpulse.ml.social import model_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -210,7 +212,9 @@ def _score(
         )
         y_true, y_pred = token_confusion_inputs(predictions, gold.sentences)
         return evaluate_token(predictions, gold.sentences), y_true, y_pred
-    probs = sequence_probs(logits_fn, predictor.tokenizer, gold.texts, head.labels, predictor.max_length, batch_size)
+    # the text the model was trained on (its own normalisation), labels untouched
+    shown = [dataclasses.replace(e, text=model_text(e.text, predictor.normalisation)) for e in gold.texts]
+    probs = sequence_probs(logits_fn, predictor.tokenizer, shown, head.labels, predictor.max_length, batch_size)
     # the dev-calibrated out-of-scope threshold is saved for the primary head only
     threshold = predictor.oos_threshold if head.primary else None
     metrics, y_pred = evaluate_sequence(probs, gold.texts, head.labels, preset.oos_label, threshold)

@@ -18,6 +18,7 @@ import numpy as np
 from textpulse.ml.inference import softmax
 from textpulse.ml.onnx_runtime import PRECISIONS, Precision, create_session, graph_path
 from textpulse.ml.settings import offline_hub
+from textpulse.ml.social import check_text_normalisation, model_text
 from textpulse.ml.tokenization import Word, first_subtoken_positions, spans_from_tags, split_words
 
 #: onnx (ONNX Runtime, CPU: the fused FP32 graph or the int8 one; no torch import), torch (FP32, or the
@@ -118,6 +119,7 @@ class Predictor:
         self.labels = [id2label[i] for i in range(len(id2label))]
         self.kind: str = self.meta.get("kind", "sequence")
         self.max_length = int(self.meta.get("max_length", 128))
+        self.normalisation = check_text_normalisation(self.meta.get("text_normalisation"))
         self.batch_size = batch_size
         self.oos_threshold: float | None = self.meta.get("oos_threshold")
         self.oos_label: str | None = self.meta.get("oos_label")
@@ -194,7 +196,8 @@ class Predictor:
             )
             word_ids = [encoded.word_ids(i) for i in range(len(texts))]
             return EncodedBatch(encoded["input_ids"], encoded["attention_mask"], words, word_ids)
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
+        shown = [model_text(t, self.normalisation) for t in texts]  # as the model's training rows were
+        encoded = self.tokenizer(shown, truncation=True, max_length=self.max_length, padding=True, return_tensors="np")
         return EncodedBatch(encoded["input_ids"], encoded["attention_mask"])
 
     def decode_sequence(self, logits: np.ndarray, head: str = "") -> list[dict[str, Any]]:

@@ -146,7 +146,7 @@ class Normalised:
         return mapped_start, mapped_end
 
 
-def normalise(text: str) -> Normalised:
+def normalise(text: str, kinds: tuple[Kind, ...] = ("url", "user")) -> Normalised:
     """Replace links and handles of ``text`` by placeholder words; keep everything else verbatim.
 
     A placeholder glued to other text (``Inc.https://…``, ``(@user)``) gets a space on that
@@ -165,7 +165,7 @@ def normalise(text: str) -> Normalised:
             parts.append(piece)
             length += len(piece)
 
-    for r in find_spans(text):
+    for r in (r for r in find_spans(text) if r.kind in kinds):  # ``kinds``: what is replaced
         add(text[cursor : r.start], cursor, r.start, None)
         placeholder = r.placeholder
         if parts and not parts[-1][-1:].isspace():
@@ -178,3 +178,31 @@ def normalise(text: str) -> Normalised:
         cursor = r.end
     add(text[cursor:], cursor, len(text), None)
     return Normalised(text, "".join(parts), tuple(replaced), tuple(segments))
+
+
+#: What a sequence model's encoder is shown, chosen at training (``TrainConfig.text_normalisation``)
+#: and saved in the model's own config (``textpulse.text_normalisation``) so that every reader of
+#: the model (the services' codec, the predictor, evaluation) shows it the same text: ``none`` the
+#: text as written, ``links`` links replaced by :data:`URL_WORD` (handles kept: a source handle such
+#: as ``@opinion`` or ``@climate`` is a topic cue), ``social`` links and handles (:func:`normalise`).
+TextNormalisation = Literal["none", "links", "social"]
+TEXT_NORMALISATIONS: tuple[str, ...] = ("none", "links", "social")
+_REPLACED: dict[str, tuple[Kind, ...]] = {"links": ("url",), "social": ("url", "user")}
+
+
+def check_text_normalisation(mode: object) -> TextNormalisation:
+    """``mode`` as a :data:`TextNormalisation` (None: ``none``); ValueError names the known ones."""
+    if mode is None or mode == "none":
+        return "none"
+    if mode == "links":
+        return "links"
+    if mode == "social":
+        return "social"
+    msg = f"unknown text normalisation {mode!r}; known: {', '.join(TEXT_NORMALISATIONS)}"
+    raise ValueError(msg)
+
+
+def model_text(text: str, mode: TextNormalisation) -> str:
+    """The text a sequence model trained with ``mode`` sees for ``text``."""
+    kinds = _REPLACED.get(mode)
+    return normalise(text, kinds).text if kinds else text

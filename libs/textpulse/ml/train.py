@@ -46,6 +46,7 @@ from textpulse.ml.mix import MixSplits, load_mix
 from textpulse.ml.modelcard import render_model_card
 from textpulse.ml.modeling import TextPulseModel, build_model, count_parameters, save_model
 from textpulse.ml.settings import default_base_model, offline_hub
+from textpulse.ml.social import model_text
 from textpulse.ml.tokenization import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,18 @@ def load_splits(config: TrainConfig, preset: TaskPreset) -> Splits:
     if config.limit_dev and len(calibration) > config.limit_dev:
         keep = sorted(rng.sample(range(len(calibration)), config.limit_dev))
         calibration = [calibration[i] for i in keep]
+    if config.text_normalisation != "none" and preset.kind == "sequence":
+        # here, so train, dev, calibration and every later reader of the splits see one text
+        train, dev, calibration = (_normalised(rows, config) for rows in (train, dev, calibration))
     return Splits(train, dev, calibration, f"{train_path}", dev_desc, calibration_desc)
+
+
+def _normalised(rows: Examples, config: TrainConfig) -> Examples:
+    out: Examples = [
+        dataclasses.replace(e, text=model_text(e.text, config.text_normalisation)) if isinstance(e, TextExample) else e
+        for e in rows
+    ]
+    return out
 
 
 def load_data(config: TrainConfig, preset: TaskPreset) -> tuple[Examples, Examples, str, str]:
@@ -698,6 +710,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
             m.name: {"train_data": m.train_desc, "dev_data": m.dev_desc, "n_train": len(m.train), "n_dev": len(m.dev)}
             for m in primary.mixes
         },
+        "text_normalisation": config.text_normalisation,
         "oos_label": primary.preset.oos_label,
         "oos_threshold": final_metrics.get("oos_threshold"),
         "oos_calibration_data": primary.calibration_desc or (primary.dev_desc if primary.preset.oos_label else None),
