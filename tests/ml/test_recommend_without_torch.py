@@ -15,11 +15,9 @@ and a repository without any export fail at start-up with one line.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from textpulse.recsys.embed import ONNX_FILE, TorchEncoder
 from textpulse.recsys.train import MODEL_NAME
 
 from tests.ci import missing
+from tests.support.serving_probe import run_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -170,23 +169,7 @@ def repo() -> Path:
 
 
 def _run(script: str, repo: Path, *args: str, runtime: str = "onnx") -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TEXTPULSE_MODEL_REPO": str(repo),
-        "TEXTPULSE_LOCAL_THREADS": "1",
-        "TEXTPULSE_LOCAL_RUNTIME": runtime,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "libs"), str(REPO_ROOT)]),
-    }
-    env.pop("TEXTPULSE_TRITON_URL", None)
-    return subprocess.run(
-        [sys.executable, "-c", script, json.dumps(_blocked()), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=300,
-        check=False,
-    )
+    return run_probe(script, repo, json.dumps(_blocked()), *args, runtime=runtime)
 
 
 def test_blocked_modules_include_the_torch_stack() -> None:

@@ -13,10 +13,7 @@ version exported without ONNX, fails at start-up with one line.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +21,7 @@ import numpy as np
 import pytest
 
 from tests.ci import missing
+from tests.support.serving_probe import run_probe
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -185,32 +183,12 @@ def repos() -> tuple[Path, Path]:
     return tiny, _export(tiny)
 
 
-def _run(script: str, repo: Path, *args: str, runtime: str = "onnx") -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "TEXTPULSE_MODEL_REPO": str(repo),
-        "TEXTPULSE_LOCAL_THREADS": "1",
-        "TEXTPULSE_LOCAL_RUNTIME": runtime,
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "libs"), str(REPO_ROOT)]),
-    }
-    env.pop("TEXTPULSE_TRITON_URL", None)
-    return subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_classify_and_ner_serve_onnx_without_torch_or_transformers(repos: tuple[Path, Path]) -> None:
     from textpulse.contracts import ClassifiedEvent, EnrichedEvent
     from textpulse.ml.predictor import Predictor
 
     tiny, onnx_repo = repos
-    done = _run(PROBE, onnx_repo, json.dumps(TEXTS))
+    done = run_probe(PROBE, onnx_repo, json.dumps(TEXTS))
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["loaded"] == []
@@ -253,7 +231,7 @@ def test_torch_without_torch_fails_at_start_up_in_one_line(
     repos: tuple[Path, Path], runtime: str, repo: str, says: str
 ) -> None:
     tiny, onnx_repo = repos
-    done = _run(TORCH_RUNTIME, onnx_repo if repo == "onnx" else tiny, runtime=runtime)
+    done = run_probe(TORCH_RUNTIME, onnx_repo if repo == "onnx" else tiny, runtime=runtime)
     assert done.returncode == 0, done.stderr[-4000:]
     line = done.stdout.strip()
     assert "\n" not in line

@@ -36,7 +36,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from textpulse.contracts import ModelRef
 from textpulse.inference.breaker import CircuitBreaker
-from textpulse.inference.codec import resolve_version
+from textpulse.inference.codec import length_sorted_chunks, resolve_version
 from textpulse.inference.errors import BackendUnavailable, InputRejected, ModelMismatch
 from textpulse.inference.settings import InferenceSettings
 from textpulse.inference.tokenizer import load_rust_tokenizer
@@ -82,7 +82,7 @@ class RustBatcher:
     ``max_length``, its side) and padding to the longest row (pad token and side of
     ``tokenizer_config.json``) enabled, then ``encode_batch`` with the special tokens; this sets the
     same on the tokenizer :func:`load_rust_tokenizer` reads, so no transformers (nor torch) is imported.
-    ``test_embed_onnx.py`` checks the ids against transformers' call.
+    ``tests/ml/test_recommend_onnx.py`` checks the ids against transformers' call.
     """
 
     def __init__(self, directory: Path, max_length: int) -> None:
@@ -106,12 +106,6 @@ class RustBatcher:
         ids = np.array([row.ids for row in rows], dtype=np.int64).reshape(len(rows), longest)
         mask = np.array([row.attention_mask for row in rows], dtype=np.int64).reshape(len(rows), longest)
         return ids, mask
-
-
-def _length_sorted(texts: Sequence[str], batch_size: int) -> list[list[int]]:
-    """Indices of ``texts`` sorted by characters, in batches of ``batch_size`` (little padding per batch)."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
 
 class OnnxEncoder:
@@ -141,7 +135,7 @@ class OnnxEncoder:
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Unit vectors of ``texts`` (length-sorted batches; input order kept)."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for chunk in _length_sorted(texts, batch_size):
+        for chunk in length_sorted_chunks(texts, batch_size):
             ids, mask = self.tokenize([texts[i] for i in chunk])
             (vectors,) = self.session.run([OUTPUT], {"input_ids": ids, "attention_mask": mask})
             out[chunk] = vectors
@@ -212,7 +206,7 @@ class TorchEncoder:
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         with torch.inference_mode():
-            for chunk in _length_sorted(texts, batch_size):
+            for chunk in length_sorted_chunks(texts, batch_size):
                 batch = self.tokenizer(
                     [texts[i] for i in chunk],
                     padding=True,
