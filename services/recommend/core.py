@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -82,7 +83,15 @@ def find_ranker(settings: RecommendSettings, embedder: Embedder) -> TrainedRanke
             log.info("no ranker shipped with the encoder: serving the hybrid scorer", extra={"path": str(path)})
             return None
     ranker = load_ranker(path, embedding_dim=embedder.dim)
-    log.info("serving the LambdaRank ranker", extra={"path": str(path), "trees": ranker.booster.num_trees()})
+    if settings.new_item_slots is not None:
+        # A product choice over the same trees: the booster does not depend on the slots.
+        ranker = dataclasses.replace(
+            ranker, config=dataclasses.replace(ranker.config, new_item_slots=settings.new_item_slots)
+        )
+    log.info(
+        "serving the LambdaRank ranker",
+        extra={"path": str(path), "trees": ranker.booster.num_trees(), "new_item_slots": ranker.config.new_item_slots},
+    )
     return ranker
 
 

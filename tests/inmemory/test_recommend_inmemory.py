@@ -274,3 +274,24 @@ async def test_a_restart_embeds_only_new_or_changed_items(tmp_path: Path) -> Non
         await h.items(changed)
         assert embedder.calls == 1
         assert len(h.app.state.recommend.catalogue) == len(ITEMS)
+
+
+async def test_new_item_slots_setting_overrides_the_rankers_own(tmp_path: Path) -> None:
+    ranker_dir = tiny_ranker(tmp_path / "ranker", HashEmbedder().dim)
+    async with harness(ranker_dir=ranker_dir) as h:
+        shipped = h.app.state.recommend.ranker
+        assert shipped is not None
+    async with harness(ranker_dir=ranker_dir, new_item_slots=2) as h:
+        ranker = h.app.state.recommend.ranker
+        assert ranker is not None
+        assert ranker.config.new_item_slots == 2
+        assert ranker.config.n_estimators == shipped.config.n_estimators  # only the slots change
+        await h.items(*ITEMS, Item(item_id="n1", title="New Orbit", genres=["Sci-Fi"], tags=["space"]))
+        for user, item, day in (("alice", "s1", 1), ("alice", "s2", 2), ("bob", "s1", 1), ("bob", "s3", 2)):
+            await h.act(user, item, day=day)
+        await h.items(Item(item_id="n2", title="Orbit Two", genres=["Sci-Fi"], tags=["space"]))
+        await h.app.state.recommend.refresh_cf(force=True)
+        items, scorer, _ = h.app.state.recommend.rank(h.app.state.recommend.profiles["alice"], 3)
+        assert scorer == "ranker"
+        # n2 has no positive from anyone: it reaches the list through one of the two reserved slots.
+        assert "n2" in [i.item_id for i in items]

@@ -32,7 +32,7 @@ from textpulse.contracts.recs import Item
 
 from .data import MovieLens, Rating, positives_by_user, seen_by_user, tag_cutoffs, temporal_split
 from .evaluate import Split, split_of
-from .scoring import EASE, ItemKNN, top_k
+from .scoring import EASE, ItemKNN, Transitions, top_k
 
 DAY_S = 86_400.0
 YEAR_S = 365.25 * DAY_S
@@ -66,6 +66,13 @@ FEATURES: tuple[str, ...] = (
     "text_z",
     "text_max_z",
     "pop_z",
+    # Order, which EASE and kNN over all positives ignore: what users liked next (scoring.Transitions),
+    # and item-kNN from the user's last `recent_items` positives only.
+    "knn_recent",  # item-kNN score of the last positives / the user's best candidate's
+    "trans",  # transition score from the user's last positives / the user's best candidate's
+    "trans_log",  # log1p(raw transition score)
+    "trans_rank",
+    "trans_z",
 )
 #: The source columns of the per-user ranks and z-scores, in the order of :data:`FEATURES`.
 _NORMALISED = ("ease", "knn", "text_match", "text_max", "pop_log")
@@ -85,6 +92,13 @@ class RankerConfig:
     knn_neighbours: int = 100
     #: EASE's dense solve is cubic in its items: only the most popular this many enter it (others score 0).
     ease_max_items: int = 5000
+    #: The user's last positives read by ``knn_recent`` and the transitions.
+    recent_items: int = 10
+    #: Transitions (what users liked next): positives ahead counted and the weight of each older one of
+    #: the user's last positives. Window 5, decay 0.7 is the first setting tried (dev split: window 10 with
+    #: the last 20 at 0.85 read the same, services/recommend/README.md).
+    transition_window: int = 5
+    transition_decay: float = 0.7
     recent_days: float = 180.0
     #: Trees (the most, when ``valid_users`` > 0 turns early stopping on). Chosen on the dev split (3 seeds
     #: each, see services/recommend/README.md): small, slow, many trees; early stopping on ~100 held-out
@@ -199,6 +213,9 @@ class FeatureState:
             if ease is not None
             else EASE(cfg.ease_lambda, max_items=cfg.ease_max_items).fit(lists, self.index, self.n)
         )
+        self.transitions = Transitions(cfg.transition_window, cfg.recent_items, cfg.transition_decay).fit(
+            lists, self.index, self.n
+        )
         #: Popularity as a share (per 10k positives) so the inner and the full train states are comparable.
         self.per_10k = 1e4 / max(1.0, float(self.counts.sum()))
         self.pop_log = np.log1p(self.counts * self.per_10k)
@@ -243,6 +260,8 @@ class FeatureState:
         all_idx = [r for r, _ in known]
         ease = self.ease.scores(all_idx, n_items=self.n)
         knn = self.knn.scores(all_idx, n_items=self.n)
+        trans = self.transitions.scores(all_idx, n_items=self.n)
+        knn_recent = self.knn.scores(all_idx[-cfg.recent_items :], n_items=self.n)
         masked = self._exclude(itertools.chain(seen, exclude))
         masked[all_idx] = True
         k = cfg.per_source
@@ -301,6 +320,11 @@ class FeatureState:
                 (~self.rated[cand]).astype(np.float64),
                 *(_log_rank(base[name]) for name in _NORMALISED),
                 *(_zscore(base[name]) for name in _NORMALISED),
+                _relative(knn_recent[cand]),
+                _relative(trans[cand]),
+                np.log1p(trans[cand]),
+                _log_rank(trans[cand]),
+                _zscore(trans[cand]),
             ]
         ).astype(np.float32)
         return cand, x
@@ -369,8 +393,8 @@ class TrainedRanker:
 
 #: Files of a saved ranker (a folder beside the encoder's weights: ``<model>/<version>/ranker/``).
 RANKER_DIR = "ranker"
-#: 2: the per-user ranks and z-scores and the new-item candidates.
-RANKER_FORMAT = 2
+#: 2: the per-user ranks and z-scores and the new-item candidates; 3: the order features (recent kNN, transitions).
+RANKER_FORMAT = 3
 
 
 class RankerMismatch(ValueError):

@@ -117,6 +117,61 @@ class ItemKNN:
         return out
 
 
+class Transitions:
+    """What users liked *next*: item → later-item counts within ``window`` positives of each user's time order.
+
+    ``C[i, j]`` sums ``1 / d`` over every user whose positive ``j`` came ``d ≤ window`` positives after
+    ``i``; the scores use ``C / sqrt(count_i · count_j)`` (a popular item precedes everything). A user's
+    score of every item is the sum of the rows of their last ``last`` positives, the newest weighted 1
+    and each older one ``decay`` times the next. Item-kNN and EASE see a user's positives as a set;
+    a temporal split asks what comes next, and on the MovieLens dev split this order lifted the ranker
+    by ~0.007 nDCG@10 (services/recommend/README.md).
+    """
+
+    def __init__(self, window: int = 5, last: int = 10, decay: float = 0.7) -> None:
+        if window < 1 or last < 1 or not 0 < decay <= 1:
+            msg = f"window {window} and last {last} must be >= 1, decay {decay} in (0, 1]"
+            raise ValueError(msg)
+        self.window, self.last, self.decay = window, last, decay
+        self.matrix: sparse.csr_matrix = sparse.csr_matrix((0, 0), dtype=np.float32)
+
+    def fit(self, sequences: Iterable[Sequence[str]], index: Mapping[str, int], n_items: int) -> Transitions:
+        """``sequences``: each user's positives, oldest first (items outside ``index`` are skipped)."""
+        src: list[np.ndarray] = []
+        dst: list[np.ndarray] = []
+        val: list[np.ndarray] = []
+        counts = np.zeros(n_items, dtype=np.float64)
+        for seq in sequences:
+            rows = np.array([index[i] for i in seq if i in index], dtype=np.int64)
+            np.add.at(counts, rows, 1.0)
+            for d in range(1, min(self.window, len(rows) - 1) + 1):
+                src.append(rows[:-d])
+                dst.append(rows[d:])
+                val.append(np.full(len(rows) - d, 1.0 / d))
+        if src:
+            c = sparse.csr_matrix(
+                (np.concatenate(val), (np.concatenate(src), np.concatenate(dst))), shape=(n_items, n_items)
+            )
+            norm = sparse.diags(1.0 / np.sqrt(np.maximum(counts, 1.0)))
+            self.matrix = (norm @ c @ norm).tocsr().astype(np.float32)
+        else:
+            self.matrix = sparse.csr_matrix((n_items, n_items), dtype=np.float32)
+        return self
+
+    def scores(self, items: Sequence[int], n_items: int | None = None) -> np.ndarray:
+        """Per catalogue row, the decayed sum of the transitions out of the user's last positives (oldest first)."""
+        n = n_items if n_items is not None else self.matrix.shape[0]
+        out = np.zeros(n, dtype=np.float32)
+        rows = np.asarray([i for i in items if 0 <= i < self.matrix.shape[0]][-self.last :], dtype=np.int64)
+        if not len(rows):
+            return out
+        w = (self.decay ** np.arange(len(rows))[::-1]).astype(np.float32)
+        row = np.asarray(self.matrix[rows].T @ w).ravel()
+        m = min(n, row.shape[0])
+        out[:m] = row[:m]
+        return out
+
+
 class EASE:
     """EASE (Steck 2019): closed-form item-item weights over binary user×item positives.
 

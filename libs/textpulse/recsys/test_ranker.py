@@ -340,3 +340,40 @@ def test_extra_training_cuts_add_queries() -> None:
     assert two.info["set_2"]["users_with_hit"] > 0
     assert two.info["rows"] == one.info["rows"]  # the first set's counts are unchanged
     assert two.booster.num_trees() == 10
+
+
+def test_transition_features_follow_what_others_liked_next() -> None:
+    items = _items()
+    ids = sorted(items, key=int)
+    # Three users liked 2 right after 0; "a" has just liked 0: 2 is the candidate with the transition.
+    ratings = [Rating(u, i, 5, t * DAY) for u in ("b", "c", "d") for t, i in enumerate(("0", "2", "4"))]
+    ratings += [Rating("a", "5", 5, 0.0), Rating("a", "0", 5, 10 * DAY)]
+    state = FeatureState(items, ids, _vectors(ids), ratings, RankerConfig(per_source=20, ease_lambda=10.0))
+    got = state.features("a")
+    assert got is not None
+    cand, x = got
+    rows = {state.item_ids[c]: dict(zip(FEATURES, row, strict=True)) for c, row in zip(cand, x, strict=True)}
+    assert rows["2"]["trans"] == pytest.approx(1.0)  # the user's best candidate by transitions
+    assert rows["2"]["trans_rank"] == 0.0
+    assert rows["2"]["trans_log"] > 0.0
+    assert rows["4"]["trans"] < rows["2"]["trans"]  # two positives after 0, weighted 1/2
+    assert rows["2"]["trans_z"] > rows["4"]["trans_z"]
+    assert all(r["trans"] == 0.0 for i, r in rows.items() if i not in {"2", "4"})
+
+
+def test_recent_knn_reads_only_the_last_positives() -> None:
+    items = _items()
+    ids = sorted(items, key=int)
+    ratings = _ratings()
+    state = FeatureState(items, ids, _vectors(ids), ratings, RankerConfig(per_source=20, recent_items=1))
+    positives = [("0", 1.0 * DAY), ("7", 2.0 * DAY)]  # a Sci-Fi film long ago, a romance film just now
+    got = state.user_features(positives, {"0", "7"})
+    assert got is not None
+    cand, x = got
+    col = {name: x[:, FEATURES.index(name)] for name in ("knn", "knn_recent")}
+    recent = state.knn.scores([state.index["7"]], n_items=state.n)[cand]
+    assert col["knn_recent"] == pytest.approx(recent / recent.max())
+    romance = [j for j, c in enumerate(cand) if 6 <= int(state.item_ids[c]) <= 11 and state.item_ids[c] != "7"]
+    scifi = [j for j, c in enumerate(cand) if int(state.item_ids[c]) < 6 and state.item_ids[c] != "0"]
+    assert min(col["knn_recent"][romance]) > max(col["knn_recent"][scifi])  # only the last positive counts
+    assert max(col["knn"][scifi]) > 0  # while the whole-history kNN still reads the Sci-Fi one

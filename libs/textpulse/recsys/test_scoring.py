@@ -95,3 +95,36 @@ def test_hybrid_scales_cf_to_the_users_best() -> None:
         HybridWeights(text=1.0, cf=0.5, pop=0.2),
     )
     assert np.allclose(out, [0.5 + 0.5, 0.1 + 0.25 + 0.2])
+
+
+def test_transitions_count_what_came_next_within_the_window() -> None:
+    from textpulse.recsys.scoring import Transitions
+
+    index = {i: r for r, i in enumerate("abcde")}
+    t = Transitions(window=2, last=2, decay=0.5).fit([["a", "b", "c"], ["a", "b"], ["e", "zz"]], index, 5)
+    m = t.matrix.toarray()
+    counts = np.array([2, 2, 1, 0, 1], dtype=np.float64)
+    # a -> b twice (d = 1), a -> c once at d = 2 (weight 1/2), b -> c once; nothing runs backwards.
+    assert m[0, 1] == np.float32(2 / np.sqrt(2 * 2))
+    assert m[0, 2] == np.float32(0.5 / np.sqrt(2 * 1))
+    assert m[1, 2] == np.float32(1 / np.sqrt(counts[1] * counts[2]))
+    assert m[1, 0] == 0.0
+    assert m[2].sum() == 0.0
+    assert m[4].sum() == 0.0  # "zz" is not in the catalogue: no transition out of "e"
+    # The newest of the last two positives weighs 1, the one before it 0.5; older ones are not read.
+    s = t.scores([4, 0, 1], n_items=5)
+    assert s[2] == np.float32(m[1, 2] + 0.5 * m[0, 2])
+    assert s[1] == np.float32(0.5 * m[0, 1])
+    assert t.scores([], n_items=5).sum() == 0.0
+    assert Transitions().fit([], index, 5).scores([0, 1], n_items=5).sum() == 0.0
+
+
+def test_transitions_reject_a_bad_setting() -> None:
+    import pytest
+
+    from textpulse.recsys.scoring import Transitions
+
+    with pytest.raises(ValueError, match="decay"):
+        Transitions(decay=0.0)
+    with pytest.raises(ValueError, match="window"):
+        Transitions(window=0)
