@@ -557,7 +557,9 @@ def ranker_card(trained: TrainedRanker, metrics: dict[str, Any], dev_fraction: f
             ),
             f"- **Config:** objective {cfg.objective}, {cfg.num_leaves} leaves, learning rate {cfg.learning_rate}, "
             f"min {cfg.min_child_samples} rows per leaf, EASE λ {cfg.ease_lambda:g}, {cfg.new_per_source} new-item "
-            f"candidates, {cfg.new_item_slots} of the top k reserved for new items by text, seed {cfg.seed}",
+            f"candidates, {cfg.new_item_slots} of the top k reserved for new items by text, order features over "
+            f"the last {cfg.recent_items} positives (transition window {cfg.transition_window}, decay "
+            f"{cfg.transition_decay:g}), seed {cfg.seed}",
             f"- **Data licence:** {LICENCE} Not for commercial use.",
             "",
             f"## Dev split (per-user latest {dev_fraction:.0%}; the ranker over the full dev-train state)",
