@@ -32,6 +32,7 @@ from textpulse.kafka.tansu import TansuBroker
 from textpulse.settings import KafkaSettings
 
 from tests.ci import in_ci, missing
+from tests.support.private_kafka import PrivateKafka
 
 __all__ = ["REPO", "TEST_TOPICS", "TopicRegistry", "in_ci", "make_topics", "missing", "port_open"]
 
@@ -122,6 +123,15 @@ def kafka_settings() -> Iterator[KafkaSettings]:
     log.info("deleted %d test topic(s) on %s", len(deleted), settings.bootstrap_servers)
     if started:
         subprocess.run(["bash", str(REPO / "deploy" / "kafka" / "stop.sh")], timeout=120, check=False)
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """An Apache Kafka of the test's own, for tests that kill and restart it (stopped after)."""
+    broker = PrivateKafka(tmp_path / "kafka")
+    broker.start()
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,9 @@ offsets and retried; the ``read_committed`` output ends with every event exactly
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,64 +22,14 @@ from textpulse.kafka.admin import client_options, create_topics, wait_for_broker
 from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
-from tests.conftest import REPO, missing
 from tests.helpers import start_route as _start
 from tests.integration.test_exactly_once_route import INTENTS, _env, _ids, _wait_for
+from tests.support.private_kafka import PrivateKafka
 from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(300)]
 
 EVENTS = 1200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivateKafka:
-    """deploy/kafka/start.sh and stop.sh on free ports with a run dir of the test's own."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.port = _free_port()
-        self.env = {
-            **os.environ,
-            "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(_free_port()),
-            "KAFKA_RUN_DIR": str(run_dir),
-            "KAFKA_JMX_EXPORTER": "0",
-            "KAFKA_HEAP_OPTS": "-Xms256m -Xmx768m",
-        }
-
-    def _run(self, script: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(REPO / "deploy" / "kafka" / script), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-
-    def start(self) -> None:
-        proc = self._run("start.sh")
-        if proc.returncode != 0:
-            missing("Apache Kafka (private broker)", f"deploy/kafka/start.sh failed: {proc.stderr[-2000:]}")
-
-    def kill(self) -> None:
-        self._run("stop.sh", "--kill")
-
-    def stop(self) -> None:
-        self._run("stop.sh")
-
-
-@pytest.fixture
-def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
-    broker = PrivateKafka(tmp_path / "kafka")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 async def test_broker_sigkill_and_restart(private_kafka: PrivateKafka, tmp_path: Path) -> None:
