@@ -319,3 +319,35 @@ async def test_rebalance_during_a_batch_does_not_reprocess_it(kafka_settings: Ka
     committed = await _read(kafka_settings, dst, "read_committed")
     assert sorted(committed) == sorted(f"v{i}".encode() for i in range(40))
     assert set(committed.values()) == {1}, {k: v for k, v in committed.items() if v > 1}
+
+
+async def test_fence_writes_only_abort_markers(kafka_settings: KafkaSettings) -> None:
+    """The fence after a failure (ExactlyOnce._fence_orphans) puts an ABORT marker on each partition, no record.
+
+    One offset more on every output partition (the control batch), nothing for any reader, the
+    committed offset unchanged: what closes records a lost marker left open, at no cost to readers.
+    """
+    src, dst = await _topics(kafka_settings)
+    group = f"eos-fence-markers-{uuid.uuid4().hex[:8]}"
+    runner = ExactlyOnce(kafka_settings, group_id=group, service="test")
+    tp = TopicPartition(src, 0)
+    outs = {TopicPartition(dst, p) for p in range(3)}
+    reader = AIOKafkaConsumer(**client_options(kafka_settings), enable_auto_commit=False)  # type: ignore[arg-type]
+    await reader.start()
+    try:
+        before = await reader.end_offsets(sorted(outs))
+        runner._unconfirmed[tp] = set(outs)
+        runner._failed.add(tp)
+        await runner._fence_orphans(tp, committed=None)
+        # The coordinator writes the markers after it answers the abort.
+        for _ in range(50):
+            after = await reader.end_offsets(sorted(outs))
+            if all(after[out] > before[out] for out in outs):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await runner.close()
+        await reader.stop()
+    assert runner.fenced_transactions == 1
+    assert {out: after[out] - before[out] for out in outs} == dict.fromkeys(outs, 1)
+    assert await _read(kafka_settings, dst, "read_uncommitted") == Counter()

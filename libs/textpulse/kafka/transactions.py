@@ -95,6 +95,27 @@ def active_producer() -> AIOKafkaProducer | None:
     return _ACTIVE.get()
 
 
+def _transaction_manager(producer: AIOKafkaProducer) -> Any:
+    # aiokafka 0.14 keeps a transaction's partitions in its transaction manager only;
+    # test_transactions.py fails if that changes.
+    return getattr(producer, "_txn_manager", None)
+
+
+def transaction_partitions(producer: AIOKafkaProducer) -> set[TopicPartition]:
+    """The partitions the producer's open transaction has written to (added or being added)."""
+    manager = _transaction_manager(producer)
+    if manager is None:
+        return set()
+    return set(manager._txn_partitions) | set(manager._pending_txn_partitions)
+
+
+def add_partitions(producer: AIOKafkaProducer, partitions: set[TopicPartition]) -> None:
+    """Put ``partitions`` in the open transaction without writing to them (its end marker reaches them)."""
+    manager = _transaction_manager(producer)
+    for tp in sorted(partitions):
+        manager.maybe_add_partition_to_txn(tp)
+
+
 def chunks(records: Sequence[Any], size: int) -> list[Sequence[Any]]:
     """``records`` in order, at most ``size`` at a time (``size`` < 1: all at once)."""
     if size < 1 or len(records) <= size:
@@ -174,6 +195,12 @@ class ExactlyOnce:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         # Partitions whose position was checked against the committed offset since their producer started.
         self._verified: set[TopicPartition] = set()
+        # Per input partition, since its committed offset was last checked: the output partitions its
+        # transactions wrote, the end offset of the last one seen committed, and whether one failed.
+        self._unconfirmed: dict[TopicPartition, set[TopicPartition]] = {}
+        self._seen_committed: dict[TopicPartition, int] = {}
+        self._failed: set[TopicPartition] = set()
+        self.fenced_transactions = 0
         self._failures = 0
         self._consumer: Any = None
         # ASSIGNMENTS[group] when the held partitions were last verified (see the module docstring).
@@ -255,12 +282,19 @@ class ExactlyOnce:
         producer = await self._producer(tp)
         await producer.begin_transaction()
         token = _ACTIVE.set(producer)
+        touched = self._unconfirmed.setdefault(tp, set())
         try:
-            await work()
+            try:
+                await work()
+            finally:
+                touched |= transaction_partitions(producer)
             if offsets:
                 await producer.send_offsets_to_transaction(offsets, self.group_id)
             await producer.commit_transaction()
+            if offsets:
+                self._seen_committed[tp] = max(offsets.values())
         except BaseException:
+            self._failed.add(tp)
             # Abort explicitly when possible so read_committed readers move on at once; when the producer
             # is broken (fenced, broker gone) dropping it is enough: the next InitProducerId aborts.
             with contextlib.suppress(Exception):
@@ -326,12 +360,14 @@ class ExactlyOnce:
 
         Initialising the partition's producer first waits until a transaction the previous
         holder of the id left behind is completed or aborted, so the committed offset read next
-        is final (aiokafka's offset fetch predates KIP-447's ``require_stable``). A batch that
+        is final (aiokafka's offset fetch predates KIP-447's ``require_stable``; a coordinator
+        still loading after a broker restart is asked again, see :mod:`.offset_fetch`). A batch that
         does not start there (a commit whose answer was lost, a stale position) is not
         processed: the partition is sought to the committed offset and polled again.
         """
         await self._producer(tp)
         committed = await consumer.committed(tp)
+        await self._fence_orphans(tp, committed)
         if committed is None or committed == first:
             return True
         consumer.seek(tp, committed)
@@ -340,6 +376,49 @@ class ExactlyOnce:
             extra={"partition": f"{tp.topic}:{tp.partition}", "batch_start": first, "committed": committed},
         )
         return False
+
+    async def _fence_orphans(self, tp: TopicPartition, committed: int | None) -> None:
+        """Abort what a lost transaction marker left open on the output partitions of ``tp``'s transactions.
+
+        A broker that restarts while a transaction is between PrepareCommit and its markers may
+        complete the transaction *without writing the markers*: its transaction coordinator,
+        before its metadata names the partitions' leaders, logs "Couldn't find leader endpoint
+        … likely deleted already and hence can be skipped" (Kafka 4.4; KAFKA-5202's rule for
+        deleted topics). The records stay open on each partition until the producer id's next
+        marker there decides them, and the transaction's offsets never reach
+        ``__consumer_offsets``: the batch is processed again, and the next COMMIT of the same id
+        would make the first copies visible as well (``test_exactly_once_broker_restart.py``
+        found 10 such duplicates in the queues, the broker log naming the skipped partitions).
+
+        So after a failure on ``tp``, or when its committed offset is behind a commit this
+        process saw succeed, a transaction of the new epoch adds every output partition written
+        since the offset was last checked (and the group's offsets) and is *aborted*, with no
+        record: the ABORT markers close whatever the lost transaction left open. Nothing
+        committed is aborted — with the markers lost, the offsets were lost too and the batch
+        is written again — and readers see no record at all (markers are control batches).
+        """
+        touched = self._unconfirmed.get(tp, set())
+        seen = self._seen_committed.get(tp)
+        lost = seen is not None and (committed is None or committed < seen)
+        if touched and (lost or tp in self._failed):
+            producer = await self._producer(tp)
+            await producer.begin_transaction()
+            try:
+                add_partitions(producer, touched)
+                if committed is not None:
+                    # A lost transaction's pending offsets on __consumer_offsets are closed the same way.
+                    await producer.send_offsets_to_transaction({tp: committed}, self.group_id)
+            finally:
+                # aiokafka adds the partitions before it ends the transaction, so each gets the marker.
+                await producer.abort_transaction()
+            self.fenced_transactions += 1
+            log.warning(
+                "closed what a failed or lost transaction may have left open on %d output partitions",
+                len(touched),
+                extra={"partition": f"{tp.topic}:{tp.partition}", "committed": committed, "seen_committed": seen},
+            )
+        self._unconfirmed.pop(tp, None)
+        self._failed.discard(tp)
 
     async def close(self) -> None:
         """Stop every producer (an open transaction is aborted by the next owner's InitProducerId)."""
