@@ -402,6 +402,9 @@ class ExactlyOnce:
         lost = seen is not None and (committed is None or committed < seen)
         if touched and (lost or tp in self._failed):
             producer = await self._producer(tp)
+            # Only partitions that exist now: aiokafka retries adding a deleted one for ever.
+            cluster = await producer.client.fetch_all_metadata()
+            touched = {out for out in touched if out.partition in (cluster.partitions_for_topic(out.topic) or ())}
             await producer.begin_transaction()
             try:
                 add_partitions(producer, touched)
