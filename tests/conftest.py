@@ -32,7 +32,7 @@ from textpulse.kafka.tansu import TansuBroker
 from textpulse.settings import KafkaSettings
 
 from tests.ci import in_ci, missing
-from tests.support.private_kafka import PrivateKafka
+from tests.private_kafka import PrivateKafka
 
 __all__ = ["REPO", "TEST_TOPICS", "TopicRegistry", "in_ci", "make_topics", "missing", "port_open"]
 

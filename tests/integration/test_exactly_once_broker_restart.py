@@ -24,7 +24,7 @@ from textpulse.settings import KafkaSettings
 from services.route.rules import load_rules
 from tests.helpers import start_route as _start
 from tests.integration.test_exactly_once_route import INTENTS, _env, _ids, _wait_for
-from tests.support.private_kafka import PrivateKafka
+from tests.private_kafka import PrivateKafka
 from tests.support.route_synth import support_event
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -26,7 +26,7 @@ from textpulse.contracts.topics import TopicSpec
 from textpulse.kafka.admin import client_options, create_topics, wait_for_broker
 from textpulse.settings import KafkaSettings
 
-from tests.support.private_kafka import PrivateKafka
+from tests.private_kafka import PrivateKafka
 
 pytestmark = [pytest.mark.kafka, pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.ci import missing
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
