@@ -6,30 +6,24 @@ For tests that kill and restart the broker, so the shared one on 9092 is never d
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 from tests.ci import missing
+from tests.helpers import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PrivateKafka:
     """deploy/kafka/start.sh and stop.sh on free ports with a run dir of the test's own."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.port = free_port()
+        self.port, controller = free_ports(2)
         self.env = {
             **os.environ,
             "KAFKA_PORT": str(self.port),
-            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_CONTROLLER_PORT": str(controller),
             "KAFKA_RUN_DIR": str(run_dir),
             "KAFKA_JMX_EXPORTER": "0",
             "KAFKA_HEAP_OPTS": "-Xms256m -Xmx768m",

@@ -29,7 +29,10 @@ batch start, and the batch is polled and retried as a whole after a backoff.
 Before the first transaction on a partition (after an assignment, a restart or
 a failure) the position is checked against the committed offset read *after*
 the producer's initialisation, so a commit whose answer was lost is never
-processed twice. Offsets are never committed outside a transaction in this mode.
+processed twice. After a failure, or when that offset is behind a commit this process
+saw succeed, an aborted transaction without records first closes what a transaction
+the broker completed without its markers left open (:meth:`ExactlyOnce._fence_orphans`).
+Offsets are never committed outside a transaction in this mode.
 
 Every rebalance counts as an assignment, also one that hands this process the
 same partitions again: the consumer resets their fetch positions to the committed
