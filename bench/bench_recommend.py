@@ -48,6 +48,7 @@ import dataclasses
 import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 from rich.table import Table
 from textpulse.contracts.recs import Interaction, Item
 from textpulse.recsys.data import MovieLens, load_movielens, load_ratings, tag_cutoffs
@@ -76,7 +78,7 @@ from textpulse.recsys.ranker import RANKER_DIR, FeatureState, RankerConfig, inne
 from textpulse.recsys.recommender import Recommender, RecommenderConfig
 from textpulse.recsys.scoring import HybridWeights
 
-from bench.common import REPO, console, real_kafka, serve_uvicorn
+from bench.common import REPO, console, peak_rss_mb, real_kafka, serve_uvicorn
 
 CACHE = REPO / ".cache" / "recsys"
 MODEL_REPO = REPO / ".cache" / "model-repo" / "recommend"
@@ -351,6 +353,7 @@ def serving(n_items: int, rounds: int, requests: int, users: int = 1000, per_use
             cf_refresh_s=2.0,  # item-kNN rebuilt soon after the load, then unchanged while measuring
             publish_on_change=False,  # loading 60k interactions would otherwise score ~60k lists first
         )
+        rss_before_mb = psutil.Process().memory_info().rss / 2**20
         app = create_app(settings, lag_probe=False)
         try:
             with serve_uvicorn(app, startup_timeout_s=300) as url:
@@ -359,6 +362,9 @@ def serving(n_items: int, rounds: int, requests: int, users: int = 1000, per_use
                 load_before = os.getloadavg()[0]
                 results = _measure(url, app.state.recommend, rounds, requests)
                 load_after = os.getloadavg()[0]
+                # The app runs in this process, so these include the benchmark's own client and data
+                # (measured before the app): an upper bound for the service with this catalogue.
+                rss_mb = psutil.Process().memory_info().rss / 2**20
                 lists = {
                     scorer: app.state.recommend.metrics.lists.labels("recommend", scorer)._value.get()
                     for scorer in ("ranker", "hybrid", "popular")
@@ -380,6 +386,12 @@ def serving(n_items: int, rounds: int, requests: int, users: int = 1000, per_use
         "scorer": "LambdaRank ranker" if app.state.recommend.ranker is not None else "hybrid (no ranker shipped)",
         "lists_by_scorer": lists,
         "load_average_1m": [round(load_before, 1), round(load_after, 1)],
+        "rss_mib": {
+            "before_app": round(rss_before_mb),
+            "after_measuring": round(rss_mb),
+            "peak": round(peak_rss_mb(os.getpid())),  # of the whole run: the quality part's too unless skipped
+            "torch_imported": "torch" in sys.modules,
+        },
         "per_round": {k: [round(x, 2) for x in v] for k, v in results.items()},
     }
 
@@ -497,6 +509,15 @@ def report(q: dict[str, Any] | None, s: dict[str, Any] | None) -> None:
             f"p99 {s['scorer_p99_ms']} ms; HTTP / scorer p99 {s['http_over_scorer_p99']}×; the server's floor "
             f"(GET /health, same run): p50 {s['health_p50_ms']} ms, p99 {s['health_p99_ms']} ms; load average "
             f"{s['load_average_1m'][0]} → {s['load_average_1m'][1]} on {os.cpu_count()} CPUs"
+        )
+        rss = s["rss_mib"]
+        caveat = (
+            " (includes the quality run: use --skip-quality for the service alone)" if rss["torch_imported"] else ""
+        )
+        console.print(
+            f"memory of this process (the app runs in it): {rss['before_app']} MiB before the app, "
+            f"{rss['after_measuring']} MiB after loading and measuring, peak {rss['peak']} MiB"
+            f"{caveat}"
         )
 
 

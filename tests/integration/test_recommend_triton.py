@@ -91,6 +91,7 @@ def test_export_writes_what_triton_serves(model_repo: Path) -> None:
     root = model_repo / MODEL_NAME
     config = (root / "config.pbtxt").read_text("utf-8")
     assert 'backend: "python"' in config
+    assert 'string_value: "onnx"' in config  # the runtime parameter: ONNX Runtime on CPU instances
     assert f"dims: [{DIM}]" in config
     assert f'string_value: "{MAX_LENGTH}"' in config
     assert (root / "1" / "model.py").is_file()
@@ -120,3 +121,20 @@ async def test_triton_answers_like_the_in_process_encoder(triton: TritonServer, 
         assert (await embedder.embed([])).shape == (0, DIM)
     finally:
         await embedder.close()
+
+
+def test_the_cpu_instance_serves_the_graph_without_torch(triton: TritonServer) -> None:
+    """config.pbtxt says runtime onnx: the stub runs ONNX Runtime and never maps torch's library.
+
+    Torch in the stub cost ~1 GB per instance (the text models' stubs dropped it the same way).
+    """
+    import psutil
+
+    server = psutil.Process(int((Path(triton.env["TRITON_RUN_DIR"]) / "tritonserver.pid").read_text().strip()))
+    stubs = [p for p in server.children(recursive=True) if p.name().startswith("triton_python_b")]
+    assert len(stubs) == 1, [p.cmdline() for p in stubs]
+    maps = Path(f"/proc/{stubs[0].pid}/maps").read_text()
+    assert "onnxruntime" in maps
+    assert "libtorch" not in maps
+    log = (Path(triton.env["TRITON_RUN_DIR"]) / "tritonserver.log").read_text(errors="replace")
+    assert "recommend embedding model: runtime onnx" in log

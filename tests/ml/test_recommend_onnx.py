@@ -11,6 +11,7 @@ with transformers' own call, and the in-process embedder must pick ONNX Runtime 
 from __future__ import annotations
 
 import shutil
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +86,13 @@ def test_export_writes_the_pooled_graph_beside_what_triton_serves(repo: Path, ve
     entry = json.loads((repo / MANIFEST).read_text("utf-8"))["models"][MODEL_NAME]["versions"][0]
     assert entry["onnx"] == ONNX_FILE
     assert entry["onnx_max_abs_diff"] <= MAX_ABS_DIFF
-    # Triton keeps serving the weights with the python backend.
+    # Triton serves it with the python backend: ONNX Runtime over the graph on CPU instances, torch on GPU.
     assert (version_dir / "model.py").is_file()
-    assert 'backend: "python"' in (repo / MODEL_NAME / "config.pbtxt").read_text("utf-8")
+    cpu = (repo / MODEL_NAME / "config.pbtxt").read_text("utf-8")
+    gpu = (repo / MODEL_NAME / "configs" / "gpu.pbtxt").read_text("utf-8")
+    assert 'backend: "python"' in cpu
+    assert 'key: "runtime"\n  value {\n    string_value: "onnx"' in cpu
+    assert 'key: "runtime"\n  value {\n    string_value: "torch"' in gpu
 
 
 def test_rust_batcher_gives_the_ids_of_transformers(version_dir: Path) -> None:
@@ -173,6 +178,7 @@ def test_an_older_export_gets_its_graph_without_retraining(repo: Path, tmp_path:
 
     older = tmp_path / "repo"
     shutil.copytree(repo / MODEL_NAME, older / MODEL_NAME, ignore=shutil.ignore_patterns(ONNX_FILE))
+    (older / MODEL_NAME / "1" / "model.py").write_text("# the torch-only model.py of older exports\n", "utf-8")
     manifest = json.loads((repo / MANIFEST).read_text("utf-8"))
     manifest["models"][MODEL_NAME]["versions"][0].update(onnx=None, onnx_max_abs_diff=None)
     (older / MANIFEST).write_text(json.dumps(manifest), "utf-8")
@@ -180,6 +186,10 @@ def test_an_older_export_gets_its_graph_without_retraining(repo: Path, tmp_path:
     assert result.exit_code == 0, result.output
     version_dir = older / MODEL_NAME / "1"
     assert sorted(p.name for p in version_dir.iterdir() if "onnx" in p.name) == [ONNX_FILE]  # no partial left
+    # ... and today's Triton model.py, which serves that graph with ONNX Runtime on CPU instances.
+    template = resources.files("textpulse.recsys.triton").joinpath("model.py").read_text("utf-8")
+    assert (version_dir / "model.py").read_text("utf-8") == template
+    assert not list(version_dir.glob(".*partial"))
     entry = json.loads((older / MANIFEST).read_text("utf-8"))["models"][MODEL_NAME]["versions"][0]
     assert entry["onnx"] == ONNX_FILE
     assert entry["onnx_max_abs_diff"] <= MAX_ABS_DIFF

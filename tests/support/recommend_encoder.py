@@ -26,6 +26,7 @@ SOURCES = (
     "libs/textpulse/recsys/export.py",
     "libs/textpulse/recsys/train.py",
     "libs/textpulse/recsys/ranker.py",
+    "libs/textpulse/recsys/triton/model.py",  # copied into the version folder at export
     "tests/support/recommend_encoder.py",
     "tests/support/recommend_ranker.py",
 )
@@ -48,7 +49,7 @@ def tiny_encoder(out: Path) -> Path:
         intermediate_size=64,
         max_position_embeddings=128,
     )
-    model = BertModel(config).eval()
+    model = BertModel(config).eval()  # type: ignore[no-untyped-call]
     model.config.textpulse = {"max_length": MAX_LENGTH, "base_model": "tiny-random-bert"}  # type: ignore[attr-defined]
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

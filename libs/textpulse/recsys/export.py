@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -135,7 +136,9 @@ def add_to_version(version_dir: Path) -> float:
     """Write ``model.onnx`` into an exported version folder (one exported before this module existed).
 
     The graph is traced from the folder's own weights, written beside them atomically (a partial
-    file is never served), and the manifest entry of that version, if any, records it.
+    file is never served), and the manifest entry of that version, if any, records it. The folder's
+    Triton ``model.py`` is replaced by today's, which serves the graph with ONNX Runtime on CPU
+    instances (the older one ran torch only); Triton picks both up when it next loads the model.
     """
     from textpulse.recsys.embed import ONNX_FILE
 
@@ -143,6 +146,11 @@ def add_to_version(version_dir: Path) -> float:
     diff = export_onnx(version_dir, partial)
     partial.chmod(0o644)
     partial.replace(version_dir / ONNX_FILE)
+    template = resources.files("textpulse.recsys.triton").joinpath("model.py").read_text("utf-8")
+    script = version_dir / ".model.py.partial"
+    script.write_text(template, "utf-8")
+    script.chmod(0o644)
+    script.replace(version_dir / "model.py")
     manifest_path = version_dir.parent.parent / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text("utf-8"))

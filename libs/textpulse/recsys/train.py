@@ -579,9 +579,13 @@ def ranker_card(trained: TrainedRanker, metrics: dict[str, Any], dev_fraction: f
     )
 
 
-def embedding_parameters(max_length: int) -> dict[str, str]:
-    """The string parameters the recommend ``model.py`` reads (same on CPU and GPU: it runs fp32)."""
-    return {"torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
+def embedding_parameters(max_length: int, runtime: str) -> dict[str, str]:
+    """The string parameters the recommend ``model.py`` reads (fp32 in either runtime).
+
+    ``runtime``: ``onnx`` (ONNX Runtime over ``model.onnx``: CPU instances of a version exported with
+    its graph) or ``torch`` (GPU instances, versions without a graph).
+    """
+    return {"runtime": runtime, "torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
 
 
 def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME, *, onnx: bool = True) -> dict[str, Any]:
@@ -615,15 +619,15 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME, *, onn
         path.chmod(0o755 if path.is_dir() else 0o644)
     staging.rename(root / str(version))
     dim, max_length = int(config["hidden_size"]), int(meta.get("max_length", 64))
-    # Triton serves the weights with the python backend (model.py; configs/gpu.pbtxt is its GPU variant);
-    # model.onnx is for the in-process ONNX Runtime encoder (textpulse.recsys.embed.OnnxEncoder).
-    parameters = embedding_parameters(max_length)
+    # Triton serves it with the python backend (model.py; configs/gpu.pbtxt is its GPU variant): ONNX
+    # Runtime over model.onnx on CPU instances (no torch in the stub), torch on GPU instances. The same
+    # model.onnx is the in-process encoder's (textpulse.recsys.embed.OnnxEncoder).
     triton_config.write_model_configs(
         root,
         name,
         [triton_config.Tensor("embedding", "TYPE_FP32", (dim,))],
-        cpu_parameters=parameters,
-        gpu_parameters=parameters,
+        cpu_parameters=embedding_parameters(max_length, "onnx" if onnx_diff is not None else "torch"),
+        gpu_parameters=embedding_parameters(max_length, "torch"),
         max_sequence_length=max_length,
     )
     metrics_path = model_dir / "metrics.json"
