@@ -218,8 +218,8 @@ def test_without_onnx_gpu_is_the_python_variant(tokenizer: Any, tmp_path: Path) 
 
 
 def test_recommend_export_writes_checked_configs(tokenizer: Any, tmp_path: Path) -> None:
-    """Triton serves the recommend encoder's weights with the python backend (its model.onnx is for the
-    in-process ONNX Runtime embedder): CPU and GPU python-backend variants only."""
+    """Triton serves the recommend encoder with the python backend: ONNX Runtime over model.onnx on CPU
+    instances (parameter runtime onnx), torch on GPU instances; CPU and GPU python-backend variants only."""
     from textpulse.recsys.train import MODEL_NAME, export_embedding
 
     encoder = _tiny_bert(tokenizer)
@@ -234,6 +234,7 @@ def test_recommend_export_writes_checked_configs(tokenizer: Any, tmp_path: Path)
         assert _io(config.output) == {"embedding": ("TYPE_FP32", [HIDDEN])}
         assert all(i.allow_ragged_batch for i in config.input)
         assert triton_config.parameters_of(config) == {
+            "runtime": "onnx" if variant == "config.pbtxt" else "torch",
             "torch_threads": "2",
             "max_sequence_length": str(MAX_LENGTH),
             "task_kind": "embedding",
