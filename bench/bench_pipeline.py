@@ -67,7 +67,6 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -85,7 +84,17 @@ from textpulse.contracts.topics import ALL_TOPICS
 from textpulse.kafka.admin import create_topics
 from textpulse.settings import KafkaSettings
 
-from bench.common import REPO, peak_rss_mb, real_kafka, start_service, stop_service, table, wait_ready
+from bench.common import (
+    REPO,
+    free_ports,
+    peak_rss_mb,
+    real_kafka,
+    start_service,
+    stop_service,
+    table,
+    tritonserver,
+    wait_ready,
+)
 
 
 def local_inference(precision: str) -> dict[str, str]:
@@ -709,14 +718,6 @@ def hardware_limit(repo: Path, texts: Sequence[str], precisions: dict[str, str],
 # -- pipeline -------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def broker_pid(port: int) -> int | None:
     """The process listening on the broker's port (the Kafka JVM), if this user can see it."""
     for proc in psutil.process_iter(["pid", "cmdline"]):
@@ -858,25 +859,10 @@ def triton_server(repo: Path, threads: int, precision: str = "fp32") -> Iterator
 
     Yields (grpc url, metrics url, pid).
     """
-    ports = [_free_port() for _ in range(3)]
     run_dir = REPO / ".run" / "triton-bench"
     served = threads_overlay(repo, run_dir / "model-repo", threads, precision)
-    env = {
-        **os.environ,
-        "TRITON_MODEL_REPO": str(served),
-        "TRITON_MODELS": ",".join(MODELS),
-        "TRITON_HTTP_PORT": str(ports[0]),
-        "TRITON_GRPC_PORT": str(ports[1]),
-        "TRITON_METRICS_PORT": str(ports[2]),
-        "TRITON_RUN_DIR": str(run_dir),
-    }
-    subprocess.run(["bash", str(REPO / "deploy/triton/fetch.sh")], env=env, check=True)
-    subprocess.run(["bash", str(REPO / "deploy/triton/start.sh")], env=env, check=True)
-    try:
-        pid = int((run_dir / "tritonserver.pid").read_text().strip())
-        yield f"127.0.0.1:{ports[1]}", f"http://127.0.0.1:{ports[2]}/metrics", pid
-    finally:
-        subprocess.run(["bash", str(REPO / "deploy/triton/stop.sh")], env=env, check=False)
+    with tritonserver(served, list(MODELS), run_dir) as server:
+        yield server
 
 
 def instances(replicas: dict[str, int]) -> list[str]:
@@ -927,7 +913,7 @@ async def pipeline(
     tag = uuid.uuid4().hex[:8]
     topics = {spec.name: f"bench.{tag}.{spec.name}" for spec in ALL_TOPICS}
     await create_topics(settings, ALL_TOPICS, rename=topics)
-    ports = {s: _free_port() for s in instances(replicas)}
+    ports = dict(zip(instances(replicas), free_ports(len(instances(replicas))), strict=True))
     envs = service_envs(kafka, repo, threads, topics, ports, tag, triton[0] if triton else None, runtime)
     logs = REPO / ".run" / "bench"
     procs = {

@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import os
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
 from importlib import resources
@@ -27,31 +23,14 @@ from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all held open together while picked)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-
-
-def _status_mb(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{key}:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return float("nan")
+from bench.common import REPO, peak_rss_mb, tritonserver
 
 
 def main() -> None:
     from textpulse.inference.codec import resolve_version
     from textpulse.inference.settings import InferenceSettings
-    from textpulse.ml.triton import config as triton_config
     from textpulse.recsys.embed import make_embedder
-    from textpulse.recsys.train import MODEL_NAME, embedding_parameters
+    from textpulse.recsys.train import MODEL_NAME, write_embedding_configs
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runtime", choices=["onnx", "torch"], default="onnx")
@@ -67,28 +46,8 @@ def main() -> None:
         shutil.copytree(version, root / "1")
         template = resources.files("textpulse.recsys.triton").joinpath("model.py").read_text("utf-8")
         (root / "1" / "model.py").write_text(template, "utf-8")
-        triton_config.write_model_configs(
-            root,
-            MODEL_NAME,
-            [triton_config.Tensor("embedding", "TYPE_FP32", (int(meta["hidden_size"]),))],
-            cpu_parameters=embedding_parameters(max_length, args.runtime),
-            gpu_parameters=embedding_parameters(max_length, "torch"),
-            max_sequence_length=max_length,
-        )
-        run = Path(scratch) / "run"
-        ports = _free_ports(3)
-        env = {
-            **os.environ,
-            "TRITON_MODEL_REPO": str(root.parent),
-            "TRITON_MODELS": MODEL_NAME,
-            "TRITON_HTTP_PORT": str(ports[0]),
-            "TRITON_GRPC_PORT": str(ports[1]),
-            "TRITON_METRICS_PORT": str(ports[2]),
-            "TRITON_RUN_DIR": str(run),
-        }
-        subprocess.run(["bash", str(REPO / "deploy/triton/start.sh")], env=env, check=True)
-        url = f"127.0.0.1:{ports[1]}"
-        try:
+        write_embedding_configs(root, MODEL_NAME, int(meta["hidden_size"]), max_length, args.runtime)
+        with tritonserver(root.parent, [MODEL_NAME], Path(scratch) / "run") as (url, _, pid):
             texts = [
                 f"Movie {i}. Genres: Drama|Comedy. Tags: " + ", ".join(f"tag {j}" for j in range(i % 25))
                 for i in range(args.texts)
@@ -107,22 +66,20 @@ def main() -> None:
                     await embedder.close()
 
             seconds = asyncio.run(embed_all())
-            triton = psutil.Process(int((run / "tritonserver.pid").read_text().strip()))
-            (stub,) = [p for p in triton.children(recursive=True) if p.name().startswith("triton_python_b")]
+            children = psutil.Process(pid).children(recursive=True)
+            (stub,) = [p for p in children if p.name().startswith("triton_python_b")]  # /proc comm: 15 chars
             print(
                 json.dumps(
                     {
                         "runtime": args.runtime,
                         "texts_per_s": round(len(texts) / seconds, 1),
-                        "stub_peak_rss_mb": round(_status_mb(stub.pid, "VmHWM")),
-                        "stub_rss_mb": round(_status_mb(stub.pid, "VmRSS")),
+                        "stub_peak_rss_mb": round(peak_rss_mb(stub.pid) * 2**20 / 1e6),  # MB, as bench-pipeline
+                        "stub_rss_mb": round(stub.memory_info().rss / 1e6),
                         "torch_mapped": "libtorch" in Path(f"/proc/{stub.pid}/maps").read_text(),
                         "load_average_1m": round(psutil.getloadavg()[0], 1),
                     }
                 )
             )
-        finally:
-            subprocess.run(["bash", str(REPO / "deploy/triton/stop.sh")], env=env, check=False)
 
 
 if __name__ == "__main__":

@@ -588,6 +588,23 @@ def embedding_parameters(max_length: int, runtime: str) -> dict[str, str]:
     return {"runtime": runtime, "torch_threads": "2", "max_sequence_length": str(max_length), "task_kind": "embedding"}
 
 
+def write_embedding_configs(root: Path, name: str, dim: int, max_length: int, cpu_runtime: str) -> None:
+    """``config.pbtxt`` and ``configs/gpu*.pbtxt`` of the recommend encoder under ``root``.
+
+    Triton serves it with the python backend (model.py; configs/gpu.pbtxt is its GPU variant):
+    ``cpu_runtime`` on CPU instances (``onnx``: ONNX Runtime over model.onnx, no torch in the stub),
+    torch on GPU instances. The same model.onnx is the in-process encoder's (OnnxEncoder).
+    """
+    triton_config.write_model_configs(
+        root,
+        name,
+        [triton_config.Tensor("embedding", "TYPE_FP32", (dim,))],
+        cpu_parameters=embedding_parameters(max_length, cpu_runtime),
+        gpu_parameters=embedding_parameters(max_length, "torch"),
+        max_sequence_length=max_length,
+    )
+
+
 def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME, *, onnx: bool = True) -> dict[str, Any]:
     """Write ``<repo>/<name>/<next version>/`` (weights, tokenizer, model.py, card) and update the manifest.
 
@@ -619,17 +636,7 @@ def export_embedding(model_dir: Path, repo: Path, name: str = MODEL_NAME, *, onn
         path.chmod(0o755 if path.is_dir() else 0o644)
     staging.rename(root / str(version))
     dim, max_length = int(config["hidden_size"]), int(meta.get("max_length", 64))
-    # Triton serves it with the python backend (model.py; configs/gpu.pbtxt is its GPU variant): ONNX
-    # Runtime over model.onnx on CPU instances (no torch in the stub), torch on GPU instances. The same
-    # model.onnx is the in-process encoder's (textpulse.recsys.embed.OnnxEncoder).
-    triton_config.write_model_configs(
-        root,
-        name,
-        [triton_config.Tensor("embedding", "TYPE_FP32", (dim,))],
-        cpu_parameters=embedding_parameters(max_length, "onnx" if onnx_diff is not None else "torch"),
-        gpu_parameters=embedding_parameters(max_length, "torch"),
-        max_sequence_length=max_length,
-    )
+    write_embedding_configs(root, name, dim, max_length, "onnx" if onnx_diff is not None else "torch")
     metrics_path = model_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text("utf-8")) if metrics_path.is_file() else {}
     ranker_path = model_dir / RANKER_DIR / "metrics.json"
