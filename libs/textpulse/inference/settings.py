@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .backend import InferenceBackend
 from .breaker import CircuitBreaker
+from .cpus import container_threads
 from .types import ErrorObserver, Observer
 
 if TYPE_CHECKING:
@@ -66,7 +67,15 @@ class InferenceSettings(BaseSettings):
             "make bench-int8 BENCH_INT8_ARGS=--record), else fp32."
         ),
     )
-    local_threads: int | None = Field(None, ge=1, description="torch / ORT intra-op threads (default: library's).")
+    local_threads: int | None = Field(
+        default_factory=container_threads,  # read when the settings are built, not at import
+        ge=1,
+        description=(
+            "torch / ORT intra-op threads. Unset: the CPUs a container's cgroup CPU quota (rounded up) or cpuset "
+            "grants, where they are fewer than the host's (joblib.cpu_count); else the library's default (ORT: one "
+            "per physical core)."
+        ),
+    )
     drift_window: int = Field(
         2000, ge=10, description="Recent predictions per head that the drift gauge compares with reference.json."
     )

@@ -108,8 +108,10 @@ def session_options(threads: int | None = None, *, spinning: bool = False) -> or
     """Session options for serving on a shared CPU.
 
     * ``intra_op_num_threads``: threads of one operator (default: ORT's choice, one per
-      physical core). Services set it (``TEXTPULSE_LOCAL_THREADS``, Triton ``torch_threads``)
-      when several models or processes share the cores, so they do not oversubscribe.
+      physical core of the *host*: it ignores a container's CPU quota). Services set it
+      (``TEXTPULSE_LOCAL_THREADS``, which defaults to a container's quota or cpuset,
+      ``textpulse.inference.cpus``; Triton ``torch_threads``) when several models or processes
+      share the cores, so they do not oversubscribe.
     * ``inter_op_num_threads`` 1 with sequential execution: a BERT graph is a chain, parallel
       branches would only add threads.
     * ``graph_optimization_level`` ORT_ENABLE_ALL: the fused graph still gains ORT's own
