@@ -475,7 +475,10 @@ def test_rendered_environment_is_valid_for_the_services(
                 patch.delenv(key)
             for key, value in env.items():
                 # Secrets and $(VAR) expansion are the kubelet's job: stand-ins here.
-                patch.setenv(key, value.replace("$(TEXTPULSE_ES_PASSWORD)", "pw") if isinstance(value, str) else "pw")
+                if isinstance(value, str):
+                    patch.setenv(key, value.replace("$(TEXTPULSE_ES_PASSWORD)", "pw"))
+                else:  # the kubelet fills a resourceFieldRef with a whole number, a secretKeyRef with the secret
+                    patch.setenv(key, "1" if "resourceFieldRef" in value else "pw")
             settings = cls()
             api = ApiSecuritySettings.for_service(name)
         assert settings.http_host == "0.0.0.0", name
@@ -891,6 +894,26 @@ def test_pod_labels_priority_and_extra_env(rendered: dict[str, list[dict[str, An
     both = render(values={"extraEnv": global_env, "services": {"ner": {"extraEnv": [{"name": "X", "value": "ner"}]}}})
     assert container_env(both, by_kind(both, "Deployment")["t-textpulse-ner"])["X"] == "ner"
     assert container_env(both, by_kind(both, "Deployment")["t-textpulse-route"])["X"] == "global"
+
+
+def test_inference_threads_follow_the_cpu_request(rendered: dict[str, list[dict[str, Any]]], render: Render) -> None:
+    """ORT / torch pools are sized to the node: the in-process runtimes get the pod's CPU request instead."""
+    by_request = {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}}
+    docs = rendered["defaults"]
+    for name, dep in by_kind(docs, "Deployment").items():
+        short = name.removeprefix("t-textpulse-")
+        env = container_env(docs, dep)
+        if VALUES["services"].get(short, {}).get("inference"):
+            assert env.get("TEXTPULSE_LOCAL_THREADS") == by_request, name
+        else:
+            assert "TEXTPULSE_LOCAL_THREADS" not in env, name
+    # An explicit setting (inference ConfigMap) is not overridden; no CPU request, no entry (it would read 0).
+    explicit = render(values={"inference": {"settings": {"local_threads": 3}}})
+    assert container_env(explicit, by_kind(explicit, "Deployment")["t-textpulse-ner"])["TEXTPULSE_LOCAL_THREADS"] == "3"
+    no_request = render(values={"services": {"ner": {"resources": {"requests": {"cpu": None}}}}})  # null deletes
+    assert "TEXTPULSE_LOCAL_THREADS" not in container_env(
+        no_request, by_kind(no_request, "Deployment")["t-textpulse-ner"]
+    )
 
 
 def test_elasticsearch_ca_file(rendered: dict[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
