@@ -16,7 +16,7 @@ import os
 
 def container_threads() -> int | None:
     """The CPUs a quota, cpuset or ``LOKY_MAX_CPU_COUNT`` grants, when fewer than the host's; else ``None``."""
-    from joblib import cpu_count
+    from joblib import cpu_count  # here, not at import: joblib takes ~0.3 s to import, settings modules load often
 
     usable = int(cpu_count(only_physical_cores=False))
     return usable if usable < (os.cpu_count() or usable) else None
