@@ -10,8 +10,15 @@ from textpulse.inference.cpus import container_threads
 from textpulse.inference.settings import InferenceSettings
 
 
-def test_an_unlimited_process_keeps_the_library_default(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True)
+def _no_thread_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Other tests of the session may have left TEXTPULSE_LOCAL_THREADS in os.environ
+    # (tests/integration/test_classify_ner_kafka.py sets it for its services).
+    monkeypatch.delenv("TEXTPULSE_LOCAL_THREADS", raising=False)
     monkeypatch.delenv("LOKY_MAX_CPU_COUNT", raising=False)
+
+
+def test_an_unlimited_process_keeps_the_library_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(os.cpu_count() or 1)))
     monkeypatch.setattr("joblib.externals.loky.backend.context._cpu_count_cgroup", lambda n: n)
     assert container_threads() is None
