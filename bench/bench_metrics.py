@@ -69,13 +69,13 @@ from bench.common import (
     REPO,
     console,
     cpu_seconds,
-    port_open,
     real_kafka,
     start_service,
     stop_service,
     table,
     wait_ready,
 )
+from tests.support.servers import pick_port
 
 SERVICES = ("ingest", "classify", "ner")
 RUN_DIR = REPO / ".run" / "bench-metrics"
@@ -103,16 +103,6 @@ class Pipeline:
     @property
     def ingest_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['ingest']}"
-
-
-def _port(preferred: int) -> int:
-    if not port_open(preferred):
-        return preferred
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _env(p: Pipeline, service: str, kafka: str, repo: Path, tag: str) -> dict[str, str]:
@@ -284,7 +274,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
     for name, metrics in (("on", True), ("off", False)):
         topics = {spec.name: f"bench.{tag}.{name}.{spec.name}" for spec in ALL_TOPICS}
         await create_topics(kafka, ALL_TOPICS, rename=topics)
-        ports = {s: _port(BASE_PORT[name] + i) for i, s in enumerate(SERVICES)}
+        ports = {s: pick_port(BASE_PORT[name] + i) for i, s in enumerate(SERVICES)}
         pipelines.append(Pipeline(name, metrics, topics, ports))
     RUN_DIR.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()

@@ -86,7 +86,6 @@ from textpulse.settings import KafkaSettings
 
 from bench.common import (
     REPO,
-    free_ports,
     peak_rss_mb,
     real_kafka,
     start_service,
@@ -95,6 +94,7 @@ from bench.common import (
     tritonserver,
     wait_ready,
 )
+from tests.support.servers import free_ports
 
 
 def local_inference(precision: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from tests.support.servers import TritonServer
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 console = Console(width=150)
@@ -44,35 +46,20 @@ def real_kafka(port: int = int(os.environ.get("KAFKA_PORT", "9092"))) -> Iterato
             subprocess.run(["bash", str(REPO / "deploy/kafka/stop.sh")], check=False)
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free loopback ports (the sockets are held together while picked)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-
-
 @contextlib.contextmanager
 def tritonserver(repo: Path, models: list[str], run_dir: Path) -> Iterator[tuple[str, str, int]]:
     """A tritonserver (deploy/triton) over ``models`` of ``repo`` on free ports; yields (grpc url, metrics url, pid)."""
-    http, grpc, metrics = free_ports(3)
-    env = {
-        **os.environ,
-        "TRITON_MODEL_REPO": str(repo),
-        "TRITON_MODELS": ",".join(models),
-        "TRITON_HTTP_PORT": str(http),
-        "TRITON_GRPC_PORT": str(grpc),
-        "TRITON_METRICS_PORT": str(metrics),
-        "TRITON_RUN_DIR": str(run_dir),
-    }
-    subprocess.run(["bash", str(REPO / "deploy/triton/fetch.sh")], env=env, check=True)
-    subprocess.run(["bash", str(REPO / "deploy/triton/start.sh")], env=env, check=True)
+    server = TritonServer.on_free_ports(repo, models, run_dir)
+    for script in ("fetch.sh", "start.sh"):
+        done = server.run(script, timeout=1800)
+        if done.returncode != 0:
+            server.run("stop.sh")
+            msg = f"deploy/triton/{script} failed ({done.returncode}): {(done.stdout + done.stderr)[-2000:]}"
+            raise RuntimeError(msg)
     try:
-        pid = int((run_dir / "tritonserver.pid").read_text().strip())
-        yield f"127.0.0.1:{grpc}", f"http://127.0.0.1:{metrics}/metrics", pid
+        yield server.url, server.metrics_url, server.pid
     finally:
-        subprocess.run(["bash", str(REPO / "deploy/triton/stop.sh")], env=env, check=False)
+        server.run("stop.sh")
 
 
 def start_service(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

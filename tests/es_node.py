@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.ci import missing
-from tests.helpers import free_ports
+from tests.support.servers import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy" / "elasticsearch"

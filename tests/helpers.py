@@ -1,16 +1,14 @@
-"""Test helpers: run an app's lifespan in-process, read whole topics back, a tritonserver on free ports."""
+"""Test helpers: run an app's lifespan in-process, read whole topics back (ports, tritonserver: tests.support)."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import httpx
 from aiokafka import ConsumerRecord
@@ -48,65 +46,6 @@ async def read_to_end(
 
 def headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
-
-
-TRITON_DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "triton"
-
-
-def pick_port(preferred: int) -> int:
-    """``preferred`` when nothing listens on it (127.0.0.1), else a free port."""
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        taken = probe.connect_ex(("127.0.0.1", preferred)) == 0
-    return free_ports(1)[0] if taken else preferred
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1 (all sockets held until every port is chosen)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-@dataclass
-class TritonServer:
-    """A tritonserver driven by ``deploy/triton/*.sh`` with its own ports, run directory and models."""
-
-    env: dict[str, str]
-    grpc_port: int
-
-    @classmethod
-    def on_free_ports(cls, model_repo: Path, models: Iterable[str], run_dir: Path, start_timeout_s: int = 300) -> Self:
-        http, grpc, metrics = free_ports(3)
-        env = {
-            "TRITON_MODEL_REPO": str(model_repo),
-            "TRITON_MODELS": ",".join(models),
-            "TRITON_HTTP_PORT": str(http),
-            "TRITON_GRPC_PORT": str(grpc),
-            "TRITON_METRICS_PORT": str(metrics),
-            "TRITON_RUN_DIR": str(run_dir),
-            "TRITON_START_TIMEOUT": str(start_timeout_s),
-        }
-        return cls(env=env, grpc_port=grpc)
-
-    @property
-    def url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
-    def run(self, script: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["bash", str(TRITON_DEPLOY / script)],
-            env={**os.environ, **self.env},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
 
 
 def route_env(

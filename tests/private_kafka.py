@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from tests.ci import missing
-from tests.helpers import free_ports
+from tests.support.servers import free_ports
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,7 +22,7 @@ from textpulse.inference.triton import TritonBackend
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import REPO, missing
-from tests.helpers import TRITON_DEPLOY, TritonServer, read_all
+from tests.helpers import read_all
 from tests.integration.test_classify_ner_kafka import (
     by_id,
     check_enriched,
@@ -34,6 +34,7 @@ from tests.integration.test_classify_ner_kafka import (
     serving,
     wait_for_count,
 )
+from tests.support.servers import TRITON_DEPLOY, TritonServer
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 

@@ -32,7 +32,7 @@ from textpulse.observability.metrics import ServiceMetrics
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import TEST_TOPICS
-from tests.helpers import free_ports
+from tests.support.servers import free_ports
 
 pytestmark = [pytest.mark.kafka]
 

@@ -62,8 +62,8 @@ from textpulse.settings import KafkaSettings
 
 from services.route.rules import load_rules
 from tests.conftest import REPO, in_ci, make_topics, missing, port_open
-from tests.helpers import pick_port
 from tests.support.inference import build_tiny_repo, tiny_repo_from_env
+from tests.support.servers import pick_port
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.kafka, pytest.mark.es, pytest.mark.timeout(300)]
 

@@ -30,8 +30,8 @@ from textpulse.recsys.embed import TorchEncoder, TritonEmbedder, make_embedder
 from textpulse.recsys.train import MODEL_NAME, export_embedding
 
 from tests.ci import missing
-from tests.helpers import TRITON_DEPLOY, TritonServer
 from tests.support.recommend_encoder import DIM, MAX_LENGTH, tiny_encoder
+from tests.support.servers import TRITON_DEPLOY, TritonServer
 
 pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
 

@@ -43,8 +43,8 @@ from textpulse.kafka.admin import client_options, topic_partitions
 from textpulse.settings import KafkaSettings
 
 from tests.conftest import REPO, missing, port_open
-from tests.helpers import free_ports, pick_port
 from tests.support.inference import build_tiny_repo, tiny_repo_from_env
+from tests.support.servers import free_ports, pick_port
 
 pytestmark = [pytest.mark.jaeger, pytest.mark.kafka, pytest.mark.timeout(300)]
 
