@@ -314,3 +314,51 @@ def test_int8_ner_word_tags_agree_with_fp32(exported: Path) -> None:
     assert words > 3000
     assert entities / words > 0.1, "the tiny NER model tags too few entities for agreement to mean anything"
     assert same / words >= 0.97, f"int8 word-tag agreement {same / words:.1%} over {words} words"
+
+
+async def test_streams_layout_matches_intra_op(exported: Path) -> None:
+    """The default ``streams`` layout (chunks at once, one ORT thread each) answers exactly as ``intra-op``.
+
+    Results stay in input order however the chunks finish, and a batch smaller than ``streams`` full chunks
+    is cut so every stream gets one (two streams, 5 texts, batch size 8 → chunks of 3 and 2).
+    """
+    from textpulse.inference.local import LocalBackend
+
+    texts = [TEXTS[i % len(TEXTS)] + f" #{i}" for i in range(23)]
+    answers = {}
+    for layout in ("streams", "intra-op"):
+        passes: list[int] = []
+        backend = LocalBackend(
+            exported,
+            runtime="onnx",
+            threads=2,
+            layout=layout,
+            batch_size=8,
+            observe=lambda _m, _s, n, passes=passes: passes.append(n),
+        )
+        await backend.start(["sentiment", "ner"])
+        try:
+            assert backend.streams == (2 if layout == "streams" else 1)
+            threads = {p._session.get_session_options().intra_op_num_threads for p in backend._predictors.values()}
+            assert threads == ({1} if layout == "streams" else {2})
+            labels = [(p.label, round(p.score, 4)) for p in await backend.classify("sentiment", texts)]
+            spans = [[(s.type, s.start, s.end) for s in row] for row in await backend.tag("ner", texts)]
+            passes.clear()
+            await backend.classify("sentiment", texts[:5])
+            answers[layout] = (labels, spans, sorted(passes))
+        finally:
+            await backend.close()
+    assert answers["streams"][:2] == answers["intra-op"][:2]
+    assert answers["streams"][2] == [2, 3]
+    assert answers["intra-op"][2] == [5]
+
+
+async def test_torch_runtime_keeps_one_chunk_at_a_time(exported: Path) -> None:
+    """torch's intra-op pool is process-wide: the torch runtime ignores ``streams`` (no concurrent calls)."""
+    from textpulse.inference.local import LocalBackend
+
+    backend = LocalBackend(exported, runtime="torch", threads=2, layout="streams")
+    try:
+        assert (backend.layout, backend.streams) == ("intra-op", 1)
+    finally:
+        await backend.close()

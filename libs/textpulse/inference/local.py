@@ -1,9 +1,18 @@
 """In-process backend: the exported model runs in this process (ONNX Runtime by default, or torch).
 
 The embedded default when no Triton is configured (``make demo``). Inference
-runs on one dedicated worker thread so the event loop keeps serving Kafka
-heartbeats and health probes while a batch is computed; ONNX Runtime and
-torch release the GIL inside their kernels.
+runs off the event loop so it keeps serving Kafka heartbeats and health probes
+while a batch is computed; ONNX Runtime and torch release the GIL inside their
+kernels.
+
+Layout of the CPU work (``layout``): ``streams`` (the ONNX Runtime default)
+runs up to ``threads`` chunks of a batch at once, each in a single-threaded
+ONNX Runtime call, like the benchmark's fastest reference (one single-thread
+process per core); a batch with fewer chunks than streams is cut into smaller
+chunks so every stream has one. ``intra-op`` runs one chunk at a time over
+``threads`` intra-op threads. Single-threaded calls need no per-operator
+barrier, and a stream left without work by this service leaves its core to the
+other processes on the host instead of holding a half-idle thread pool.
 """
 
 from __future__ import annotations
@@ -11,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +40,8 @@ from .types import ErrorObserver, Observer, Prediction, Span
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+Layout = Literal["streams", "intra-op"]
 
 
 #: What the torch runtime imports besides the ONNX path: not in the serving images (requirements-serve.lock).
@@ -58,6 +71,7 @@ class LocalBackend:
         runtime: Literal["onnx", "torch", "torch-int8"] = "onnx",
         precision: Precision | None = None,
         threads: int | None = None,
+        layout: Layout = "streams",
         batch_size: int = 64,
         max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
         versions: dict[str, str] | None = None,
@@ -80,6 +94,16 @@ class LocalBackend:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         if runtime != "onnx":
             require_torch(f"local runtime {runtime!r} (TEXTPULSE_LOCAL_RUNTIME)")
+        # torch's intra-op pool is process-wide, so concurrent torch calls would share (and oversubscribe) it:
+        # streams are an ONNX Runtime layout, where each session call can be told to use one thread.
+        self.layout: Layout = layout if runtime == "onnx" else "intra-op"
+        #: chunks computed at once: the cores granted (threads, else this process's CPUs) in streams, else 1
+        self.streams = (threads or len(os.sched_getaffinity(0))) if self.layout == "streams" else 1
+        self._stream_pool = (
+            ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="inference-stream")
+            if self.streams > 1
+            else None
+        )
 
     async def start(self, models: Sequence[str], heads: Sequence[HeadSpec] = ()) -> None:
         """Load every model (tokenizer + weights); ModelMismatch when one or a wanted head is missing."""
@@ -127,13 +151,16 @@ class LocalBackend:
                 name,
             )
             precision = "fp32"
+        threads = 1 if runtime == "onnx" and self.layout == "streams" else self.threads
         predictor = Predictor(
-            directory, backend=runtime, precision=precision, threads=self.threads, batch_size=self.batch_size
+            directory, backend=runtime, precision=precision, threads=threads, batch_size=self.batch_size
         )
         return Codec(directory, name), predictor
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._stream_pool is not None:
+            self._stream_pool.shutdown(wait=False, cancel_futures=True)
 
     async def ready(self) -> bool:
         return bool(self._codecs)
@@ -155,10 +182,13 @@ class LocalBackend:
         """Decoded results per text; with ``heads``, ``{head: Prediction}`` per text from one forward pass."""
         codec, predictor = self._codec(model), self._predictors[model]
         results: list[Any] = [None] * len(texts)
-        plan = plan_chunks(
-            codec, texts, max_rows=self.batch_size, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate
-        )
-        for chunk in plan.chunks:
+        # streams run ONNX Runtime sessions only (a graph-less version served by torch runs one chunk at a time);
+        # every stream gets a chunk: a small batch is cut into `streams` chunks instead of one
+        streams = self.streams if predictor.runtime == "onnx" else 1
+        rows = max(1, min(self.batch_size, math.ceil(len(texts) / streams)))
+        plan = plan_chunks(codec, texts, max_rows=rows, max_tokens=self.max_batch_tokens, on_truncate=self.on_truncate)
+
+        def run(chunk: Sequence[int]) -> list[Any]:
             started = time.perf_counter()
             try:
                 batch = codec.batch(plan.tokenized, chunk)
@@ -173,15 +203,17 @@ class LocalBackend:
                 raise InputRejected(msg) from exc
             if self.observe is not None:
                 self.observe(model, time.perf_counter() - started, len(chunk))
-            decoded: list[Any]
             if heads is not None:
                 per_head = {h: codec.decode_sequence(outputs[codec.info.head(h).output], h) for h in heads}
-                decoded = [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
-            elif codec.info.kind == "token":
-                decoded = codec.decode_tokens([texts[i] for i in chunk], batch, logits)
-            else:
-                decoded = codec.decode_sequence(logits)
-            for index, value in zip(chunk, decoded, strict=True):
+                return [dict(zip(per_head, row, strict=True)) for row in zip(*per_head.values(), strict=True)]
+            if codec.info.kind == "token":
+                return codec.decode_tokens([texts[i] for i in chunk], batch, logits)
+            return codec.decode_sequence(logits)
+
+        pool = self._stream_pool if streams > 1 and len(plan.chunks) > 1 else None
+        decoded = pool.map(run, plan.chunks) if pool is not None else map(run, plan.chunks)
+        for chunk, values in zip(plan.chunks, decoded, strict=True):
+            for index, value in zip(chunk, values, strict=True):
                 results[index] = value
         return results
 

@@ -76,6 +76,14 @@ class InferenceSettings(BaseSettings):
             "per physical core)."
         ),
     )
+    local_layout: Literal["streams", "intra-op"] = Field(
+        "streams",
+        description=(
+            "How the in-process ONNX Runtime uses local_threads: streams (up to local_threads chunks of a batch at "
+            "once, one thread each; a small batch is cut so every stream gets a chunk) or intra-op (one chunk at a "
+            "time on local_threads intra-op threads). The torch runtimes are always intra-op."
+        ),
+    )
     drift_window: int = Field(
         2000, ge=10, description="Recent predictions per head that the drift gauge compares with reference.json."
     )
@@ -113,6 +121,7 @@ def make_backend(
         runtime=settings.local_runtime,
         precision=None if settings.local_runtime == "torch-int8" else settings.local_precision,
         threads=settings.local_threads,
+        layout=settings.local_layout,
         batch_size=settings.inference_batch_size,
         max_batch_tokens=settings.inference_max_batch_tokens,
         observe=observe,
