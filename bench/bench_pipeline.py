@@ -23,7 +23,8 @@ run, every figure on the host's wall clock (``time.time``):
   NER's model; the in-process backend built from the services' default
   InferenceSettings, so the same runtime, batch size and token budget; every
   model loaded and warmed before the clock starts), once in one process with
-  every core's thread and once in one single-thread process per core
+  every core (in the services' default layout: ``streams``, one single-thread
+  chunk per core at once) and once in one single-thread process per core
   (``--ceiling-processes``; the faster is the reference), and a naive baseline:
   a Hugging Face ``pipeline()`` call per message and task with the single-task
   FP32 models ``sentiment``, ``topic``, ``ner`` (each model's encoder as a
@@ -298,7 +299,15 @@ def raw_ceiling(repo: Path, texts: Sequence[str], processes: int, threads: int, 
         msg = f"ceiling worker(s) failed with exit codes {bad}"
         raise RuntimeError(msg)
     seconds = max(f[1] for f in figures) - min(f[0] for f in figures)
-    name = f"raw batched ceiling, {processes} process(es) x {threads} thread(s)"
+    from textpulse.inference.settings import InferenceSettings
+
+    layout = (
+        InferenceSettings.model_fields["local_layout"].default
+        if "local_layout" in InferenceSettings.model_fields
+        else None
+    )
+    how = f" ({layout})" if layout and threads > 1 else ""  # one thread: the layouts are the same
+    name = f"raw batched ceiling, {processes} process(es) x {threads} thread(s){how}"
     return Reference(name, len(texts), seconds, sum(f[2] for f in figures))
 
 
