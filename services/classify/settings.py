@@ -40,7 +40,11 @@ class ClassifySettings(ServiceSettings):
         description="Optional pin per task (sentiment, topic, intent): start-up fails when a head's labels differ.",
     )
     top_k_scores: int = Field(5, ge=1, le=200, description="Label probabilities kept per result.")
-    kafka_batch_records: int = Field(256, ge=1, description="Most records per poll = per inference batch.")
+    kafka_batch_records: int = Field(
+        512,  # 256 read 209-213 ev/s, 512 216-243 in the pipeline benchmark (docs/models.md, "CPU layout")
+        ge=1,
+        description="Most records per poll = per inference batch.",
+    )
     kafka_batch_timeout_ms: int = Field(50, ge=1, description="Wait to fill a batch.")
     # Off by default: on the idle 2-core bench (2,000 tweets, in-process, two A/B rounds) chunks of 128
     # gave the same throughput (166.7 vs 168.7 ev/s) for ~4 % more CPU (9.9 vs 9.5 CPU-s per 1,000

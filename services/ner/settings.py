@@ -22,7 +22,11 @@ class NerSettings(ServiceSettings):
     topic_dlq: str = Field(dlq("ner").name, description="Records NER cannot process.")
     ner_model: str = Field("ner", description="Token-classification model name.")
     cashtags: bool = Field(True, description="Merge $TICKER cashtags in by rule (type TICKER).")
-    kafka_batch_records: int = Field(256, ge=1, description="Most records per poll = per inference batch.")
+    kafka_batch_records: int = Field(
+        512,  # 256 read 209-213 ev/s, 512 216-243 in the pipeline benchmark (docs/models.md, "CPU layout")
+        ge=1,
+        description="Most records per poll = per inference batch.",
+    )
     kafka_batch_timeout_ms: int = Field(50, ge=1, description="Wait to fill a batch.")
     # Off by default: on the idle 2-core bench (2,000 tweets, in-process, two A/B rounds) chunks of 128
     # gave the same throughput (166.7 vs 168.7 ev/s) for ~4 % more CPU (9.9 vs 9.5 CPU-s per 1,000

@@ -228,10 +228,13 @@ def length_sorted_chunks(texts: Sequence[str], size: int) -> Iterator[list[int]]
         yield order[start : start + size]
 
 
-#: Padded tokens (rows × longest row) of one forward pass / Triton request by default. On 512 tweets in
-#: polls of 256 (sentiment, ONNX Runtime fp32, 2 threads, shared 2-core box) 768-1024 cost the least CPU:
-#: 4.1-4.4 s against 5.2-5.4 s at 4096 (padded/real tokens 1.11 against 1.28).
-DEFAULT_MAX_BATCH_TOKENS = 1024
+#: Padded tokens (rows × longest row) of one forward pass / Triton request by default. First measured
+#: with one chunk at a time on 2 intra-op threads (512 tweets in polls of 256, sentiment fp32): 768-1024
+#: cost the least CPU (4.1-4.4 s against 5.2-5.4 s at 4096; padded/real tokens 1.11 against 1.28).
+#: With single-thread streams (the default layout since) smaller chunks win: the bench's raw ceiling
+#: (finance + ner int8, 2,000 tweets, 2 streams, two rounds) read 300/314 ev/s at 128, 304/319 at 256,
+#: 323/338 at 512, 307/324 at 1024, 310/307 at 2048 (docs/models.md, "CPU layout").
+DEFAULT_MAX_BATCH_TOKENS = 512
 
 #: ``(model, texts)`` each time texts longer than the model's ``max_length`` are truncated.
 TruncationObserver = Callable[[str, int], None]

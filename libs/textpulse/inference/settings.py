@@ -35,7 +35,7 @@ class InferenceSettings(BaseSettings):
     model_repo: Path = Field(REPO_ROOT / ".cache" / "model-repo", description="Exported model repository.")
     inference_batch_size: int = Field(64, ge=1, le=1024, description="Texts per forward pass / Triton request.")
     inference_max_batch_tokens: int = Field(
-        1024,  # = codec.DEFAULT_MAX_BATCH_TOKENS (test_chunks checks; not imported: codec loads the tokenizer)
+        512,  # = codec.DEFAULT_MAX_BATCH_TOKENS (test_chunks checks; not imported: codec loads the tokenizer)
         ge=1,
         description=(
             "Padded tokens (rows x longest row, capped at the model's max_length) per forward pass / Triton "

@@ -206,6 +206,10 @@ def fake_logits(ids: np.ndarray, mask: np.ndarray, kind: str, labels: int = 3) -
 class RecordingPredictor:
     """Stands in for the in-process model: records the inputs of each forward pass."""
 
+    #: not "onnx": the backend runs its chunks one at a time, so the recorded order is the plan's
+    #: (the streams layout is checked on real ONNX graphs in tests/ml/test_onnx_runtime.py)
+    runtime = "torch"
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.inputs: list[tuple[np.ndarray, np.ndarray]] = []
