@@ -19,6 +19,7 @@ from elasticsearch import ApiError, AsyncElasticsearch, TransportError
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 from textpulse.contracts import Channel
 
 from .mappings import EVENTS, ROUTES
@@ -31,6 +32,18 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["search"])
 
 HTTP_BAD_REQUEST = 400
+HTTP_UNAVAILABLE = 503
+#: Elasticsearch answers 503 ("all shards failed") while a just-created index's shard starts: the first
+#: document of a month creates that month's index, and a search over the pattern in the next few hundred
+#: milliseconds failed (seen in the CI run of the live observability test). A search waits this long for
+#: the shard, backing off, before it answers 503 itself. The transport's own retry is immediate.
+SHARD_START_WAIT_S = 2.0
+
+
+def _shard_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, ApiError) and exc.meta.status == HTTP_UNAVAILABLE
+
+
 Label = Annotated[str | None, Query(min_length=1, max_length=128)]
 
 
@@ -150,7 +163,14 @@ def _filters(time_from: datetime | None, time_to: datetime | None, **kw: Any) ->
 
 async def _search(es: AsyncElasticsearch, index: str, body: dict[str, Any]) -> dict[str, Any]:
     try:
-        resp = await es.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(_shard_unavailable),
+            stop=stop_after_delay(SHARD_START_WAIT_S),
+            wait=wait_exponential(multiplier=0.05, max=0.5),
+            reraise=True,
+        ):
+            with attempt:
+                resp = await es.search(index=index, ignore_unavailable=True, allow_no_indices=True, **body)
     except ApiError as exc:
         if exc.meta.status == HTTP_BAD_REQUEST:
             # e.g. too many histogram buckets for the range and interval asked
