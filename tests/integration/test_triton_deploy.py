@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
 import subprocess
 import textwrap
 import time
@@ -37,6 +36,7 @@ import numpy as np
 import pytest
 
 from tests.ci import missing
+from tests.support.servers import TRITON_DEPLOY, free_ports
 
 try:
     import tritonclient.grpc as grpcclient
@@ -54,8 +54,6 @@ pytestmark = [pytest.mark.triton, pytest.mark.timeout(300)]
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEPLOY_DIR = REPO_ROOT / "deploy" / "triton"
 # First run downloads the 55 MB wheel; a start then takes ~7 s on 2 cores
 # (each python-backend instance imports torch).
 START_TIMEOUT_S = 240
@@ -137,18 +135,6 @@ def _missing(reason: str) -> NoReturn:
     missing("tritonserver", reason)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Ports free on loopback right now (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _write_model(repo: Path) -> None:
     """Write the tiny model into a Triton model repository at repo."""
     (repo / MODEL / "1").mkdir(parents=True)
@@ -169,7 +155,7 @@ class Server:
     @classmethod
     def create(cls, repo: Path, run_dir: Path) -> Server:
         """Describe a server over repo on three fresh loopback ports."""
-        http_port, grpc_port, metrics_port = _free_ports(3)
+        http_port, grpc_port, metrics_port = free_ports(3)
         env = {
             **os.environ,
             "TRITON_MODEL_REPO": str(repo),
@@ -194,7 +180,7 @@ class Server:
     def script(self, name: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
         """Run deploy/triton/<name> for this server; output is captured for assertions."""
         return subprocess.run(
-            ["bash", str(DEPLOY_DIR / name)],
+            ["bash", str(TRITON_DEPLOY / name)],
             env=self.env,
             capture_output=True,
             text=True,
