@@ -835,8 +835,9 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
     return total
 
 
-def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp32") -> Path:
-    """A copy of ``repo``'s model configs with ``torch_threads`` and ``precision`` set, versions linked, not copied.
+def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp32", instances: int = 0) -> Path:
+    """A copy of ``repo``'s model configs with ``torch_threads``, ``precision`` (and, if > 0, the instance
+    count) set, versions linked, not copied.
 
     Every instance of every model runs its own torch pool; the three models of a
     social event run at once, so at 2 threads each they ask for 6 threads on 2 cores.
@@ -855,6 +856,9 @@ def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp
         config = parse((src / "config.pbtxt").read_text())  # Triton's ModelConfig, whichever layout wrote it
         config.parameters["torch_threads"].string_value = str(threads)
         config.parameters["precision"].string_value = precisions[model]
+        if instances > 0:
+            for group in config.instance_group:
+                group.count = instances
         (dst / "config.pbtxt").write_text(render(config))
         for version in src.iterdir():
             if version.is_dir() and version.name.isdigit():
@@ -863,13 +867,15 @@ def threads_overlay(repo: Path, target: Path, threads: int, precision: str = "fp
 
 
 @contextmanager
-def triton_server(repo: Path, threads: int, precision: str = "fp32") -> Iterator[tuple[str, str, int]]:
+def triton_server(
+    repo: Path, threads: int, precision: str = "fp32", instances: int = 0
+) -> Iterator[tuple[str, str, int]]:
     """A tritonserver over ``repo`` (``threads`` torch threads per model instance) on free ports (deploy/triton).
 
     Yields (grpc url, metrics url, pid).
     """
     run_dir = REPO / ".run" / "triton-bench"
-    served = threads_overlay(repo, run_dir / "model-repo", threads, precision)
+    served = threads_overlay(repo, run_dir / "model-repo", threads, precision, instances)
     with tritonserver(served, list(MODELS), run_dir) as server:
         yield server
 
@@ -1273,6 +1279,12 @@ def main() -> int:
         default=1,
         help="torch threads per Triton model instance (the bench serves a copy of the configs with this value)",
     )
+    parser.add_argument(
+        "--triton-instances",
+        type=int,
+        default=0,
+        help="instances per Triton model (0: the exported configs' own instance_group count)",
+    )
     cores = len(os.sched_getaffinity(0))
     parser.add_argument(
         "--reference-threads",
@@ -1328,7 +1340,8 @@ def main() -> int:
     console.print(
         f"models: {args.model_repo} ({args.runtime}, in-process {local_inference(args.runtime)})  "
         f"social event = {passes}  events: {args.events}  threads/process: {args.threads or 'default'}  "
-        f"processes: {local} (in-process), {triton} (Triton, {args.triton_threads} torch thread(s) per instance)"
+        f"processes: {local} (in-process), {triton} (Triton, {args.triton_threads} thread(s) per instance, "
+        f"{args.triton_instances or 'config.pbtxt'} instance(s) per model)"
     )
     compute = sum(1 for name in instances(args.replicas or default_replicas("local")) if not name.startswith("ingest"))
     layouts = args.ceiling_processes or ",".join(str(n) for n in sorted({1, cores, compute}))
@@ -1356,7 +1369,11 @@ def main() -> int:
     with real_kafka() as kafka:
         for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
             triton = backend == "triton"
-            server_cm = triton_server(args.model_repo, args.triton_threads, args.runtime) if triton else nullcontext()
+            server_cm = (
+                triton_server(args.model_repo, args.triton_threads, args.runtime, args.triton_instances)
+                if triton
+                else nullcontext()
+            )
             with server_cm as server:
                 replicas = args.replicas or default_replicas(backend)
                 options = (args.model_repo, events, args.latency_events, args.threads)

@@ -1,6 +1,7 @@
 # Fine-tuning toolkit (libs/textpulse/ml): train, export and benchmark the model set.
 # Included by the main Makefile (-include mk/*.mk). Settings (make or env variables):
-#   ML_THREADS (2)  ML_MODELS_DIR (.cache/models)  TEXTPULSE_MODEL_REPO (.cache/model-repo)
+#   ML_THREADS (2, training)  ML_MODELS_DIR (.cache/models)  TEXTPULSE_MODEL_REPO (.cache/model-repo)
+#   ML_EXPORT_ARGS (extra `export` flags; default CPU layout 2 Triton instances x 1 thread, e.g. --instances 4)
 #   TEXTPULSE_DATA_DIR (../shared/datasets)  ML_TRAIN_ARGS (extra `train` flags, e.g. --device cuda)
 
 ML_PY ?= $(or $(PYTHON),.venv/bin/python)
@@ -10,6 +11,7 @@ ML_THREADS ?= 2
 ML_MODELS_DIR ?= .cache/models
 ML_PROFILES := libs/textpulse/ml/profiles
 ML_TRAIN_ARGS ?=
+ML_EXPORT_ARGS ?=
 
 # multi-head models, profile file (= exported name) -> primary task: what classify serves, one
 # encoder pass per event (finance: sentiment + topic heads; support: CLINC150 intent + sentiment)
@@ -32,7 +34,7 @@ define ml_task_rule
 ml-$(1)-$(2):
 	@mkdir -p $$(ML_MODELS_DIR)/$(1)
 	$$(ML_CLI) train $(2) --config $$(ML_PROFILES)/$(1)/$(2).yaml --output $$(ML_MODELS_DIR)/$(1)/$(2) --threads $$(ML_THREADS) $$(ML_TRAIN_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).summary.json
-	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(3) --torch-threads $$(ML_THREADS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
+	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(3) $$(ML_EXPORT_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
 	@$$(ML_PY) -c "import json; d=json.load(open('$$(ML_MODELS_DIR)/$(1)/$(2).summary.json')); print('$(2) -> $(3):', d['train_seconds'], 's, dev', {k: round(v, 4) for k, v in d['dev'].items() if isinstance(v, float)})"
 endef
 ML_QUICK_TASKS := $(foreach t,$(ML_QUICK),$(firstword $(subst :, ,$(t))))
@@ -48,7 +50,7 @@ define ml_multi_rule
 ml-$(1)-$(2):
 	@mkdir -p $$(ML_MODELS_DIR)/$(1)
 	$$(ML_CLI) train $(3) --config $$(ML_PROFILES)/$(1)/$(2).yaml --output $$(ML_MODELS_DIR)/$(1)/$(2) --threads $$(ML_THREADS) $$(ML_TRAIN_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).summary.json
-	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(2) --torch-threads $$(ML_THREADS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
+	$$(ML_CLI) export --model $$(ML_MODELS_DIR)/$(1)/$(2) --name $(2) $$(ML_EXPORT_ARGS) > $$(ML_MODELS_DIR)/$(1)/$(2).export.json
 	@$$(ML_PY) -c "import json; d=json.load(open('$$(ML_MODELS_DIR)/$(1)/$(2).summary.json')); print('$(2):', d['train_seconds'], 's, dev', {t: {k: round(v, 4) for k, v in m.items() if isinstance(v, float)} for t, m in d['dev_by_task'].items()})"
 endef
 ML_MULTI_NAMES := $(foreach t,$(ML_MULTI),$(firstword $(subst :, ,$(t))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from textpulse.ml.export import latest_version_dir, next_version, render_config_pbtxt
+from textpulse.ml.export import CPU_INSTANCES, CPU_THREADS, latest_version_dir, next_version, render_config_pbtxt
 from textpulse.ml.triton.config import parameters_of, parse
 
 if TYPE_CHECKING:
@@ -28,6 +28,14 @@ def test_config_pbtxt_sequence_cpu() -> None:
         "max_sequence_length": "512",
         "task_kind": "sequence",
     }
+
+
+def test_config_pbtxt_default_cpu_layout_is_single_thread_instances() -> None:
+    """Like the in-process streams: CPU_INSTANCES instances of CPU_THREADS thread(s) each, not one wide instance."""
+    config = parse(render_config_pbtxt("finance", "sequence", 3))
+    assert [(g.count, g.kind) for g in config.instance_group] == [(CPU_INSTANCES, config.instance_group[0].KIND_CPU)]
+    assert (CPU_INSTANCES, CPU_THREADS) == (2, 1)
+    assert parameters_of(config)["torch_threads"] == str(CPU_THREADS)
 
 
 def test_config_pbtxt_token_gpu() -> None:

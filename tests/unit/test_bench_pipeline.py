@@ -48,6 +48,16 @@ def test_overlay_is_rebuilt_each_time(tmp_path: Path) -> None:
     assert 'string_value: "fp32"' in config
 
 
+def test_overlay_instances(tmp_path: Path) -> None:
+    """``--triton-instances N`` sets every model's instance count; 0 keeps the exported one."""
+    repo = _repo(tmp_path, "fp32")
+    kept = threads_overlay(repo, tmp_path / "kept", threads=1, precision="fp32")
+    assert [g.count for g in parse((kept / MODELS[0] / "config.pbtxt").read_text()).instance_group] == [2]
+    served = threads_overlay(repo, tmp_path / "served", threads=1, precision="fp32", instances=3)
+    for model in MODELS:
+        assert [g.count for g in parse((served / model / "config.pbtxt").read_text()).instance_group] == [3]
+
+
 def test_replicas() -> None:
     assert parse_replicas("classify=2, ner=1") == {"classify": 2, "ner": 1}
     assert instances({"classify": 2}) == ["ingest", "classify", "classify-2", "ner"]

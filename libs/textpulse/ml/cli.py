@@ -305,8 +305,10 @@ def export(
     repo: Annotated[Path | None, typer.Option(help="Model repository (default TEXTPULSE_MODEL_REPO).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check model.onnx.")] = True,
     max_batch_size: Annotated[int, typer.Option()] = 64,
-    torch_threads: Annotated[int, typer.Option(help="torch threads per Triton instance.")] = 2,
-    instances: Annotated[int, typer.Option(help="Triton instance count.")] = 1,
+    torch_threads: Annotated[int, typer.Option(help="Runtime threads per Triton instance.")] = 1,
+    instances: Annotated[
+        int, typer.Option(help="Triton instances per model (default 2 x 1 thread: textpulse.ml.export.CPU_INSTANCES).")
+    ] = 2,
     precision: Annotated[
         str,
         typer.Option(

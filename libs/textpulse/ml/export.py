@@ -75,11 +75,21 @@ def latest_version_dir(model_dir: Path) -> Path:
     return versions[-1][1]
 
 
+#: CPU layout of an exported model: instances x single-thread runtimes, as the in-process "streams" layout.
+#: Measured with ``make bench-pipeline BENCH_PIPELINE_ARGS="--backends triton --triton-instances N"`` on the
+#: 2-core machine (three rounds each, 3,000 tweets): 2 x 1 thread 0.64-0.72x the raw ceiling against
+#: 0.59-0.61x for 1 x 1 (docs/models.md "CPU layout"). One instance runs one batch at a time, so its core
+#: idles while the stub and the server move the next batch; a second instance fills that gap.
+#: Scale with ``--instances`` to the cores (instances x threads x models may exceed them by about 2x).
+CPU_INSTANCES = 2
+CPU_THREADS = 1
+
+
 def python_parameters(
     kind: str,
     *,
     precision: str,
-    torch_threads: int = 2,
+    torch_threads: int = CPU_THREADS,
     max_sequence_length: int = 512,
     parameters: dict[str, str] | None = None,
 ) -> dict[str, str]:
@@ -100,8 +110,8 @@ def render_config_pbtxt(
     *,
     gpu: bool = False,
     max_batch_size: int = 64,
-    instances: int = 1,
-    torch_threads: int = 2,
+    instances: int = CPU_INSTANCES,
+    torch_threads: int = CPU_THREADS,
     max_queue_delay_us: int = 2000,
     max_sequence_length: int = 512,
     extra_heads: dict[str, int] | None = None,
@@ -212,8 +222,8 @@ def export_model(
     *,
     onnx: bool = True,
     max_batch_size: int = 64,
-    torch_threads: int = 2,
-    instances: int = 1,
+    torch_threads: int = CPU_THREADS,
+    instances: int = CPU_INSTANCES,
     precision: str = "auto",
     reference: bool = True,
     reference_limit: int = REFERENCE_LIMIT,
