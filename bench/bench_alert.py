@@ -35,7 +35,7 @@ from rich.table import Table
 from textpulse.contracts.alerts import AlertStatus, KeyKind
 from textpulse.datasets import load_text_examples
 
-from bench.common import console, real_kafka
+from bench.common import console, delete_run_topics, real_kafka
 from services.alert.config import DEFAULT_CONFIG, load_config
 from services.alert.engine import Engine
 from tests.support.alert_synth import Planned, day_stream, universe
@@ -141,6 +141,7 @@ async def replay_kafka(plan: Sequence[Planned], config_path: Path | None) -> tup
             }
             console.print(f"mentions by outcome in the service: {outcomes}")
             records = await read_all(kafka, settings.topic_out, idle_s=2.0, timeout_s=120)
+        await delete_run_topics(kafka, f"{tag}.")
     fired = []
     for r in records:
         a = orjson.loads(r.value)

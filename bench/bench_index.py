@@ -66,7 +66,7 @@ from textpulse.kafka.admin import client_options, create_topics
 from textpulse.kafka.broker import producer_options
 from textpulse.settings import KafkaSettings
 
-from bench.common import REPO, console, port_open, real_kafka, serve_uvicorn_here, table
+from bench.common import REPO, console, delete_run_topics, port_open, real_kafka, serve_uvicorn_here, table
 from services.index.app import create_app
 from services.index.bulk import FILTER_PATH
 from services.index.documents import BuildOptions, enriched_document
@@ -544,6 +544,7 @@ async def main(n: int, queries: int, rounds: int, keep: bool, live: bool = False
                 for prefix in prefixes:
                     for fam in ("events", "routes", "alerts"):
                         await es.options(ignore_status=404).indices.delete_index_template(name=f"{prefix}-{fam}")
+                await delete_run_topics(kafka, f"bench.{tag}.")
             await es.close()
     config = {
         "method": "live" if live else "backlog",

@@ -48,7 +48,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from textpulse.contracts.topics import ALL_TOPICS, TEXT_RAW
 from textpulse.datasets import load_text_examples
-from textpulse.kafka.admin import client_options, create_topics, delete_topics, list_topics, topic_partitions
+from textpulse.kafka.admin import client_options, create_topics, topic_partitions
 from textpulse.kafka.broker import producer_options
 from textpulse.kafka.tansu import free_port
 from textpulse.settings import KafkaSettings
@@ -57,6 +57,7 @@ from bench.common import (
     REPO,
     console,
     cpu_seconds,
+    delete_run_topics,
     peak_rss_mb,
     real_kafka,
     start_service,
@@ -337,15 +338,6 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-async def _delete_run_topics(kafka: KafkaSettings, prefix: str) -> None:
-    """Delete the topics this run created; a failure is reported, never fatal to the figures."""
-    try:
-        deleted = await delete_topics(kafka, await list_topics(kafka, prefix))
-        console.print(f"deleted {len(deleted)} benchmark topic(s) under {prefix}*")
-    except Exception as exc:  # the measurements are done: report and go on
-        console.print(f"[yellow]could not delete the benchmark topics under {prefix}*: {exc!r}[/]")
-
-
 def _fmt(xs: list[float], spec: str) -> str:
     return ", ".join(format(x, spec) for x in xs)
 
@@ -391,7 +383,7 @@ async def main(n: int, batch: int, concurrency: int, rounds: int) -> dict[str, o
                 stop_service(proc)
         finally:
             # Every topic of this run is named bench.<tag>...: delete them, or each run leaves ~110 behind (3 rounds).
-            await _delete_run_topics(kafka, f"bench.{tag}")
+            await delete_run_topics(kafka, f"bench.{tag}")
     from services.ingest.settings import IngestSettings
 
     settings = IngestSettings()

@@ -69,6 +69,7 @@ from bench.common import (
     REPO,
     console,
     cpu_seconds,
+    delete_run_topics,
     real_kafka,
     start_service,
     stop_service,
@@ -311,6 +312,7 @@ async def run(args: argparse.Namespace, bootstrap: str) -> int:
         for p in pipelines:
             for proc in p.procs.values():
                 stop_service(proc)
+        await delete_run_topics(kafka, f"bench.{tag}.")
     on, off = pipelines
     return report(on, off, pair_ratios, components, args)
 

@@ -87,6 +87,7 @@ from textpulse.settings import KafkaSettings
 
 from bench.common import (
     REPO,
+    delete_run_topics,
     peak_rss_mb,
     real_kafka,
     start_service,
@@ -976,6 +977,7 @@ async def pipeline(
     finally:
         for proc in procs.values():
             stop_service(proc)
+        await delete_run_topics(settings, f"bench.{tag}.")
     return run
 
 
