@@ -302,12 +302,8 @@ def raw_ceiling(repo: Path, texts: Sequence[str], processes: int, threads: int, 
     seconds = max(f[1] for f in figures) - min(f[0] for f in figures)
     from textpulse.inference.settings import InferenceSettings
 
-    layout = (
-        InferenceSettings.model_fields["local_layout"].default
-        if "local_layout" in InferenceSettings.model_fields
-        else None
-    )
-    how = f" ({layout})" if layout and threads > 1 else ""  # one thread: the layouts are the same
+    layout = InferenceSettings().local_layout  # what the workers' InferenceSettings read (env or default)
+    how = f" ({layout})" if threads > 1 else ""  # one thread: the layouts are the same
     name = f"raw batched ceiling, {processes} process(es) x {threads} thread(s){how}"
     return Reference(name, len(texts), seconds, sum(f[2] for f in figures))
 

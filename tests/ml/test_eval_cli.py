@@ -461,3 +461,22 @@ def test_bad_requests_are_one_line_and_exit_2(
 def test_a_folder_that_is_not_a_model_is_refused(staged: Path, tmp_path: Path) -> None:
     line = _refused(_eval("sentiment", "--model", tmp_path, "--data", staged / "eval" / "sentiment.jsonl"))
     assert "is neither a model directory" in line
+
+
+def test_export_cli_writes_the_exporters_cpu_layout_unless_told(models: dict[str, Path], tmp_path: Path) -> None:
+    """``textpulse export`` without layout flags uses textpulse.ml.export's CPU_INSTANCES x CPU_THREADS."""
+    from textpulse.ml.cli import app
+    from textpulse.ml.export import CPU_INSTANCES, CPU_THREADS, GPU_INSTANCES
+    from textpulse.ml.triton.config import parameters_of, parse
+
+    def layout(repo: Path, *flags: str) -> tuple[list[int], str]:
+        args = ["export", "--model", str(models["sentiment"]), "--name", "sentiment", "--repo", str(repo), "--no-onnx"]
+        result = CliRunner().invoke(app, [*args, *flags])
+        assert result.exit_code == 0, result.output
+        config = parse((repo / "sentiment" / "config.pbtxt").read_text())
+        gpu = parse((repo / "sentiment" / "configs" / "gpu-python.pbtxt").read_text())
+        assert [g.count for g in gpu.instance_group] == [GPU_INSTANCES]  # the CPU layout stays on the CPU
+        return [g.count for g in config.instance_group], parameters_of(config)["torch_threads"]
+
+    assert layout(tmp_path / "default") == ([CPU_INSTANCES], str(CPU_THREADS))
+    assert layout(tmp_path / "given", "--instances", "3", "--torch-threads", "2") == ([3], "2")

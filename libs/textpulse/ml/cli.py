@@ -305,10 +305,13 @@ def export(
     repo: Annotated[Path | None, typer.Option(help="Model repository (default TEXTPULSE_MODEL_REPO).")] = None,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also export and check model.onnx.")] = True,
     max_batch_size: Annotated[int, typer.Option()] = 64,
-    torch_threads: Annotated[int, typer.Option(help="Runtime threads per Triton instance.")] = 1,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="Runtime threads per Triton instance (default: export.CPU_THREADS).")
+    ] = None,
     instances: Annotated[
-        int, typer.Option(help="Triton instances per model (default 2 x 1 thread: textpulse.ml.export.CPU_INSTANCES).")
-    ] = 2,
+        int | None,
+        typer.Option(help="Triton CPU instances per model (default: export.CPU_INSTANCES; GPU: one per GPU)."),
+    ] = None,
     precision: Annotated[
         str,
         typer.Option(
@@ -322,7 +325,7 @@ def export(
 ) -> None:
     """Export MODEL as the next version of NAME in the Triton repository; prints the manifest entry."""
     _setup_logging(verbose)
-    from textpulse.ml.export import export_model
+    from textpulse.ml.export import CPU_INSTANCES, CPU_THREADS, export_model
     from textpulse.ml.settings import MLSettings
 
     target = repo or MLSettings().model_repo
@@ -332,8 +335,9 @@ def export(
         name,
         onnx=onnx,
         max_batch_size=max_batch_size,
-        torch_threads=torch_threads,
-        instances=instances,
+        # unset: the exporter's own CPU layout (declared once, in textpulse.ml.export)
+        torch_threads=CPU_THREADS if torch_threads is None else torch_threads,
+        instances=CPU_INSTANCES if instances is None else instances,
         precision=precision,
     )
     entry["repository"] = str(target)

@@ -76,13 +76,16 @@ def latest_version_dir(model_dir: Path) -> Path:
 
 
 #: CPU layout of an exported model: instances x single-thread runtimes, as the in-process "streams" layout.
-#: Measured with ``make bench-pipeline BENCH_PIPELINE_ARGS="--backends triton --triton-instances N"`` on the
-#: 2-core machine (three rounds each, 3,000 tweets): 2 x 1 thread 0.64-0.72x the raw ceiling against
-#: 0.59-0.61x for 1 x 1 (docs/models.md "CPU layout"). One instance runs one batch at a time, so its core
-#: idles while the stub and the server move the next batch; a second instance fills that gap.
-#: Scale with ``--instances`` to the cores (instances x threads x models may exceed them by about 2x).
+#: Measured with ``python -m bench.bench_pipeline --backends triton --triton-instances N`` on the 2-core
+#: machine (five alternating rounds each, 3,000 tweets): 2 x 1 thread 0.64-0.72x the raw ceiling (mean
+#: 0.67) against 0.55-0.61x (mean 0.58) for 1 x 1 (docs/models.md "CPU layout"). One instance runs one
+#: batch at a time, so its core idles while the stub and the server move the next batch; a second
+#: instance fills that gap. Scale with ``--instances`` to the cores (instances x threads x models may
+#: exceed them by about 2x).
 CPU_INSTANCES = 2
 CPU_THREADS = 1
+#: Instances per GPU of the GPU variants (configs/gpu*.pbtxt): not measured here (no GPU), kept at one.
+GPU_INSTANCES = 1
 
 
 def python_parameters(
@@ -110,7 +113,7 @@ def render_config_pbtxt(
     *,
     gpu: bool = False,
     max_batch_size: int = 64,
-    instances: int = CPU_INSTANCES,
+    instances: int | None = None,
     torch_threads: int = CPU_THREADS,
     max_queue_delay_us: int = 2000,
     max_sequence_length: int = 512,
@@ -133,7 +136,7 @@ def render_config_pbtxt(
         triton_config.classifier_outputs(kind, num_labels, extra_heads),
         gpu=gpu,
         max_batch_size=max_batch_size,
-        instances=instances,
+        instances=instances if instances is not None else (GPU_INSTANCES if gpu else CPU_INSTANCES),
         max_queue_delay_us=max_queue_delay_us,
         parameters=python_parameters(
             kind,
@@ -288,6 +291,7 @@ def export_model(
         max_sequence_length=max_sequence_length,
         max_batch_size=max_batch_size,
         instances=instances,
+        gpu_instances=GPU_INSTANCES,
     )
 
     metrics_path = model_dir / "metrics.json"

@@ -306,19 +306,22 @@ def write_model_configs(
     max_sequence_length: int = 512,
     max_batch_size: int = 64,
     instances: int = 1,
+    gpu_instances: int = 1,
     max_queue_delay_us: int = 2000,
 ) -> dict[str, Path]:
     """Write and check every variant of ``<model_root>``; return ``{variant: path}``.
 
     ``onnx_path`` (the new version's ``model.onnx``, or ``None``) decides what
     ``configs/gpu.pbtxt`` is: the ONNX Runtime + TensorRT FP16 configuration, or
-    a copy of the python-backend GPU one.
+    a copy of the python-backend GPU one. ``instances`` is the CPU config's instance
+    count, ``gpu_instances`` the GPU variants' (per GPU).
     """
-    batching = {"max_batch_size": max_batch_size, "instances": instances, "max_queue_delay_us": max_queue_delay_us}
+    batching = {"max_batch_size": max_batch_size, "max_queue_delay_us": max_queue_delay_us}
     inputs = token_inputs()
 
     def python(gpu: bool, parameters: Mapping[str, str]) -> ModelConfig:
-        return python_backend_config(name, outputs, gpu=gpu, parameters=parameters, **batching)
+        count = gpu_instances if gpu else instances
+        return python_backend_config(name, outputs, gpu=gpu, parameters=parameters, instances=count, **batching)
 
     python_gpu = python(True, gpu_parameters)
     variants: dict[str, tuple[ModelConfig, Path | None]] = {
@@ -331,7 +334,12 @@ def write_model_configs(
             key: gpu_parameters[key] for key in ("max_sequence_length", "task_kind") if key in gpu_parameters
         }
         ort = onnxruntime_gpu_config(
-            name, onnx_path, max_sequence_length=max_sequence_length, parameters=ort_parameters, **batching
+            name,
+            onnx_path,
+            max_sequence_length=max_sequence_length,
+            parameters=ort_parameters,
+            instances=gpu_instances,
+            **batching,
         )
         variants[GPU_VARIANT] = (ort, onnx_path)
     paths = {
