@@ -99,49 +99,51 @@ async def replay_kafka(plan: Sequence[Planned], config_path: Path | None) -> tup
         tag = f"bench-alert-{uuid.uuid4().hex[:6]}"
         names = {s.name: f"{tag}.{s.name}" for s in ALL_TOPICS}
         await create_topics(kafka, ALL_TOPICS, rename=names)
-        state = TopicSpec(f"{tag}.alerts.state", STREAM_PARTITIONS, "k", "bench", compacted=True)
-        await create_topics(kafka, [state])
-        settings = AlertSettings(
-            kafka=kafka,
-            topic_mentions=names["entity.mentions"],
-            topic_enriched=names["text.enriched"],
-            topic_out=names["alerts.financial"],
-            topic_state=state.name,
-            topic_dlq=names["dlq.alert"],
-            group_id=f"{tag}-alert",
-            alertmanager_url=None,
-            config_path=config_path or DEFAULT_CONFIG,
-        )
-        # One flush marker far in the future closes every window of the day.
-        last = plan[-1].mention
-        closer = last.model_copy(update={"event_id": "closer", "entity_key": "__closer__"})
-        closer = closer.model_copy(update={"event_time": last.event_time + timedelta(hours=2)})
-        prod = AIOKafkaProducer(**client_options(kafka), acks="all", linger_ms=20)  # type: ignore[arg-type]
-        await prod.start()
-        for p in plan:
-            await prod.send(settings.topic_mentions, encode(p.mention), key=p.mention.entity_key.encode())
-        await prod.send(settings.topic_mentions, encode(closer), key=b"__closer__")
-        await prod.flush()
-        await prod.stop()
-        app = create_app(settings)
-        started = time.perf_counter()
-        async with app.start_lifespan_context():
-            registry = app.alert_processor.metrics.registry  # type: ignore[attr-defined]
-            labels = {"service": "alert", "topic": settings.topic_mentions}
-            done = "textpulse_messages_processed_total"
-            while (registry.get_sample_value(done, labels) or 0) < len(plan) + 1:  # noqa: ASYNC110 - polls a metric
-                await asyncio.sleep(0.1)
-            elapsed = time.perf_counter() - started
-            outcomes = {
-                s.labels["outcome"]: int(s.value)
-                for metric in registry.collect()
-                if metric.name == "textpulse_alert_mentions"
-                for s in metric.samples
-                if s.name.endswith("_total") and s.labels.get("kind") == "mention"
-            }
-            console.print(f"mentions by outcome in the service: {outcomes}")
-            records = await read_all(kafka, settings.topic_out, idle_s=2.0, timeout_s=120)
-        await delete_run_topics(kafka, f"{tag}.")
+        try:
+            state = TopicSpec(f"{tag}.alerts.state", STREAM_PARTITIONS, "k", "bench", compacted=True)
+            await create_topics(kafka, [state])
+            settings = AlertSettings(
+                kafka=kafka,
+                topic_mentions=names["entity.mentions"],
+                topic_enriched=names["text.enriched"],
+                topic_out=names["alerts.financial"],
+                topic_state=state.name,
+                topic_dlq=names["dlq.alert"],
+                group_id=f"{tag}-alert",
+                alertmanager_url=None,
+                config_path=config_path or DEFAULT_CONFIG,
+            )
+            # One flush marker far in the future closes every window of the day.
+            last = plan[-1].mention
+            closer = last.model_copy(update={"event_id": "closer", "entity_key": "__closer__"})
+            closer = closer.model_copy(update={"event_time": last.event_time + timedelta(hours=2)})
+            prod = AIOKafkaProducer(**client_options(kafka), acks="all", linger_ms=20)  # type: ignore[arg-type]
+            await prod.start()
+            for p in plan:
+                await prod.send(settings.topic_mentions, encode(p.mention), key=p.mention.entity_key.encode())
+            await prod.send(settings.topic_mentions, encode(closer), key=b"__closer__")
+            await prod.flush()
+            await prod.stop()
+            app = create_app(settings)
+            started = time.perf_counter()
+            async with app.start_lifespan_context():
+                registry = app.alert_processor.metrics.registry  # type: ignore[attr-defined]
+                labels = {"service": "alert", "topic": settings.topic_mentions}
+                done = "textpulse_messages_processed_total"
+                while (registry.get_sample_value(done, labels) or 0) < len(plan) + 1:  # noqa: ASYNC110 - polls a metric
+                    await asyncio.sleep(0.1)
+                elapsed = time.perf_counter() - started
+                outcomes = {
+                    s.labels["outcome"]: int(s.value)
+                    for metric in registry.collect()
+                    if metric.name == "textpulse_alert_mentions"
+                    for s in metric.samples
+                    if s.name.endswith("_total") and s.labels.get("kind") == "mention"
+                }
+                console.print(f"mentions by outcome in the service: {outcomes}")
+                records = await read_all(kafka, settings.topic_out, idle_s=2.0, timeout_s=120)
+        finally:  # the topics go even when the service or the read fails
+            await delete_run_topics(kafka, f"{tag}.")
     fired = []
     for r in records:
         a = orjson.loads(r.value)

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 from textpulse.contracts import ClassifiedEvent, EnrichedEvent, EntityMention, TextEvent
+from textpulse.inference.settings import InferenceSettings
 from textpulse.kafka.admin import client_options
 from textpulse.kafka.broker import producer_options
 from textpulse.settings import KafkaSettings
@@ -93,8 +94,13 @@ def inference_env(repo: Path) -> dict[str, str]:
     return {"TEXTPULSE_MODEL_REPO": str(repo), "TEXTPULSE_LOCAL_THREADS": "1"}
 
 
+def local_inference(repo: Path) -> InferenceSettings:
+    """The test repository, one thread; the rest (a Triton URL a test sets) from the environment, left as it was."""
+    return InferenceSettings(model_repo=repo, local_threads=1)
+
+
 def classify_settings(kafka: KafkaSettings, topics: dict[str, str], repo: Path, **kw: Any) -> ClassifySettings:
-    os.environ.update(inference_env(repo))
+    kw.setdefault("inference", local_inference(repo))
     return ClassifySettings(
         kafka=kafka,
         topic_in=topics["text.raw"],
@@ -107,7 +113,7 @@ def classify_settings(kafka: KafkaSettings, topics: dict[str, str], repo: Path, 
 
 
 def ner_settings(kafka: KafkaSettings, topics: dict[str, str], repo: Path, **kw: Any) -> NerSettings:
-    os.environ.update(inference_env(repo))
+    kw.setdefault("inference", local_inference(repo))
     return NerSettings(
         kafka=kafka,
         topic_in=topics["text.classified"],
