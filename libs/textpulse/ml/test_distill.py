@@ -104,14 +104,17 @@ def test_unique_texts_and_keys() -> None:
     assert text_key("x") != text_key("x ")
 
 
-def test_shipped_profile_loads_and_its_dev_carve_is_excluded_from_pretraining() -> None:
+@pytest.mark.parametrize("name", ["phrasebank", "phrasebank-full"])
+def test_shipped_profile_loads_and_its_dev_carve_is_excluded_from_pretraining(name: str) -> None:
     from textpulse.ml.pretrain import PROFILES_DIR, DevCarve, dev_carves
 
     from .config import load_config_file
 
-    config = load_distill_config(load_config_file(distill_profile("phrasebank")) | {"output_dir": "/tmp/x"})
-    student = config.train_config("student")
-    assert config.train_config("teacher").base_model is not None
+    config = load_distill_config(load_config_file(distill_profile(name)) | {"output_dir": "/tmp/x"})
+    student, teacher = config.train_config("student"), config.train_config("teacher")
+    assert teacher.base_model is not None
+    # teacher and student are scored on the same dev rows, which pretraining never reads
+    assert (teacher.dev_fraction, teacher.data_seed) == (student.dev_fraction, student.data_seed)
     assert DevCarve("phrasebank", student.dev_fraction, student.data_seed) in dev_carves(PROFILES_DIR)
 
 
