@@ -119,11 +119,13 @@ async def replay_kafka(plan: Sequence[Planned], config_path: Path | None) -> tup
             closer = closer.model_copy(update={"event_time": last.event_time + timedelta(hours=2)})
             prod = AIOKafkaProducer(**client_options(kafka), acks="all", linger_ms=20)  # type: ignore[arg-type]
             await prod.start()
-            for p in plan:
-                await prod.send(settings.topic_mentions, encode(p.mention), key=p.mention.entity_key.encode())
-            await prod.send(settings.topic_mentions, encode(closer), key=b"__closer__")
-            await prod.flush()
-            await prod.stop()
+            try:
+                for p in plan:
+                    await prod.send(settings.topic_mentions, encode(p.mention), key=p.mention.entity_key.encode())
+                await prod.send(settings.topic_mentions, encode(closer), key=b"__closer__")
+                await prod.flush()
+            finally:
+                await prod.stop()
             app = create_app(settings)
             started = time.perf_counter()
             async with app.start_lifespan_context():
