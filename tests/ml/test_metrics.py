@@ -62,3 +62,44 @@ def test_oos_threshold_and_metrics() -> None:
     # threshold must exceed 0.4 to catch row 2 and stay <= 0.5 to keep row 1
     threshold = calibrate_oos_threshold(probs, y_true, labels)
     assert 0.4 < threshold <= 0.5
+
+
+def test_oos_threshold_under_a_recall_floor() -> None:
+    """The floor keeps the lowest threshold that still catches enough oos rows (most in-scope kept)."""
+    labels = ["x", "y", "oos"]
+    # top probabilities: in-scope rows 0.9, 0.6, 0.45, 0.3 (all argmax correct); oos rows 0.5, 0.35, 0.25, 0.2
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],
+            [0.6, 0.3, 0.1],
+            [0.1, 0.45, 0.45 - 1e-3],
+            [0.3, 0.29, 0.28],
+            [0.5, 0.3, 0.2],
+            [0.35, 0.33, 0.32],
+            [0.25, 0.25 - 1e-3, 0.5 - 1e-3],
+            [0.2, 0.19, 0.61],
+        ]
+    )
+    y_true = ["x", "x", "y", "x", "oos", "oos", "oos", "oos"]
+    # rows 6 and 7 are oos by argmax (half); 0.36 also catches row 5 (3/4), 0.51 all four
+    assert calibrate_oos_threshold(probs, y_true, labels, min_recall=0.5) == 0.0  # argmax oos on rows 6, 7
+    assert calibrate_oos_threshold(probs, y_true, labels, min_recall=0.75) == pytest.approx(0.36)
+    assert calibrate_oos_threshold(probs, y_true, labels, min_recall=1.0) == pytest.approx(0.51)
+    # the sum rule scores 1.5 at 0.0, 0.36 and 0.51 alike (each oos row caught costs an in-scope row); ties go low
+    assert calibrate_oos_threshold(probs, y_true, labels) == 0.0
+
+
+def test_oos_score_counts_recall_up_to_the_floor() -> None:
+    """With a floor, recall above it adds nothing to the selection score: in-scope accuracy decides."""
+    from textpulse.datasets import TextExample
+    from textpulse.ml.evaluate import evaluate_sequence
+
+    labels = ["x", "y", "oos"]
+    probs = np.array([[0.9, 0.05, 0.05], [0.3, 0.6, 0.1], [0.2, 0.1, 0.7], [0.5, 0.3, 0.2]])
+    rows = [TextExample(id=str(i), text=str(i), label=label) for i, label in enumerate(["x", "x", "oos", "oos"])]
+    plain, _ = evaluate_sequence(probs, rows, labels, "oos", 0.55)
+    floored, predicted = evaluate_sequence(probs, rows, labels, "oos", 0.55, oos_min_recall=0.5)
+    assert predicted == ["x", "y", "oos", "oos"]
+    assert plain["oos_recall"] == floored["oos_recall"] == 1.0
+    assert plain["oos_score"] == pytest.approx(0.5 + 1.0)
+    assert floored["oos_score"] == pytest.approx(0.5 + 0.5)

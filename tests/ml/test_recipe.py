@@ -195,6 +195,7 @@ def test_training_with_every_lever_on(tmp_path: Path) -> None:
         layerwise_lr_decay=0.8,
         average_last=3,
         rdrop_alpha=1.0,
+        oos_min_recall=0.85,
         threads=1,
         progress=False,
         device="cpu",
@@ -206,6 +207,11 @@ def test_training_with_every_lever_on(tmp_path: Path) -> None:
     assert meta["n_calibration"] == 96
     assert "after the dev carve" in meta["oos_calibration_data"]
     assert summary["dev"]["oos_threshold"] is not None
+    # the recall floor is recorded, named on the card and caps what recall adds to the selection score
+    assert meta["oos_min_recall"] == 0.85
+    assert "keeping oos recall >= 0.85" in (tmp_path / "model" / "README.md").read_text("utf-8")
+    dev = summary["dev"]
+    assert dev["oos_score"] == pytest.approx(dev["in_scope_accuracy"] + min(dev["oos_recall"], 0.85))
 
 
 def test_ablation_variants_and_summary() -> None:

@@ -253,6 +253,16 @@ class TrainConfig(BaseModel):
             "symmetric KL. 0 is off (one pass)."
         ),
     )
+    oos_min_recall: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description=(
+            "Tasks with an out-of-scope label: fit the oos threshold as the lowest one whose oos recall "
+            "on the fitting split reaches this floor (the most in-scope accuracy the floor allows). None: "
+            "the threshold maximising in-scope accuracy + oos recall."
+        ),
+    )
     calibration_fraction: float | None = Field(
         None,
         gt=0,

@@ -57,8 +57,15 @@ def evaluate_sequence(
     labels: list[str],
     oos_label: str | None = None,
     oos_threshold: float | None = None,
+    oos_min_recall: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Metrics and predicted labels; with ``oos_label`` also in-scope accuracy / oos recall."""
+    """Metrics and predicted labels; with ``oos_label`` also in-scope accuracy / oos recall.
+
+    ``oos_score`` (the checkpoint-selection metric) is in-scope accuracy + oos recall; with
+    ``oos_min_recall`` the recall counts only up to that floor, so once the floor is met the score
+    is in-scope accuracy: one dev oos row more (5 points of recall with 20 rows) no longer
+    outweighs in-scope rows, which is what the floor is for.
+    """
     y_true = [e.label or "" for e in examples]
     if oos_label is not None:
         threshold = oos_threshold if oos_threshold is not None else 0.0
@@ -69,13 +76,21 @@ def evaluate_sequence(
     if oos_label is not None:
         metrics.update(oos_metrics(y_true, y_pred, oos_label))
         metrics["oos_threshold"] = oos_threshold
-        metrics["oos_score"] = float(metrics["in_scope_accuracy"]) + float(metrics["oos_recall"])
+        recall = float(metrics["oos_recall"])
+        counted = min(recall, oos_min_recall) if oos_min_recall is not None else recall
+        metrics["oos_score"] = float(metrics["in_scope_accuracy"]) + counted
     return metrics, y_pred
 
 
-def calibrate(probs: np.ndarray, examples: Sequence[TextExample], labels: list[str], oos_label: str) -> float:
-    """Dev-calibrated out-of-scope confidence threshold."""
-    return calibrate_oos_threshold(probs, [e.label or "" for e in examples], labels, oos_label)
+def calibrate(
+    probs: np.ndarray,
+    examples: Sequence[TextExample],
+    labels: list[str],
+    oos_label: str,
+    min_recall: float | None = None,
+) -> float:
+    """Dev-calibrated out-of-scope confidence threshold (see :func:`calibrate_oos_threshold`)."""
+    return calibrate_oos_threshold(probs, [e.label or "" for e in examples], labels, oos_label, min_recall)
 
 
 def token_predictions(

@@ -217,7 +217,8 @@ def _score(
     probs = sequence_probs(logits_fn, predictor.tokenizer, shown, head.labels, predictor.max_length, batch_size)
     # the dev-calibrated out-of-scope threshold is saved for the primary head only
     threshold = predictor.oos_threshold if head.primary else None
-    metrics, y_pred = evaluate_sequence(probs, gold.texts, head.labels, preset.oos_label, threshold)
+    floor = predictor.meta.get("oos_min_recall") if head.primary else None  # oos_score as training selected on
+    metrics, y_pred = evaluate_sequence(probs, gold.texts, head.labels, preset.oos_label, threshold, floor)
     return metrics, gold.labels, y_pred
 
 

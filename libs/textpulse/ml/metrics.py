@@ -116,17 +116,28 @@ def calibrate_oos_threshold(
     y_true: Sequence[str],
     labels: Sequence[str],
     oos_label: str = "oos",
+    min_recall: float | None = None,
 ) -> float:
-    """Pick the confidence threshold maximising in-scope accuracy + oos recall on dev.
+    """Pick the confidence threshold on dev: in-scope accuracy + oos recall, or under a recall floor.
 
-    Equal weight for the two rates (not plain accuracy) because dev has 30x
-    more in-scope rows, which would otherwise push the threshold to zero.
+    Without ``min_recall``: maximise in-scope accuracy + oos recall. Equal weight for the two rates
+    (not plain accuracy) because dev has 30x more in-scope rows, which would otherwise push the
+    threshold to zero. With ``min_recall``: the lowest threshold whose oos recall reaches the floor,
+    i.e. the most in-scope accuracy the floor allows (a lower threshold never rejects more
+    in-scope rows). When no threshold reaches the floor (the argmax already misses it at any
+    threshold below 1) the highest-recall threshold is taken.
     Ties go to the lowest threshold (fewest in-scope rows rejected).
     """
     best_threshold, best_score = 0.0, -1.0
     for threshold in np.round(np.arange(0.0, 1.0, 0.01), 2):
         scores = oos_metrics(y_true, apply_oos_threshold(probs, labels, float(threshold), oos_label), oos_label)
-        score = float(scores["in_scope_accuracy"]) + float(scores["oos_recall"])
+        recall = float(scores["oos_recall"])
+        if min_recall is not None:
+            if recall >= min_recall - 1e-12:
+                return float(threshold)
+            score = recall  # fallback when the floor is never reached: the most recall there is
+        else:
+            score = float(scores["in_scope_accuracy"]) + recall
         if score > best_score + 1e-12:
             best_threshold, best_score = float(threshold), score
     return best_threshold

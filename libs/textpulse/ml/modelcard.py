@@ -64,9 +64,13 @@ def render_model_card(
     if meta.get("oos_threshold") is not None:
         # Models trained with calibration_fraction fit the threshold on a split of their own, not on dev.
         where = "a calibration split carved from train" if meta.get("n_calibration") else "dev"
+        floor = meta.get("oos_min_recall")
+        rule = "maximise in-scope accuracy + oos recall"
+        if floor:
+            rule = f"the lowest threshold keeping oos recall >= {floor:.2f}"
         lines.append(
             f"- Out-of-scope: a query is `oos` when the top probability is below {meta['oos_threshold']:.2f}"
-            f" (calibrated on {where} to maximise in-scope accuracy + oos recall).",
+            f" (calibrated on {where}: {rule}).",
         )
     if any(marker in licence for marker in _NON_COMMERCIAL):
         lines.append(

@@ -407,10 +407,14 @@ def _evaluate(
                 calibration_probs = sequence_probs(
                     logits_fn, tokenizer, text_calibration, task.labels, config.max_length, config.eval_batch_size
                 )
-                threshold = calibrate(calibration_probs, text_calibration, task.labels, task.preset.oos_label)
+                threshold = calibrate(
+                    calibration_probs, text_calibration, task.labels, task.preset.oos_label, config.oos_min_recall
+                )
             else:
-                threshold = calibrate(probs, text_dev, task.labels, task.preset.oos_label)
-        metrics, y_pred = evaluate_sequence(probs, text_dev, task.labels, task.preset.oos_label, threshold)
+                threshold = calibrate(probs, text_dev, task.labels, task.preset.oos_label, config.oos_min_recall)
+        metrics, y_pred = evaluate_sequence(
+            probs, text_dev, task.labels, task.preset.oos_label, threshold, config.oos_min_recall
+        )
         return metrics, [e.label or "" for e in text_dev], y_pred
     finally:
         model.train(was_training)
@@ -715,6 +719,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         "oos_threshold": final_metrics.get("oos_threshold"),
         "oos_calibration_data": primary.calibration_desc or (primary.dev_desc if primary.preset.oos_label else None),
         "n_calibration": len(primary.calibration),
+        "oos_min_recall": config.oos_min_recall if primary.preset.oos_label else None,
         "parameters": count_parameters(model),
         "select_metric": select,
         "extra_heads": extra_heads,

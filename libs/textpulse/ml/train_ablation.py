@@ -168,14 +168,15 @@ def _score_holdout(result: Any, holdout: list[TextExample], config: TrainConfig)
     logits_fn = torch_logits_fn(result.model, "cpu")
     probs = sequence_probs(logits_fn, result.tokenizer, holdout, labels, config.max_length, config.eval_batch_size)
     own = holdout_metrics(probs, holdout, labels, oos, result.summary["dev"].get("oos_threshold"))
-    # the threshold the holdout itself would pick: how much either fitted threshold leaves behind
-    oracle_threshold = calibrate(probs, holdout, labels, oos)
+    # the threshold the holdout itself would pick (under the same rule): how much a fitted one leaves behind
+    oracle_threshold = calibrate(probs, holdout, labels, oos, config.oos_min_recall)
     oracle = holdout_metrics(probs, holdout, labels, oos, oracle_threshold)
     # the same model with its threshold fitted on dev instead (what the run without a calibration
     # split does): a paired, same-model comparison of the two places to fit the threshold
     dev = [e for e in dev_examples_for(config) if isinstance(e, TextExample)]
     dev_probs = sequence_probs(logits_fn, result.tokenizer, dev, labels, config.max_length, config.eval_batch_size)
-    dev_fit = holdout_metrics(probs, holdout, labels, oos, calibrate(dev_probs, dev, labels, oos))
+    dev_threshold = calibrate(dev_probs, dev, labels, oos, config.oos_min_recall)
+    dev_fit = holdout_metrics(probs, holdout, labels, oos, dev_threshold)
     return {"own": own, "oracle": oracle, "dev_fit": dev_fit}
 
 
