@@ -118,11 +118,13 @@ def training_config(version_dir: Path) -> dict[str, object]:
     return data
 
 
-def model_version(name: str) -> Path:
-    """The latest exported version of the data set's model, or a :class:`MissingModel` naming its make target."""
+def model_version(name: str, folder: Path | None = None) -> Path:
+    """The latest exported version of the data set's model (or of ``folder``: a trained model dir, an
+    exported version or a Triton model dir), or a :class:`MissingModel` naming its make target."""
     from textpulse.ml.predictor import resolve_model_dir
 
-    folder, target = MODELS[name]
+    default, target = MODELS[name]
+    folder = folder or default
     try:
         version: Path = resolve_model_dir(folder)
     except FileNotFoundError:
@@ -188,12 +190,15 @@ def score(rules: Rules, examples: Sequence[TextExample], preds: Sequence[Predict
     return fig
 
 
-def datasets(names: Sequence[str], limit: int | None) -> dict[str, Scored]:
-    """The scored examples per data set (see the module docstring); refuses when a model is missing."""
+def datasets(names: Sequence[str], limit: int | None, models: dict[str, Path] | None = None) -> dict[str, Scored]:
+    """The scored examples per data set (see the module docstring); refuses when a model is missing.
+
+    ``models`` replaces the repository's model of a data set (``--model clinc150=DIR``); the same
+    checks apply (an intent model must have carved its dev split from train)."""
     build = {"banking77": banking77_examples, "clinc150": clinc150_examples}
     out = {}
     for name in names:
-        scored = build[name](model_version(name))
+        scored = build[name](model_version(name, (models or {}).get(name)))
         out[name] = Scored(scored.examples[:limit] if limit else scored.examples, scored.source, scored.model_dir)
     return out
 
@@ -283,10 +288,23 @@ def main() -> None:
     )
     parser.add_argument("--rules", type=Path, default=None)
     parser.add_argument("--kafka", action="store_true", help="Also route the scored sets through real Kafka.")
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="DATASET=DIR",
+        help="Score this trained model for a data set instead of the repository's (repeatable).",
+    )
     args = parser.parse_args()
     rules = load_rules(args.rules)
+    models = {}
+    for item in args.model:
+        name, _, folder = item.partition("=")
+        if name not in MODELS or not folder:
+            parser.error(f"--model {item!r}: expected DATASET=DIR with DATASET one of {', '.join(sorted(MODELS))}")
+        models[name] = Path(folder)
     try:
-        scored = datasets(args.datasets, args.limit)
+        scored = datasets(args.datasets, args.limit, models)
     except MissingModel as exc:
         console.print(f"[red]bench-route needs trained models:[/] {exc.message}")
         raise

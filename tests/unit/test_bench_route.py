@@ -50,3 +50,12 @@ def test_intent_model_with_a_carved_dev_is_scored_on_official_val(tmp_path: Path
     scored = bench_route.clinc150_examples(_version(tmp_path, {"carve_dev": True}))
     assert len(scored.examples) == 3100  # val 3,000 + oos_val 100
     assert all(":val:" in e.id or ":oos_val:" in e.id for e in scored.examples)
+
+
+def test_a_given_model_folder_replaces_the_repository_model(tmp_path: Path) -> None:
+    """``--model clinc150=DIR`` scores DIR (its latest version), with the same refusal when it is missing."""
+    version = _version(tmp_path, {"carve_dev": True})
+    assert bench_route.model_version("clinc150", tmp_path / "intent") == version
+    with pytest.raises(bench_route.MissingModel) as info:
+        bench_route.model_version("clinc150", tmp_path / "absent")
+    assert "absent" in info.value.message

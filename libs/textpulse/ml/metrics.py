@@ -118,26 +118,22 @@ def calibrate_oos_threshold(
     oos_label: str = "oos",
     min_recall: float | None = None,
 ) -> float:
-    """Pick the confidence threshold on dev: in-scope accuracy + oos recall, or under a recall floor.
+    """Pick the confidence threshold on dev (0.01 grid): in-scope accuracy + oos recall, or a recall floor.
 
     Without ``min_recall``: maximise in-scope accuracy + oos recall. Equal weight for the two rates
     (not plain accuracy) because dev has 30x more in-scope rows, which would otherwise push the
     threshold to zero. With ``min_recall``: the lowest threshold whose oos recall reaches the floor,
-    i.e. the most in-scope accuracy the floor allows (a lower threshold never rejects more
-    in-scope rows). When no threshold reaches the floor (the argmax already misses it at any
-    threshold below 1) the highest-recall threshold is taken.
+    i.e. the most in-scope accuracy the floor allows (a lower threshold never rejects more in-scope
+    rows); if none does (oos rows given an intent with probability >= 0.99), the most recall there is.
     Ties go to the lowest threshold (fewest in-scope rows rejected).
     """
-    best_threshold, best_score = 0.0, -1.0
+    rates = []  # (threshold, in-scope accuracy, oos recall), thresholds ascending
     for threshold in np.round(np.arange(0.0, 1.0, 0.01), 2):
         scores = oos_metrics(y_true, apply_oos_threshold(probs, labels, float(threshold), oos_label), oos_label)
-        recall = float(scores["oos_recall"])
-        if min_recall is not None:
-            if recall >= min_recall - 1e-12:
-                return float(threshold)
-            score = recall  # fallback when the floor is never reached: the most recall there is
-        else:
-            score = float(scores["in_scope_accuracy"]) + recall
-        if score > best_score + 1e-12:
-            best_threshold, best_score = float(threshold), score
-    return best_threshold
+        rates.append((float(threshold), float(scores["in_scope_accuracy"]), float(scores["oos_recall"])))
+    if min_recall is not None:
+        met = [t for t, _, recall in rates if recall >= min_recall - 1e-12]
+        if met:
+            return met[0]
+        return max(rates, key=lambda r: (r[2], -r[0]))[0]
+    return max(rates, key=lambda r: (round(r[1] + r[2], 12), -r[0]))[0]
