@@ -13,7 +13,7 @@ import pytest
 from textpulse.datasets import TokenExample
 from textpulse.datasets.labels import FINER_ORD_TAGS, WNUT17_TAGS
 from textpulse.ml.config import TokenMix, TrainConfig, load_config_file
-from textpulse.ml.mix import check_label_map, load_mix, map_tags, split_mix, weighted
+from textpulse.ml.mix import check_label_map, drop_twins, load_mix, map_tags, split_mix, weighted
 from textpulse.ml.social import URL_WORD, USER_WORD
 from textpulse.ml.tokenization import normalise_words
 
@@ -85,6 +85,24 @@ def test_dev_is_carved_first_and_is_the_same_for_every_seed_cap_and_weight() -> 
     )[1]
     assert len(capped_dev) == 4
     assert {e.id for e in capped_dev} <= {e.id for e in dev}
+
+
+def test_dev_fraction_zero_trains_on_every_sentence_and_scores_none() -> None:
+    examples = _examples(40)
+    train, dev, sentences = split_mix(
+        examples, TokenMix(task="wnut17", label_map=SOCIAL, dev_fraction=0), data_seed=13, seed=13
+    )
+    assert (len(train), dev, sentences) == (40, [], 40)
+    with pytest.raises(ValueError, match="neither trains nor scores"):
+        TokenMix(task="wnut17", label_map=SOCIAL, dev_fraction=0, weight=0)
+
+
+def test_mixed_rows_that_are_twins_of_the_primary_dev_rows_are_dropped() -> None:
+    rows = _examples(5)
+    # the same sentence with other case and another number is the same near-duplicate key
+    twin = TokenExample("dev:0", [w.upper() if w.isalpha() else w for w in rows[2].tokens], rows[2].tags)
+    kept = drop_twins(rows, [twin, TokenExample("dev:1", ["unrelated", "words"], ["O", "O"])])
+    assert [e.id for e in kept] == ["wnut:0", "wnut:1", "wnut:3", "wnut:4"]
 
 
 def test_test_splits_and_sequence_tasks_are_refused() -> None:
@@ -171,3 +189,34 @@ def test_training_with_a_mix_scores_its_dev_split(tmp_path: Path) -> None:
     assert meta["n_train"] == 8 + 9  # 6 sentences x 1.5
     assert meta["mix"]["wnut17"]["n_dev"] == 2
     assert "CC BY 4.0" in meta["data_licence"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("base_model_path")
+def test_training_on_a_whole_mixed_file_drops_twins_of_the_primary_dev_rows(tmp_path: Path) -> None:
+    from textpulse.ml.train import fit
+
+    social = _examples(6)
+    dev = [(list(social[0].tokens), ["B-PER", "I-PER", "O", "O", "O", "O", "O"])]  # a twin of a mixed row
+    news = [(["Goldman", "Sachs", "hired", "Jane", "Smith", "."], ["B-ORG", "I-ORG", "O", "B-PER", "I-PER", "O"])] * 8
+    config = TrainConfig(
+        task="finer_ord",
+        output_dir=tmp_path / "model",
+        train_file=str(_finer_csv(tmp_path / "train.csv", news)),
+        dev_file=str(_finer_csv(tmp_path / "val.csv", dev)),
+        mix=[
+            TokenMix(task="wnut17", file=str(_conll(tmp_path / "dev.conll", social)), label_map=SOCIAL, dev_fraction=0)
+        ],
+        max_steps=1,
+        batch_size=8,
+        max_length=32,
+        threads=1,
+        progress=False,
+    )
+    summary = fit(config).summary
+    assert "dev_mix" not in summary  # nothing carved, nothing scored
+    meta = __import__("json").loads((tmp_path / "model" / "config.json").read_text("utf-8"))["textpulse"]
+    assert meta["n_train"] == 8 + 5
+    assert "1 rows dropped as near-twins" in meta["mix"]["wnut17"]["train_data"]
+    assert meta["mix"]["wnut17"]["n_dev"] == 0

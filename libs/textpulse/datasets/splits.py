@@ -51,7 +51,8 @@ def near_duplicate_key(text: str) -> str:
     return _TRAILING.sub("", key)
 
 
-def _key(example: TextExample | TokenExample) -> str:
+def example_key(example: TextExample | TokenExample) -> str:
+    """The near-duplicate key of a text or token example (its words joined by spaces)."""
     text = example.text if isinstance(example, TextExample) else " ".join(example.tokens)
     return near_duplicate_key(text)
 
@@ -66,8 +67,8 @@ def cross_split_twins(
     train: Iterable[TextExample | TokenExample], dev: Iterable[TextExample | TokenExample]
 ) -> list[str]:
     """Near-duplicate keys present on both sides (empty for a leak-free split)."""
-    train_keys = {_key(e) for e in train}
-    return sorted({k for k in (_key(e) for e in dev) if k in train_keys})
+    train_keys = {example_key(e) for e in train}
+    return sorted({k for k in (example_key(e) for e in dev) if k in train_keys})
 
 
 def dev_split(
@@ -90,7 +91,7 @@ def dev_split(
         raise ValueError(msg)
     groups: dict[str, list[int]] = defaultdict(list)
     for index, example in enumerate(examples):
-        groups[_key(example)].append(index)
+        groups[example_key(example)].append(index)
     strata: dict[str, list[str]] = defaultdict(list)
     for key, indices in groups.items():
         stratum = _stratum(examples[indices[0]]) if stratify else ""

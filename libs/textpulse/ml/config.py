@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, model_validator
 
 from textpulse.settings import load_yaml_model
 
@@ -148,8 +148,21 @@ class TokenMix(BaseModel):
         description="Times each kept sentence is seen per epoch (a fractional part is a seeded sample); "
         "0 trains on none of it but still carves and scores its dev split (the baseline on the same rows).",
     )
-    dev_fraction: float = Field(0.1, gt=0, lt=1, description="Dev carve from its training file (seed data_seed).")
+    dev_fraction: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="Dev carve from its training file (seed data_seed); 0 carves none: every sentence may be "
+        "trained on (an official dev file the primary dev split does not read) and nothing is scored.",
+    )
     limit_dev: int | None = Field(None, ge=1, description="At most this many of its dev sentences.")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> TokenMix:
+        if self.weight == 0 and self.dev_fraction == 0:
+            msg = "a mix with weight 0 and dev_fraction 0 neither trains nor scores anything"
+            raise ValueError(msg)
+        return self
 
 
 class TrainConfig(BaseModel):

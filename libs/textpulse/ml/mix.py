@@ -13,11 +13,12 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from textpulse.datasets import TokenExample, dev_split, label_names, load_token_examples
+from textpulse.datasets import TextExample, TokenExample, dev_split, label_names, load_token_examples
+from textpulse.datasets.splits import example_key
 from textpulse.ml.config import resolve_task
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from textpulse.ml.config import TokenMix
 
@@ -87,7 +88,10 @@ def split_mix(
     Dev is carved first (near-duplicate aware, ``data_seed``: the same rows for every training
     seed and every weight, 0 included), then the cap and the weight apply to what is left.
     """
-    train, dev = dev_split(examples, mix.dev_fraction, data_seed, stratify=False)
+    if mix.dev_fraction:
+        train, dev = dev_split(examples, mix.dev_fraction, data_seed, stratify=False)
+    else:  # nothing carved: every sentence is a training candidate, nothing is scored
+        train, dev = list(examples), []
     rng = random.Random(seed)  # noqa: S311 - reproducible subsampling
     if mix.limit is not None and len(train) > mix.limit:
         train = [train[i] for i in sorted(rng.sample(range(len(train)), mix.limit))]
@@ -96,6 +100,16 @@ def split_mix(
     kept = train if mix.weight > 0 else []
     rows = weighted(map_examples(kept, mix.label_map), mix.weight, rng)
     return rows, map_examples(dev, mix.label_map), len(kept)
+
+
+def drop_twins(rows: Sequence[TokenExample], held_out: Iterable[TextExample | TokenExample]) -> list[TokenExample]:
+    """``rows`` without any sentence that is a near-duplicate of a held-out one.
+
+    The mixed file and the primary dev split are different files, so the carve that keeps a
+    file's own twins on one side does not protect the primary dev set from a mixed twin.
+    """
+    keys = {example_key(e) for e in held_out}
+    return [e for e in rows if example_key(e) not in keys]
 
 
 def load_mix(mix: TokenMix, target_labels: Sequence[str], *, data_seed: int, seed: int) -> MixSplits:
@@ -113,5 +127,9 @@ def load_mix(mix: TokenMix, target_labels: Sequence[str], *, data_seed: int, see
     train, dev, sentences = split_mix(examples, mix, data_seed=data_seed, seed=seed)
     mapping = ", ".join(f"{k}→{v}" for k, v in sorted(mix.label_map.items()))
     train_desc = f"{sentences} sentences of {path} × {mix.weight:g} ({mapping}; other types O)"
-    dev_desc = f"{mix.dev_fraction:.0%} of `{path}` (seed {data_seed}, dedup-aware), {len(dev)} sentences"
+    dev_desc = (
+        f"{mix.dev_fraction:.0%} of `{path}` (seed {data_seed}, dedup-aware), {len(dev)} sentences"
+        if dev
+        else "none (dev_fraction 0)"
+    )
     return MixSplits(name, train, dev, train_desc, dev_desc, preset.licence, sentences)

@@ -42,7 +42,7 @@ from textpulse.ml.evaluate import (
     token_predictions,
 )
 from textpulse.ml.inference import torch_logits_fn
-from textpulse.ml.mix import MixSplits, load_mix
+from textpulse.ml.mix import MixSplits, drop_twins, load_mix
 from textpulse.ml.modelcard import render_model_card
 from textpulse.ml.modeling import TextPulseModel, build_model, count_parameters, save_model
 from textpulse.ml.settings import default_base_model, offline_hub
@@ -520,7 +520,20 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
                 raise ValueError(msg)
             for mix in config.mix:
                 mixed = load_mix(mix, labels, data_seed=config.data_seed, seed=config.seed)
-                log.info("mix %s: %d train rows, %d dev sentences", mixed.name, len(mixed.train), len(mixed.dev))
+                kept = drop_twins(mixed.train, [*splits.dev, *splits.calibration])
+                log.info(
+                    "mix %s: %d train rows (%d dropped as twins of the primary dev rows), %d dev sentences",
+                    mixed.name,
+                    len(kept),
+                    len(mixed.train) - len(kept),
+                    len(mixed.dev),
+                )
+                if dropped := len(mixed.train) - len(kept):
+                    mixed = dataclasses.replace(
+                        mixed,
+                        train=kept,
+                        train_desc=f"{mixed.train_desc}; {dropped} rows dropped as near-twins of the primary dev rows",
+                    )
                 mixes.append(mixed)
                 # appended after limit_train: the cap of the primary rows stays what the profile says
                 splits.train = [*splits.train, *mixed.train]
@@ -697,6 +710,7 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
     mix_metrics = {
         m.name: _evaluate(model, tokenizer, dataclasses.replace(primary, dev=[*m.dev]), config, "cpu")[0]
         for m in primary.mixes
+        if m.dev
     }
     meta = {
         "task": primary.name,
