@@ -218,5 +218,10 @@ def test_training_on_a_whole_mixed_file_drops_twins_of_the_primary_dev_rows(tmp_
     assert "dev_mix" not in summary  # nothing carved, nothing scored
     meta = __import__("json").loads((tmp_path / "model" / "config.json").read_text("utf-8"))["textpulse"]
     assert meta["n_train"] == 8 + 5
-    assert "1 rows dropped as near-twins" in meta["mix"]["wnut17"]["train_data"]
+    assert "; 1 dropped as near-twins of primary dev rows" in meta["mix"]["wnut17"]["train_data"]
     assert meta["mix"]["wnut17"]["n_dev"] == 0
+    # the preset may still call that file a dev file: evaluation refuses to score training data
+    from textpulse.ml.evaluation_cli import EvalError, run_eval
+
+    with pytest.raises(EvalError, match="training data of this model"):
+        run_eval("finer_ord", tmp_path / "model", str(tmp_path / "dev.conll"), threads=1)

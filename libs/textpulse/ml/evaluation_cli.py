@@ -117,6 +117,7 @@ def run_eval(
     _check_format(path, canonical, preset, split)
     predictor = _load_predictor(model, out, backend=backend, threads=threads, batch_size=batch_size)
     chosen = select_head(canonical, model_heads(predictor), head, predictor.directory)
+    _refuse_trained_file(path, predictor.meta)
     gold = _load_gold(path, canonical, preset, split)
     unknown = unknown_labels(gold.labels, chosen.labels)
     if unknown:
@@ -292,6 +293,26 @@ def _head_meta(meta: dict[str, Any], head: Head) -> dict[str, Any]:
         return meta | {"labels": head.labels}
     extra: dict[str, Any] = dict((meta.get("extra_heads_meta") or {}).get(head.name) or {})
     return meta | extra | {"task": head.name, "labels": head.labels, "oos_threshold": None, "n_dev": "?"}
+
+
+def _refuse_trained_file(path: Path, meta: dict[str, Any]) -> None:
+    """Refuse a file the model was trained on as a mixed data set: its figures would flatter it.
+
+    A token task's official dev file can be training data (``mix`` with ``dev_fraction: 0``), while
+    the task preset still names it as the dev file, so ``--data wnut17/emerging.dev.conll`` looks
+    like an honest evaluation.
+    """
+    for name, entry in (meta.get("mix") or {}).items():
+        try:
+            trained = resolve_path(entry.get("file") or "")
+        except FileNotFoundError:
+            continue
+        if trained.is_file() and trained.resolve() == path.resolve():
+            msg = (
+                f"{path} is training data of this model (mix {name!r}: {entry.get('train_data')}); "
+                "score it on a file it did not see"
+            )
+            raise EvalError(msg)
 
 
 def _data_file(data: str, preset: TaskPreset) -> Path:

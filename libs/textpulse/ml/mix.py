@@ -74,6 +74,8 @@ class MixSplits:
     licence: str
     #: distinct sentences behind ``train`` (before the weight repeats them)
     n_sentences: int
+    #: the mixed file as the config names it (``textpulse eval`` refuses to score it)
+    path: str = ""
 
 
 def split_mix(
@@ -132,4 +134,4 @@ def load_mix(mix: TokenMix, target_labels: Sequence[str], *, data_seed: int, see
         if dev
         else "none (dev_fraction 0)"
     )
-    return MixSplits(name, train, dev, train_desc, dev_desc, preset.licence, sentences)
+    return MixSplits(name, train, dev, train_desc, dev_desc, preset.licence, sentences, path)

@@ -532,7 +532,7 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
                     mixed = dataclasses.replace(
                         mixed,
                         train=kept,
-                        train_desc=f"{mixed.train_desc}; {dropped} rows dropped as near-twins of the primary dev rows",
+                        train_desc=f"{mixed.train_desc}; {dropped} dropped as near-twins of primary dev rows",
                     )
                 mixes.append(mixed)
                 # appended after limit_train: the cap of the primary rows stays what the profile says
@@ -725,7 +725,13 @@ def fit(config: TrainConfig) -> TrainResult:  # noqa: PLR0912, PLR0915 - one lin
         "n_dev": len(primary.dev),
         "data_licence": "; ".join(dict.fromkeys([primary.preset.licence, *(m.licence for m in primary.mixes)])),
         "mix": {
-            m.name: {"train_data": m.train_desc, "dev_data": m.dev_desc, "n_train": len(m.train), "n_dev": len(m.dev)}
+            m.name: {
+                "train_data": m.train_desc,
+                "dev_data": m.dev_desc,
+                "n_train": len(m.train),
+                "n_dev": len(m.dev),
+                "file": m.path,
+            }
             for m in primary.mixes
         },
         "text_normalisation": config.text_normalisation,
