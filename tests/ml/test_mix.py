@@ -131,6 +131,26 @@ def test_the_social_profile_loads(tmp_path: Path) -> None:
     assert social["limit_train"] + mix.limit == quick["limit_train"] == 2400
 
 
+def test_the_full_wnut17_profile_trains_on_the_official_dev_file_and_carves_its_dev_from_train(
+    tmp_path: Path,
+) -> None:
+    from textpulse.ml.config import resolve_task
+
+    profiles = PROFILE.parents[1]
+    config = TrainConfig(task="wnut17", output_dir=tmp_path, **load_config_file(profiles / "full" / "wnut17.yaml"))
+    (mix,) = config.mix
+    assert (mix.file, mix.dev_fraction, mix.weight) == (resolve_task("wnut17")[1].dev, 0, 1.0)
+    # the same six types, nothing mapped away
+    assert mix.label_map == {kind: kind for kind in {tag.partition("-")[2] for tag in WNUT17_TAGS if tag != "O"}}
+    # the checkpoint cannot be chosen on rows it trains on
+    assert config.carve_dev is True
+    # the ablation that measured it is the same recipe with half of that file held out
+    ablation = load_config_file(profiles / "ablation" / "wnut17.yaml")
+    full = load_config_file(profiles / "full" / "wnut17.yaml")
+    assert {k: v for k, v in ablation.items() if k != "mix"} == {k: v for k, v in full.items() if k != "mix"}
+    assert ablation["mix"][0]["dev_fraction"] == 0.5
+
+
 def _finer_csv(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
