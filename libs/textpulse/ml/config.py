@@ -127,7 +127,8 @@ class TokenMix(BaseModel):
 
     Its entity types are mapped onto the primary task's (``label_map``; a type not listed is
     dropped: its words are tagged ``O``), a dev split is carved from its *training* file (never
-    trained on; scored at the end of the run, ``metrics.json`` → ``dev_mix``), and its rows go
+    trained on; scored at the end of the run, ``metrics.json`` → ``dev_mix``; ``dev_fraction`` 0
+    carves none), rows that are near-twins of the primary dev rows are dropped, and its rows go
     through the same word normalisation as the primary rows (``normalise_words``). Checkpoint
     selection stays on the primary dev set. Test files are refused: decisions are taken on dev.
     """
