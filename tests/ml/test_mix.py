@@ -6,8 +6,10 @@ Tiny hand-made data; the one training run (slow) reads tiny files written here.
 from __future__ import annotations
 
 import csv
+import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from textpulse.datasets import TokenExample
@@ -18,6 +20,8 @@ from textpulse.ml.social import URL_WORD, USER_WORD
 from textpulse.ml.tokenization import normalise_words
 
 SOCIAL = {"person": "PER", "location": "LOC", "corporation": "ORG", "group": "ORG"}
+#: (words, BIO tags) per sentence
+Sentences = list[tuple[list[str], list[str]]]
 PROFILE = Path(__file__).resolve().parents[2] / "libs" / "textpulse" / "ml" / "profiles" / "social" / "finer_ord.yaml"
 
 
@@ -151,7 +155,7 @@ def test_the_full_wnut17_profile_trains_on_the_official_dev_file_and_carves_its_
     assert ablation["mix"][0]["dev_fraction"] == 0.5
 
 
-def _finer_csv(path: Path, sentences: list[tuple[list[str], list[str]]]) -> Path:
+def _finer_csv(path: Path, sentences: Sentences) -> Path:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["gold_label", "gold_token", "doc_idx", "sent_idx"])
@@ -169,43 +173,49 @@ def _conll(path: Path, examples: list[TokenExample]) -> Path:
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-@pytest.mark.usefixtures("base_model_path")
-def test_training_with_a_mix_scores_its_dev_split(tmp_path: Path) -> None:
+def _train_with_mix(
+    tmp_path: Path, news: Sentences, dev: Sentences, mix: TokenMix, *, max_steps: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(training summary, the model's ``config.json`` meta) of a tiny FiNER-ORD run with ``mix``."""
     from textpulse.ml.train import fit
 
-    news = [
-        (
-            ["Goldman", "Sachs", "hired", "Jane", "Smith", "in", "London", "."],
-            ["B-ORG", "I-ORG", "O", "B-PER", "I-PER", "O", "B-LOC", "O"],
-        )
-    ] * 8
     config = TrainConfig(
         task="finer_ord",
         output_dir=tmp_path / "model",
         train_file=str(_finer_csv(tmp_path / "train.csv", news)),
-        dev_file=str(_finer_csv(tmp_path / "val.csv", news[:2])),
-        mix=[
-            TokenMix(
-                task="wnut17",
-                file=str(_conll(tmp_path / "social.conll", _examples(20))),
-                label_map=SOCIAL,
-                limit=6,
-                weight=1.5,
-            )
-        ],
-        max_steps=2,
+        dev_file=str(_finer_csv(tmp_path / "val.csv", dev)),
+        mix=[mix],
+        max_steps=max_steps,
         batch_size=8,
         max_length=32,
         threads=1,
         progress=False,
     )
     summary = fit(config).summary
+    return summary, json.loads((tmp_path / "model" / "config.json").read_text("utf-8"))["textpulse"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.usefixtures("base_model_path")
+def test_training_with_a_mix_scores_its_dev_split(tmp_path: Path) -> None:
+    news = [
+        (
+            ["Goldman", "Sachs", "hired", "Jane", "Smith", "in", "London", "."],
+            ["B-ORG", "I-ORG", "O", "B-PER", "I-PER", "O", "B-LOC", "O"],
+        )
+    ] * 8
+    mix = TokenMix(
+        task="wnut17",
+        file=str(_conll(tmp_path / "social.conll", _examples(20))),
+        label_map=SOCIAL,
+        limit=6,
+        weight=1.5,
+    )
+    summary, meta = _train_with_mix(tmp_path, news, news[:2], mix, max_steps=2)
     assert set(summary["dev_mix"]) == {"wnut17"}
     assert summary["dev_mix"]["wnut17"]["n"] == 2  # 10 % of 20 sentences, never trained on
     assert {"micro_f1", "weighted_f1", "per_type"} <= set(summary["dev_mix"]["wnut17"])
-    meta = __import__("json").loads((tmp_path / "model" / "config.json").read_text("utf-8"))["textpulse"]
     assert meta["n_train"] == 8 + 9  # 6 sentences x 1.5
     assert meta["mix"]["wnut17"]["n_dev"] == 2
     assert "CC BY 4.0" in meta["data_licence"]
@@ -215,28 +225,12 @@ def test_training_with_a_mix_scores_its_dev_split(tmp_path: Path) -> None:
 @pytest.mark.timeout(300)
 @pytest.mark.usefixtures("base_model_path")
 def test_training_on_a_whole_mixed_file_drops_twins_of_the_primary_dev_rows(tmp_path: Path) -> None:
-    from textpulse.ml.train import fit
-
     social = _examples(6)
     dev = [(list(social[0].tokens), ["B-PER", "I-PER", "O", "O", "O", "O", "O"])]  # a twin of a mixed row
     news = [(["Goldman", "Sachs", "hired", "Jane", "Smith", "."], ["B-ORG", "I-ORG", "O", "B-PER", "I-PER", "O"])] * 8
-    config = TrainConfig(
-        task="finer_ord",
-        output_dir=tmp_path / "model",
-        train_file=str(_finer_csv(tmp_path / "train.csv", news)),
-        dev_file=str(_finer_csv(tmp_path / "val.csv", dev)),
-        mix=[
-            TokenMix(task="wnut17", file=str(_conll(tmp_path / "dev.conll", social)), label_map=SOCIAL, dev_fraction=0)
-        ],
-        max_steps=1,
-        batch_size=8,
-        max_length=32,
-        threads=1,
-        progress=False,
-    )
-    summary = fit(config).summary
+    mix = TokenMix(task="wnut17", file=str(_conll(tmp_path / "dev.conll", social)), label_map=SOCIAL, dev_fraction=0)
+    summary, meta = _train_with_mix(tmp_path, news, dev, mix, max_steps=1)
     assert "dev_mix" not in summary  # nothing carved, nothing scored
-    meta = __import__("json").loads((tmp_path / "model" / "config.json").read_text("utf-8"))["textpulse"]
     assert meta["n_train"] == 8 + 5
     assert "; 1 dropped as near-twins of primary dev rows" in meta["mix"]["wnut17"]["train_data"]
     assert meta["mix"]["wnut17"]["n_dev"] == 0

@@ -521,19 +521,19 @@ def _prepare_tasks(config: TrainConfig, tokenizer: Any) -> list[TaskData]:
             for mix in config.mix:
                 mixed = load_mix(mix, labels, data_seed=config.data_seed, seed=config.seed)
                 kept = drop_twins(mixed.train, [*splits.dev, *splits.calibration])
-                log.info(
-                    "mix %s: %d train rows (%d dropped as twins of the primary dev rows), %d dev sentences",
-                    mixed.name,
-                    len(kept),
-                    len(mixed.train) - len(kept),
-                    len(mixed.dev),
-                )
                 if dropped := len(mixed.train) - len(kept):
                     mixed = dataclasses.replace(
                         mixed,
                         train=kept,
                         train_desc=f"{mixed.train_desc}; {dropped} dropped as near-twins of primary dev rows",
                     )
+                log.info(
+                    "mix %s: %d train rows (%d dropped as near-twins of primary dev rows), %d dev sentences",
+                    mixed.name,
+                    len(mixed.train),
+                    dropped,
+                    len(mixed.dev),
+                )
                 mixes.append(mixed)
                 # appended after limit_train: the cap of the primary rows stays what the profile says
                 splits.train = [*splits.train, *mixed.train]
